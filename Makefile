@@ -1,0 +1,55 @@
+# azaion.jetson: every set-up and test step, runnable on a fresh machine with Python 3.11.
+#   make demo   the main job end to end on the bundled lab
+#   make test   the whole test suite (what CI runs)
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# ansible-test runs only inside ansible_collections/<namespace>/<name>/: a clean copy goes here.
+# Outside the checkout: inside it, ansible-test would list files through git and skip the copy.
+SANITY_ROOT := $(or $(TMPDIR),/tmp)/azaion.jetson-sanity/ansible_collections/azaion/jetson
+ANSIBLE_TEST_PIP := $(HOME)/.ansible/test/cache/get_pip_24_2.py
+
+.PHONY: test demo bench units integration sanity lint changelog-lint venv clean
+
+test: units integration sanity lint changelog-lint
+
+venv: $(STAMP)
+
+$(STAMP): tests/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	touch $@
+
+units: $(STAMP)
+	$(BIN)/python -m pytest tests/unit tests/lab -q
+
+integration: $(STAMP)
+	$(BIN)/python -m pytest tests/integration -q
+
+# Every sanity test that applies to the collection, with no ignore file.
+sanity: $(STAMP)
+	@test -f $(ANSIBLE_TEST_PIP) || { mkdir -p $(dir $(ANSIBLE_TEST_PIP)); cp tests/sanity/get_pip_standin.py $(ANSIBLE_TEST_PIP); }
+	rm -rf $(SANITY_ROOT) && mkdir -p $(SANITY_ROOT)
+	git ls-files -z --cached --others --exclude-standard \
+	  | xargs -0 sh -c 'for f; do [ -e "$$f" ] && printf "%s\0" "$$f"; done' sh \
+	  | xargs -0 cp --parents -t $(SANITY_ROOT)
+	cd $(SANITY_ROOT) && PATH=$(CURDIR)/$(BIN):$$PATH ansible-test sanity --venv --requirements --python 3.11 --color no
+
+lint: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH ansible-lint --profile production --offline
+
+changelog-lint: $(STAMP)
+	$(BIN)/antsibull-changelog lint
+
+demo: $(STAMP)
+	$(BIN)/python tests/lab/demo.py
+
+bench: $(STAMP)
+	$(BIN)/python tests/bench/identity_bench.py
+
+clean:
+	rm -rf build tests/output .pytest_cache

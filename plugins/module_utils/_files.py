@@ -1,0 +1,65 @@
+# -*- coding: utf-8 -*-
+# Copyright: Azaion
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+# This module_utils is PRIVATE to the azaion.jetson collection: it may change without notice.
+
+"""Crash-safe file writes shared by the collection's modules."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import tempfile
+
+
+def write_file_atomic(path, data, mode=0o600, uid=None, gid=None):
+    """Replace ``path`` with ``data`` (bytes) so that a crash leaves the old file or the new one.
+
+    The temporary file lives in the same directory (so the final rename cannot cross a file
+    system), is created with ``mode`` already applied (the content is never readable by
+    others, not even for a moment), is flushed to disk before the rename, and the directory is
+    flushed after it so the rename itself survives a power cut.  ``os.replace`` swaps a
+    symbolic link at ``path`` for the new file rather than writing through it.
+    """
+    directory = os.path.dirname(path) or '.'
+    fd, tmp_path = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=directory)
+    try:
+        os.fchmod(fd, mode)
+        if uid is not None or gid is not None:
+            os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+            # chown clears set-id bits on some systems: apply the mode once more.
+            os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _remove_quietly(tmp_path)
+        raise
+    os.close(fd)
+    try:
+        os.replace(tmp_path, path)
+    except BaseException:
+        _remove_quietly(tmp_path)
+        raise
+    fsync_directory(directory)
+
+
+def fsync_directory(directory):
+    """Flush a directory entry change (a rename or a new file) to disk."""
+    dir_fd = os.open(directory, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0))
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _remove_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -1,0 +1,107 @@
+"""The bundled lab, shared by the demo, the integration tests and the benchmarks.
+
+It links the checkout where Ansible finds collections, builds staging rootfs trees that look
+like a real image (an etc/passwd with the Loader's service user, absolute symlinks that point
+into the station's own /etc when followed from outside), writes inventories and runs
+``ansible-playbook`` as a real subprocess.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COLLECTIONS_ROOT = os.path.join(REPO_ROOT, 'build', 'collections')
+PLAYBOOKS_DIR = os.path.join(REPO_ROOT, 'playbooks')
+SERVICE_USER = 'azaion'
+SERVICE_UID = 1500
+SERVICE_GID = 1500
+
+
+def link_collection():
+    """Make ``build/collections/ansible_collections/azaion/jetson`` point at the checkout."""
+    namespace_dir = os.path.join(COLLECTIONS_ROOT, 'ansible_collections', 'azaion')
+    link = os.path.join(namespace_dir, 'jetson')
+    os.makedirs(namespace_dir, exist_ok=True)
+    if not os.path.islink(link):
+        try:
+            os.symlink(REPO_ROOT, link)
+        except FileExistsError:  # a parallel test worker made it first
+            pass
+    return COLLECTIONS_ROOT
+
+
+def make_rootfs(root):
+    """Create a minimal staging rootfs at ``root`` and return its path."""
+    etc = os.path.join(root, 'etc')
+    os.makedirs(etc, exist_ok=True)
+    with open(os.path.join(etc, 'passwd'), 'w') as passwd:
+        passwd.write('root:x:0:0:root:/root:/bin/bash\n'
+                     'daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n'
+                     '%s:x:%d:%d:Azaion Loader:/var/lib/azaion:/usr/sbin/nologin\n'
+                     % (SERVICE_USER, SERVICE_UID, SERVICE_GID))
+    with open(os.path.join(etc, 'group'), 'w') as group:
+        group.write('root:x:0:\ndaemon:x:1:\n%s:x:%d:\n' % (SERVICE_USER, SERVICE_GID))
+    resolv = os.path.join(etc, 'resolv.conf')
+    if not os.path.lexists(resolv):
+        # As in NVIDIA's sample rootfs: followed from the station this leads into the
+        # station's own /run, which is what device_conf must never do for its own paths.
+        os.symlink('/run/systemd/resolve/stub-resolv.conf', resolv)
+    return root
+
+
+def write_inventory(path, devices, group_vars=None, station_vars=None):
+    """Write a YAML inventory (JSON is YAML) with ``devices`` (name -> vars) in group jetsons."""
+    inventory = {'jetsons': {'hosts': devices, 'vars': dict(group_vars or {})}}
+    if station_vars:
+        inventory['all'] = {'hosts': {'localhost': station_vars}}
+    with open(path, 'w') as inventory_file:
+        json.dump(inventory, inventory_file, indent=2)
+    return path
+
+
+def ansible_env(extra=None):
+    """The environment for ansible-playbook: this checkout as the collection, quiet defaults."""
+    env = dict(os.environ)
+    env.update({
+        'ANSIBLE_COLLECTIONS_PATH': link_collection(),
+        'ANSIBLE_HOST_KEY_CHECKING': 'False',
+        'ANSIBLE_RETRY_FILES_ENABLED': 'False',
+        'ANSIBLE_NOCOLOR': '1',
+        'ANSIBLE_FORCE_COLOR': '0',
+        'ANSIBLE_DEPRECATION_WARNINGS': 'False',
+        # The implicit localhost would otherwise run modules with whatever python3 is first.
+        'ANSIBLE_PYTHON_INTERPRETER': sys.executable,
+    })
+    env.update(extra or {})
+    return env
+
+
+def run_playbook(inventory, playbook='provision.yml', args=(), env=None, timeout=900):
+    """Run a playbook of the collection; return the CompletedProcess (text stdout/stderr)."""
+    command = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'),
+               '-i', inventory, os.path.join(PLAYBOOKS_DIR, playbook)] + list(args)
+    return subprocess.run(command, env=ansible_env(env), capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def play_recap(stdout):
+    """Parse PLAY RECAP lines into {host: {'ok': n, 'changed': n, 'failed': n, ...}}."""
+    recap = {}
+    in_recap = False
+    for line in stdout.splitlines():
+        if line.startswith('PLAY RECAP'):
+            in_recap = True
+            continue
+        if in_recap and ':' in line and '=' in line:
+            host, _, counters = line.partition(':')
+            recap[host.strip()] = dict((key, int(value)) for key, value in
+                                       (item.split('=') for item in counters.split()))
+    return recap
+
+
+def read_device_conf(rootfs_dir):
+    """Return the device.conf of a staging rootfs as a dict."""
+    with open(os.path.join(rootfs_dir, 'etc', 'azaion', 'device.conf')) as conf:
+        return dict(line.split('=', 1) for line in conf.read().splitlines() if '=' in line)
