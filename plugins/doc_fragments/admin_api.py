@@ -16,16 +16,21 @@ options:
       - Base URL of the admin API, for example V(https://admin.internal.example.com).
       - The module appends the endpoint paths (V(/users), V(/users/password)) to it; a trailing
         slash is removed.
-      - If not set, the value of the environment variable E(AZAION_ADMIN_API_URL) is used.
-        Playbooks usually pass the inventory variable C(azaion_admin_api_url).
+      - If not set, the inventory variable C(azaion_admin_api_url) is used, else the environment
+        variable E(AZAION_ADMIN_API_URL) of the controller, else that of the host the module
+        runs on.
     type: str
     required: true
   api_token:
     description:
       - Bearer token, sent in the C(Authorization) header as C(Bearer <token>) with every
         request; for example the token of an C(ApiAdmin) account.
-      - If not set, the value of the environment variable E(AZAION_ADMIN_API_TOKEN) is used.
-        Playbooks usually pass the inventory variable C(azaion_admin_api_token).
+      - If not set, the inventory variable C(azaion_admin_api_token) is used, else the
+        environment variable E(AZAION_ADMIN_API_TOKEN) of the controller, else that of the host
+        the module runs on.
+      - Better left unset in playbooks. The controller then hands the token to the module
+        itself, while a token written as a task argument reaches every callback (loggers, AWX
+        job events) with the task's arguments before the module can mask it.
       - Optional because the runbook's stock admin API sits on a restricted network without
         authentication; an admin API that wants a token answers HTTP 401 without one.
       - The token never appears in results or error messages.

@@ -401,7 +401,7 @@ class AdminAPIClient(object):
                 parsed = self._parse_json(status, text, response_headers, method, shown_path)
             return AdminAPIResponse(status, text, parsed, response_headers)
 
-        message = http_error_message(status, method, shown_path, url, text, self.secrets, bool(self.token))
+        message = http_error_message(status, method, shown_path, self.api_url, text, self.secrets, bool(self.token))
         said = snippet(server_message(text), self.secrets)
         if status == 429 or status >= 500:
             retry_after = None
