@@ -95,7 +95,7 @@ def play_recap(stdout):
             in_recap = True
             continue
         if in_recap and ':' in line and '=' in line:
-            host, _, counters = line.partition(':')
+            host, _colon, counters = line.partition(':')
             recap[host.strip()] = dict((key, int(value)) for key, value in
                                        (item.split('=') for item in counters.split()))
     return recap
