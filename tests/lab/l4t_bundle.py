@@ -126,14 +126,15 @@ def make_bundle(top, lab_state, usb_sysfs_root, flash_seconds=0.0, fuse_seconds=
     config = os.path.join(lab_dir, 'config')
     settings = (('LAB_STATE', lab_state),
                 ('LAB_USB_SYSFS_ROOT', os.path.abspath(usb_sysfs_root)),
-                ('LAB_FLASH_SECONDS', '%g' % flash_seconds),
-                ('LAB_FUSE_SECONDS', '%g' % fuse_seconds))
+                ('LAB_FLASH_SECONDS', '%.6f' % flash_seconds),
+                ('LAB_FUSE_SECONDS', '%.6f' % fuse_seconds))
     _write(config, '# The lab settings of this fake Linux_for_Tegra (tests/lab/l4t_bundle.py).\n'
            + ''.join('%s=%s\n' % (key, shlex.quote(value)) for key, value in settings))
     os.chmod(config, 0o444)
 
     _make_filler(tree, filler_files, DEFAULT_FILLER_DIRS if filler_dirs is None else filler_dirs)
-    return tree
+    # The tools log the physical path of the tree they ran from; return the same spelling.
+    return os.path.realpath(tree)
 
 
 def make_sample_rootfs_tarball(path):

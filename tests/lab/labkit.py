@@ -105,3 +105,69 @@ def read_device_conf(rootfs_dir):
     """Return the device.conf of a staging rootfs as a dict."""
     with open(os.path.join(rootfs_dir, 'etc', 'azaion', 'device.conf')) as conf:
         return dict(line.split('=', 1) for line in conf.read().splitlines() if '=' in line)
+
+
+class FactoryLab:
+    """A whole factory station in a directory: a fake L4T bundle, a fake USB tree with Jetsons
+    in recovery mode on chosen ports, the sample rootfs tarball, and the station's workdir.
+
+    ``ports`` maps a USB port path to the USB product id of the Jetson on it (7523: Orin Nano
+    8GB...). The Loaders of the devices (one per port) are served by ``loaders``, a
+    LabLoaderFleet started by ``start_loaders``.
+    """
+
+    SAMPLE_ROOTFS = 'Tegra_Linux_Sample-Root-Filesystem_R36.4.0_aarch64.tbz2'
+
+    def __init__(self, root, ports, flash_seconds=0.0, fuse_seconds=0.0, filler_files=0):
+        from lab import l4t_bundle, usb_sysfs  # pylint: disable=import-outside-toplevel
+
+        self.root = os.path.abspath(str(root))
+        self.ports = dict(ports)
+        self.lab_state = os.path.join(self.root, 'lab-state')
+        self.sysfs = os.path.join(self.root, 'sysfs')
+        self.workdir = os.path.join(self.root, 'station')
+        os.makedirs(self.lab_state, exist_ok=True)
+        usb_sysfs.make_usb_sysfs(self.sysfs, self.ports)
+        self.bundle = l4t_bundle.make_bundle(os.path.join(self.root, 'bundle'), self.lab_state, self.sysfs,
+                                             flash_seconds=flash_seconds, fuse_seconds=fuse_seconds,
+                                             filler_files=filler_files)
+        self.sample_rootfs = l4t_bundle.make_sample_rootfs_tarball(os.path.join(self.root, self.SAMPLE_ROOTFS))
+        self.loaders = None
+
+    def start_loaders(self, admin_api_url):
+        """Serve each port's Loader from what was flashed to that port (booted on flash)."""
+        from lab.loader import LabLoaderFleet  # pylint: disable=import-outside-toplevel
+
+        self.loaders = LabLoaderFleet(os.path.join(self.lab_state, 'storage'), admin_api_url)
+        for port in self.ports:
+            self.loaders.boot(port)
+        return self.loaders
+
+    def stop_loaders(self):
+        if self.loaders:
+            self.loaders.stop_all()
+
+    def group_vars(self):
+        """The station's inventory variables for this lab."""
+        return {
+            'jetson_station': 'localhost',
+            'jetson_workdir': self.workdir,
+            'jetson_l4t_dir': self.bundle,
+            'jetson_usb_sysfs_root': self.sysfs,
+            'rootfs_sample_tarball': self.sample_rootfs,
+            'rootfs_default_user': SERVICE_USER,
+            'identity_conf_owner': SERVICE_USER,
+            'identity_conf_group': SERVICE_USER,
+            'identity_api_retry_backoff': 0.2,
+            'verify_health_timeout': 60,
+            'verify_health_interval': 0.3,
+        }
+
+    def host_vars(self, port):
+        host = {'jetson_usb_instance': port}
+        if self.loaders:
+            host['jetson_loader_url'] = self.loaders.url(port)
+        return host
+
+    def storage(self, port):
+        return os.path.join(self.lab_state, 'storage', port)

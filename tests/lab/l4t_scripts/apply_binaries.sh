@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # apply_binaries.sh: the lab's stand-in for NVIDIA's Linux_for_Tegra/apply_binaries.sh.
 #
 # Installs "NVIDIA's packages" into the rootfs, with the real tool's refusals: it needs root,

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # flash.sh: the lab's stand-in for NVIDIA's Linux_for_Tegra/flash.sh (see lab_common.sh).
 #
 # Like the real one it builds bootloader/system.img from the rootfs IN PLACE, rewrites

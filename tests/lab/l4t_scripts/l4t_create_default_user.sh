@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # l4t_create_default_user.sh: the lab's stand-in for NVIDIA's
 # Linux_for_Tegra/tools/l4t_create_default_user.sh.
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # l4t_initrd_flash.sh: the lab's stand-in for NVIDIA's tools/kernel_flash/l4t_initrd_flash.sh.
 #
 # Like the real one it builds the images into tools/kernel_flash/images (and

@@ -162,13 +162,22 @@ lab_on_exit() {
     exit "${status}"
 }
 
-# A sleep without a child process: a tool killed with SIGKILL leaves no orphan holding the
-# caller's pipes open, and a trapped SIGTERM interrupts it at once.
+# A sleep without a lasting child process: a tool killed with SIGKILL leaves no orphan holding
+# the caller's pipes open. It waits in one-second slices because a signal that lands just
+# before a read starts would not interrupt it: between slices bash runs the pending trap.
 lab_sleep() {
-    if [[ $1 =~ ^0*(\.0*)?$ ]]; then
-        return 0
+    local whole=${1%%.*} fraction='' fd
+    if [[ $1 == *.* ]]; then fraction=${1#*.}; fi
+    whole=$((10#${whole:-0}))
+    exec {fd}<> <(:)  # a pipe nobody writes to: read -t on it is a pure-bash sleep
+    while ((whole > 0)); do
+        read -rt 1 -u "${fd}" || true
+        whole=$((whole - 1))
+    done
+    if [[ ${fraction} =~ [1-9] ]]; then
+        read -rt "0.${fraction}" -u "${fd}" || true
     fi
-    read -rt "$1" <> <(:) || true
+    exec {fd}<&-
 }
 
 # --- paths and files ---------------------------------------------------------------------------

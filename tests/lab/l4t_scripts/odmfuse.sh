@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # odmfuse.sh: the lab's stand-in for NVIDIA's Linux_for_Tegra/odmfuse.sh (see lab_common.sh).
 #
 # Burning fuses is irreversible, so this fake models the traps the fuse role must avoid: no

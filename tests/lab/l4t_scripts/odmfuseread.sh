@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # odmfuseread.sh: the lab's stand-in for NVIDIA's Linux_for_Tegra/odmfuseread.sh.
 #
 # Reads back what is REALLY burned into the one device in recovery mode (not what odmfuse.sh

@@ -1,0 +1,210 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Azaion
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: batch_report
+short_description: Write a provisioning batch's report (CSV and JSON) on the station
+version_added: 1.0.0
+description:
+  - Reads the state file of every device in O(devices) (see M(azaion.jetson.device_state))
+    and writes C(<workdir>/reports/<batch>.json) and C(<workdir>/reports/<batch>.csv): per
+    device its serial, e-mail, station, USB port, board, each phase's status and duration, and
+    the error that stopped it. No secret is in the state files, so none is in the report.
+  - Also returns the rows, a summary and a readable table for the play's output.
+  - The files are rewritten only when a device's row changed, so re-running a finished batch
+    reports no change.
+author: Azaion engineering (@azaion)
+options:
+  workdir:
+    description: The station's work directory (C(jetson_workdir)); state files are read from C(devices/<serial>/state.json) under it.
+    type: path
+    required: true
+  batch:
+    description: Name of the report files.
+    type: str
+    default: batch
+  devices:
+    description:
+      - One dict per device with C(serial) and, where known, C(email), C(station),
+        C(usb_instance), C(board) and C(fuse_enabled).
+    type: list
+    elements: dict
+    required: true
+  phases:
+    description: The phases, in order, that make a device done.
+    type: list
+    elements: str
+    default: [rootfs, fuse, identity, flash, verify]
+attributes:
+  check_mode:
+    support: full
+    details: In check mode the report is returned but no file is written.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+'''
+
+EXAMPLES = r'''
+- name: Write the batch report
+  azaion.jetson.batch_report:
+    workdir: /var/lib/azaion-jetson
+    batch: wave-1
+    devices:
+      - {serial: AZJN-0101, email: azaion-jetson-0101@azaion.com, station: localhost, usb_instance: "1-3.1"}
+  register: report
+
+- name: Show it
+  ansible.builtin.debug:
+    msg: "{{ report.table }}"
+'''
+
+RETURN = r'''
+rows:
+  description: One dict per device.
+  returned: always
+  type: list
+  elements: dict
+summary:
+  description: Counts of devices C(done), C(failed) and C(pending), and C(total).
+  returned: always
+  type: dict
+  sample: {"total": 6, "done": 5, "failed": 1, "pending": 0}
+table:
+  description: The report as readable text, one line per device.
+  returned: always
+  type: str
+json_path:
+  description: The JSON report.
+  returned: always
+  type: str
+csv_path:
+  description: The CSV report.
+  returned: always
+  type: str
+'''
+
+import csv
+import io
+import json
+import os
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.azaion.jetson.plugins.module_utils._files import write_file_atomic
+from ansible_collections.azaion.jetson.plugins.module_utils._l4t import DeviceState
+
+FINISHED = ('done', 'skipped')
+
+
+def device_row(device, phases, state):
+    """One report row: the device's facts, then status and seconds of each phase, then the error."""
+    recorded = state.get('phases', {})
+    row = dict(serial=device['serial'], email=device.get('email') or '', station=device.get('station') or '',
+               port=device.get('usb_instance') or '',
+               board=(recorded.get('flash') or {}).get('board') or device.get('board') or '')
+    errors = []
+    for phase in phases:
+        record = recorded.get(phase) or {}
+        status = record.get('status') or 'pending'
+        if phase == 'fuse' and status == 'pending' and not device.get('fuse_enabled'):
+            status = 'skipped'
+        row[phase] = status
+        row[phase + '_seconds'] = record.get('seconds')
+        if status == 'failed':
+            errors.append('%s: %s' % (phase, record.get('error') or 'failed'))
+    row['error'] = '; '.join(errors)
+    if errors:
+        row['result'] = 'failed'
+    elif all(row[phase] in FINISHED for phase in phases):
+        row['result'] = 'done'
+    else:
+        row['result'] = 'pending'
+    return row
+
+
+def render_csv(rows, columns):
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator='\n')
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(dict((key, '' if row[key] is None else row[key]) for key in columns))
+    return buffer.getvalue()
+
+
+def render_table(rows, phases):
+    header = ['serial', 'port', 'board', 'result'] + phases
+    lines = [header] + [[str(row[key] or '-') for key in header] for row in rows]
+    widths = [max(len(line[index]) for line in lines) for index in range(len(header))]
+    text = ['  '.join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
+    text += ['%s: %s' % (row['serial'], row['error']) for row in rows if row['error']]
+    return '\n'.join(text)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            workdir=dict(type='path', required=True),
+            batch=dict(type='str', default='batch'),
+            devices=dict(type='list', elements='dict', required=True),
+            phases=dict(type='list', elements='str', default=['rootfs', 'fuse', 'identity', 'flash', 'verify']),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    phases = params['phases']
+    if '/' in params['batch'] or params['batch'] in ('', '.', '..'):
+        module.fail_json(msg='batch %r must be a plain file name such as wave-1' % params['batch'])
+    rows = []
+    for device in params['devices']:
+        if not device.get('serial'):
+            module.fail_json(msg='every device needs a serial; got %r' % (device,))
+        path = os.path.join(params['workdir'], 'devices', device['serial'], 'state.json')
+        try:
+            state = DeviceState(path).load()
+        except ValueError as exc:
+            module.fail_json(msg='%s is not a device state file (%s)' % (path, exc))
+        rows.append(device_row(device, phases, state))
+
+    summary = dict(total=len(rows))
+    for result in ('done', 'failed', 'pending'):
+        summary[result] = sum(1 for row in rows if row['result'] == result)
+    columns = ['serial', 'email', 'station', 'port', 'board', 'result']
+    for phase in phases:
+        columns += [phase, phase + '_seconds']
+    columns.append('error')
+
+    reports_dir = os.path.join(params['workdir'], 'reports')
+    json_path = os.path.join(reports_dir, params['batch'] + '.json')
+    csv_path = os.path.join(reports_dir, params['batch'] + '.csv')
+    content = dict(batch=params['batch'], summary=summary, devices=rows)
+    try:
+        with open(json_path) as existing:
+            previous = json.load(existing)
+        previous.pop('generated', None)
+    except (IOError, OSError, ValueError):
+        previous = None
+    changed = previous != content
+    if changed and not module.check_mode:
+        try:
+            if not os.path.isdir(reports_dir):
+                os.makedirs(reports_dir, 0o750)
+            document = dict(content, generated=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
+            write_file_atomic(json_path, json.dumps(document, indent=2, sort_keys=True).encode('utf-8') + b'\n', mode=0o640)
+            write_file_atomic(csv_path, render_csv(rows, columns).encode('utf-8'), mode=0o640)
+        except (IOError, OSError) as exc:
+            module.fail_json(msg='cannot write the batch report in %s: %s' % (reports_dir, exc.strerror or exc))
+    module.exit_json(changed=changed, rows=rows, summary=summary, table=render_table(rows, phases),
+                     json_path=json_path, csv_path=csv_path)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,274 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Azaion
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: l4t_rootfs
+short_description: Stage the root filesystem of an L4T working tree (sample rootfs, NVIDIA binaries, default user)
+version_added: 1.0.0
+description:
+  - Prepares C(<l4t_dir>/rootfs) the way NVIDIA's quick start does, each step only when it is
+    still needed. It unpacks the sample root filesystem when C(rootfs/etc/passwd) is missing
+    (C(tar xpf) as root, keeping owners), runs C(apply_binaries.sh) when
+    C(rootfs/etc/nv_tegra_release) is missing, and creates the default user with
+    C(tools/l4t_create_default_user.sh ... --accept-license) when it is not in
+    C(rootfs/etc/passwd).
+  - C(l4t_create_default_user.sh) only takes the password on its command line, where every
+    process on the station can read it, and it prints it. The module runs it with a throwaway
+    password and then sets the real one in C(rootfs/etc/shadow) as a SHA-512 crypt hash.
+    The hash is made by C(openssl passwd -6 -stdin), which reads the password from its
+    standard input. The real password never appears in a process argument, a log or a
+    result.
+  - Several devices of a station may call it at once; a lock file makes the first do the work
+    and the others find it done.
+  - After a change it writes C(<l4t_dir>/.azaion-staging.json), the stamp that per-port
+    working trees (M(azaion.jetson.l4t_workspace)) compare to know when to rebuild.
+author: Azaion engineering (@azaion)
+options:
+  l4t_dir:
+    description: The station's staging C(Linux_for_Tegra) tree (not the bundle as delivered).
+    type: path
+    required: true
+  sample_rootfs:
+    description:
+      - NVIDIA's C(Tegra_Linux_Sample-Root-Filesystem_<ver>_aarch64.tbz2), on the station.
+      - Needed only while C(rootfs/etc/passwd) does not exist.
+    type: path
+  apply_binaries:
+    description: Run C(apply_binaries.sh) when the NVIDIA binaries are not installed yet.
+    type: bool
+    default: true
+  default_user:
+    description: The default user to create in the image. Nothing is created when not set.
+    type: str
+  default_user_password:
+    description:
+      - The default user's password. Required with O(default_user).
+      - Better left unset in playbooks. The controller then takes it from the inventory
+        variable C(jetson_default_user_password) and hands it to the module itself, while a
+        password written as a task argument reaches every callback with the task's arguments.
+    type: str
+  hostname:
+    description: The image's host name, set with the default user.
+    type: str
+    default: jetson
+  log_dir:
+    description: Where the tools' output is logged.
+    type: path
+    required: true
+  timeout:
+    description: Seconds each tool may run.
+    type: int
+    default: 3600
+attributes:
+  check_mode:
+    support: full
+    details: In check mode no tool runs; the result says which steps would run.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+'''
+
+EXAMPLES = r'''
+- name: Stage the station's rootfs
+  azaion.jetson.l4t_rootfs:
+    l4t_dir: /var/lib/azaion-jetson/staging/Linux_for_Tegra
+    sample_rootfs: /srv/l4t/Tegra_Linux_Sample-Root-Filesystem_R36.4.0_aarch64.tbz2
+    default_user: azaion  # password from the (vaulted) inventory variable jetson_default_user_password
+    hostname: azaion-jetson
+    log_dir: /var/lib/azaion-jetson/logs
+'''
+
+RETURN = r'''
+steps:
+  description: The steps that ran (or, in check mode, would run).
+  returned: always
+  type: list
+  elements: str
+  sample: [unpack sample rootfs, apply_binaries.sh, create default user]
+log_path:
+  description: The log of the tools that ran.
+  returned: when a tool ran
+  type: str
+'''
+
+import fcntl
+import json
+import os
+import secrets
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.azaion.jetson.plugins.module_utils._files import write_file_atomic
+from ansible_collections.azaion.jetson.plugins.module_utils._l4t import log_tail, run_tool
+
+STAMP_NAME = '.azaion-staging.json'
+
+
+def passwd_has_user(passwd_path, user):
+    try:
+        with open(passwd_path) as passwd:
+            return any(line.split(':', 1)[0] == user for line in passwd)
+    except (IOError, OSError):
+        return False
+
+
+def set_shadow_hash(shadow_path, user, password_hash):
+    """Put ``password_hash`` in ``user``'s line of ``shadow_path``, keeping mode and owner."""
+    status = os.stat(shadow_path)
+    with open(shadow_path) as shadow:
+        lines = shadow.read().splitlines()
+    for index, line in enumerate(lines):
+        fields = line.split(':')
+        if fields[0] == user and len(fields) > 1:
+            fields[1] = password_hash
+            lines[index] = ':'.join(fields)
+            break
+    else:
+        raise ValueError('%s has no line for %s' % (shadow_path, user))
+    write_file_atomic(shadow_path, ('\n'.join(lines) + '\n').encode('utf-8'),
+                      mode=status.st_mode & 0o7777, uid=status.st_uid, gid=status.st_gid)
+
+
+class Stager(object):
+    def __init__(self, module):
+        self.module = module
+        self.params = module.params
+        self.l4t_dir = self.params['l4t_dir']
+        self.rootfs = os.path.join(self.l4t_dir, 'rootfs')
+        self.log_path = os.path.join(self.params['log_dir'], 'staging-%s.log' % time.strftime('%Y%m%dT%H%M%SZ', time.gmtime()))
+        self.steps = []
+        self.ran_tool = False
+
+    def fail(self, msg, **kwargs):
+        if self.ran_tool:
+            kwargs['log_path'] = self.log_path
+        self.module.fail_json(msg=msg, steps=self.steps, **kwargs)
+
+    def run(self, step, argv, cwd):
+        self.ran_tool = True
+        run = run_tool(argv, cwd, self.log_path, self.params['timeout'])
+        if run.timed_out or run.rc != 0:
+            why = 'timed out after %d s' % self.params['timeout'] if run.timed_out else 'exited with %d' % run.rc
+            self.fail('%s %s (log %s); last lines:\n%s' % (step, why, self.log_path, log_tail(self.log_path, 20)))
+
+    def pending_steps(self):
+        steps = []
+        if not os.path.exists(os.path.join(self.rootfs, 'etc', 'passwd')):
+            steps.append('unpack sample rootfs')
+        if self.params['apply_binaries'] and not os.path.exists(os.path.join(self.rootfs, 'etc', 'nv_tegra_release')):
+            steps.append('apply_binaries.sh')
+        if self.params['default_user'] and not passwd_has_user(os.path.join(self.rootfs, 'etc', 'passwd'),
+                                                                 self.params['default_user']):
+            steps.append('create default user')
+        return steps
+
+    def check_inputs(self, steps):
+        if not os.path.isfile(os.path.join(self.l4t_dir, 'flash.sh')):
+            self.fail('%s is not a Linux_for_Tegra tree (no flash.sh)' % self.l4t_dir)
+        if 'unpack sample rootfs' in steps:
+            tarball = self.params['sample_rootfs']
+            if not tarball:
+                self.fail('%s has no etc/passwd yet: give sample_rootfs (the Tegra_Linux_Sample-Root-Filesystem '
+                          'tarball) to unpack into it' % self.rootfs)
+            if not os.path.isfile(tarball):
+                self.fail('sample_rootfs %s does not exist on this station' % tarball)
+        tools = {'apply_binaries.sh': 'apply_binaries.sh',
+                 'create default user': os.path.join('tools', 'l4t_create_default_user.sh')}
+        for step, tool in tools.items():
+            if step in steps and not os.path.isfile(os.path.join(self.l4t_dir, tool)):
+                self.fail('%s has no %s' % (self.l4t_dir, tool))
+
+    def unpack(self):
+        if not os.path.isdir(self.rootfs):
+            os.makedirs(self.rootfs, 0o755)
+        # As root, tar keeps the owners and modes recorded in the archive (-p, numeric ids).
+        self.run('unpacking %s' % self.params['sample_rootfs'],
+                 ['tar', '-x', '-p', '--numeric-owner', '-f', self.params['sample_rootfs'], '-C', self.rootfs],
+                 self.l4t_dir)
+
+    def apply_binaries(self):
+        passwd = os.path.join(self.rootfs, 'etc', 'passwd')
+        if os.path.exists(passwd) and os.stat(passwd).st_uid != 0:
+            self.fail('%s is not owned by root, so apply_binaries.sh would refuse: unpack the sample rootfs '
+                      'as root (tar xpf keeps owners)' % passwd)
+        self.run('apply_binaries.sh', ['./apply_binaries.sh'], self.l4t_dir)
+
+    def create_default_user(self):
+        user = self.params['default_user']
+        throwaway = secrets.token_hex(16)  # on the command line only until the real hash replaces it
+        self.run('l4t_create_default_user.sh',
+                 ['./tools/l4t_create_default_user.sh', '-u', user, '-p', throwaway,
+                  '-n', self.params['hostname'], '--accept-license'], self.l4t_dir)
+        rc, out, err = self.module.run_command(['openssl', 'passwd', '-6', '-stdin'],
+                                               data=self.params['default_user_password'], binary_data=False)
+        password_hash = out.strip()
+        if rc != 0 or not password_hash.startswith('$6$'):
+            self.fail('openssl passwd -6 could not hash the default user password (rc %d): %s' % (rc, err.strip()))
+        try:
+            set_shadow_hash(os.path.join(self.rootfs, 'etc', 'shadow'), user, password_hash)
+        except (IOError, OSError, ValueError) as exc:
+            self.fail('cannot set the password of %s in the rootfs: %s' % (user, exc))
+
+    def stage(self):
+        steps = self.pending_steps()
+        self.check_inputs(steps)
+        if self.module.check_mode or not steps:
+            return steps
+        for step, action in (('unpack sample rootfs', self.unpack), ('apply_binaries.sh', self.apply_binaries),
+                             ('create default user', self.create_default_user)):
+            if step in steps:
+                action()
+                self.steps.append(step)
+        etc = os.path.join(self.rootfs, 'etc')
+        if not os.path.isdir(etc):
+            os.makedirs(etc, 0o755)
+        stamp = dict(staged=time.time(), steps=self.steps, generation=secrets.token_hex(8))
+        write_file_atomic(os.path.join(self.l4t_dir, STAMP_NAME), json.dumps(stamp, sort_keys=True).encode('utf-8'),
+                          mode=0o644)
+        return steps
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            l4t_dir=dict(type='path', required=True),
+            sample_rootfs=dict(type='path'),
+            apply_binaries=dict(type='bool', default=True),
+            default_user=dict(type='str'),
+            default_user_password=dict(type='str', no_log=True),
+            hostname=dict(type='str', default='jetson'),
+            log_dir=dict(type='path', required=True),
+            timeout=dict(type='int', default=3600),
+        ),
+        required_by=dict(default_user='default_user_password'),
+        supports_check_mode=True,
+    )
+    stager = Stager(module)
+    if not os.path.isdir(stager.l4t_dir):
+        module.fail_json(msg='l4t_dir %s does not exist: create the station\'s working tree first '
+                             '(azaion.jetson.l4t_workspace)' % stager.l4t_dir)
+    with open(stager.l4t_dir.rstrip('/') + '.lock', 'a') as lock:
+        # Devices of one station share this tree: the first stages it, the others wait and find it done.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        steps = stager.stage()
+    result = dict(changed=bool(steps), steps=steps)
+    if stager.ran_tool:
+        result['log_path'] = stager.log_path
+    if steps:
+        result['msg'] = ('would run: ' if module.check_mode else 'ran: ') + ', '.join(steps)
+    else:
+        result['msg'] = 'the rootfs is staged already'
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,184 @@
+# -*- coding: utf-8 -*-
+# Copyright: Azaion
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The pure logic of fusing: fuse configurations, fuse_info.txt, the comparison, masking."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import subprocess
+
+import pytest
+
+from lab import l4t_bundle as l4t
+from lab.usb_sysfs import make_usb_sysfs
+
+from ansible_collections.azaion.jetson.plugins.module_utils import _fuse as fu
+
+PKH = '0x' + '5a' * 32
+SBK = '0x' + '0123456789abcdef' * 4
+
+
+def config(*fuses, **attributes):
+    magic = attributes.get('magic', fu.FUSE_MAGIC)
+    return '<genericfuse MagicId="%s" version="1.0.0">\n%s</genericfuse>\n' % (
+        magic, ''.join('  <fuse name="%s" size="%s" value="%s"/>\n' % fuse for fuse in fuses))
+
+
+# -- values -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('value, normal', [
+    ('0x1', '1'), ('0X0001', '1'), ('1', '1'), ('0x0', '0'), ('00000000', '0'), ('0x', None),
+    ('0xABCdef', 'abcdef'), ('000001e0', '1e0'), ('0x00000000 0x000000AB', 'ab'), (' 0x10 ', '10'),
+])
+def test_normalize_value(value, normal):
+    if normal is None:
+        with pytest.raises(ValueError):
+            fu.normalize_value(value)
+    else:
+        assert fu.normalize_value(value) == normal
+
+
+@pytest.mark.parametrize('value', ['', '   ', 'xyz', '0x12g', '-1', '0x1.5'])
+def test_normalize_value_refuses_what_is_not_hexadecimal(value):
+    with pytest.raises(ValueError):
+        fu.normalize_value(value)
+
+
+# -- fuse configurations ----------------------------------------------------------------------
+
+def test_parses_the_lab_fuse_config_in_order(tmp_path):
+    path = l4t.write_fuse_config(str(tmp_path / 'fuses.xml'),
+                                 {'PublicKeyHash': PKH, 'SecureBootKey': SBK, 'SecurityMode': '0x1'})
+    assert fu.parse_fuse_config(path) == [
+        dict(name='PublicKeyHash', size=64, value=PKH),
+        dict(name='SecureBootKey', size=32, value=SBK),
+        dict(name='SecurityMode', size=4, value='0x1'),
+    ]
+
+
+def test_value_without_0x_and_without_size_is_accepted():
+    fuses = fu.parse_fuse_config_text('<genericfuse MagicId="0x45535546"><fuse name="OdmId" value="ab12"/></genericfuse>')
+    assert fuses == [dict(name='OdmId', size=None, value='ab12')]
+
+
+@pytest.mark.parametrize('text, message', [
+    ('not xml <', 'cfg.xml is not XML'),
+    ('<partition_layout version="1"/>', 'cfg.xml is not an NVIDIA fuse configuration: its root element is <partition_layout>'),
+    (config(('SecurityMode', 4, '0x1'), magic='0x46555345'), 'MagicId="0x46555345">, not <genericfuse MagicId="0x45535546">'),
+    ('<genericfuse><fuse name="SecurityMode" value="0x1"/></genericfuse>', 'not an NVIDIA fuse configuration'),
+    (config(), 'names no fuse'),
+    ('<genericfuse MagicId="0x45535546"><key name="x"/></genericfuse>', 'element 1 is <key>'),
+    ('<genericfuse MagicId="0x45535546"><fuse value="0x1"/></genericfuse>', 'fuse 1 has no valid name'),
+    ('<genericfuse MagicId="0x45535546"><fuse name="SecurityMode"/></genericfuse>', 'fuse SecurityMode has no value'),
+    (config(('SecurityMode', 4, '0x1'), ('SecurityMode', 4, '0x1')), 'SecurityMode is named twice'),
+    (config(('SecurityMode', 4, 'yes')), "value 'yes' is not hexadecimal"),
+    (config(('SecurityMode', 'four', '0x1')), "size 'four' is not a number of bytes"),
+    (config(('SecurityMode', 0, '0x1')), 'size 0 is not a number of bytes'),
+    (config(('SecurityMode', 1, '0x123')), 'longer than its size (1 bytes)'),
+    (config(('SecureBootKey', 32, '0x1234')), 'SecureBootKey must be 32 bytes (64 hexadecimal digits)'),
+    (config(('SecureBootKey', 16, '0x' + '12' * 16)), 'SecureBootKey must be 32 bytes'),
+])
+def test_bad_fuse_configs_are_named_clearly(text, message):
+    with pytest.raises(fu.FuseError) as error:
+        fu.parse_fuse_config_text(text, path='cfg.xml')
+    assert message in str(error.value)
+
+
+def test_secret_values_are_never_quoted_in_errors():
+    secret = 'zz' + '12' * 40
+    with pytest.raises(fu.FuseError) as error:
+        fu.parse_fuse_config_text(config(('OemK1', 32, secret)), path='cfg.xml')
+    assert 'OemK1: its value is not hexadecimal' in str(error.value)
+    assert secret not in str(error.value)
+
+
+def test_missing_and_unreadable_config_files(tmp_path):
+    with pytest.raises(fu.FuseError, match='fuse configuration .*missing.xml does not exist'):
+        fu.parse_fuse_config(str(tmp_path / 'missing.xml'))
+    with pytest.raises(fu.FuseError, match='cannot read fuse configuration'):
+        fu.parse_fuse_config(str(tmp_path))  # a directory
+
+
+def test_key_fuses_and_what_they_need():
+    fuses = fu.parse_fuse_config_text(config(('PublicKeyHash', 64, PKH), ('SecureBootKey', 32, SBK),
+                                             ('OemK1', 32, SBK), ('SecurityMode', 4, '0x1')))
+    assert fu.verifiable_fuses(fuses) == ['PublicKeyHash', 'SecurityMode']
+    assert fu.unverifiable_fuses(fuses) == ['SecureBootKey', 'OemK1']
+    assert fu.keys_needed(fuses) == [('PublicKeyHash', 'pkc_key'), ('SecureBootKey', 'sbk_key')]
+    assert fu.keys_needed(fuses[3:]) == []
+    secrets = fu.secret_values(fuses)
+    assert SBK in secrets and SBK[2:] in secrets and SBK[2:].upper() in secrets
+    assert PKH not in secrets and '0x1' not in secrets
+
+
+# -- fuse_info.txt ----------------------------------------------------------------------------
+
+def test_parses_fuse_info_as_the_lab_odmfuseread_writes_it(tmp_path):
+    sysfs = make_usb_sysfs(str(tmp_path / 'sysfs'), {'1-3': '7523'})
+    state = str(tmp_path / 'state')
+    tree = l4t.make_bundle(str(tmp_path / 'bundle'), state, sysfs)
+    read = subprocess.run([os.path.join(tree, 'odmfuseread.sh'), '-i', '0x23', 'jetson-orin-nano-devkit'],
+                          cwd=tree, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+    assert read.returncode == 0, read.stdout
+    info = fu.parse_fuse_info(os.path.join(tree, fu.FUSE_INFO_RELPATH))
+    assert info == {'PublicKeyHash': '0x0', 'BootSecurityInfo': '0x0', 'SecurityMode': '0x0',
+                    'OdmId': '0x0', 'OdmLock': '0x0', 'ArmJtagDisable': '0x0'}
+
+
+def test_parses_fuse_info_as_printed_by_nvidia():
+    text = ('PublicKeyHash: ABCDEF0123\nBootSecurityInfo: 000001e0\n\n# a comment\n'
+            '[ 0.0091 ] Reading fuses\nnot a field\nSecurityMode : 00000001 \nOdmId: 1\nOdmId: 2\n')
+    assert fu.parse_fuse_info_text(text) == {
+        'PublicKeyHash': 'ABCDEF0123', 'BootSecurityInfo': '000001e0', 'SecurityMode': '00000001', 'OdmId': '2'}
+
+
+def test_missing_fuse_info(tmp_path):
+    with pytest.raises(fu.FuseError, match='odmfuseread.sh wrote no'):
+        fu.parse_fuse_info(str(tmp_path / 'fuse_info.txt'))
+
+
+# -- the comparison ---------------------------------------------------------------------------
+
+FUSES = fu.parse_fuse_config_text(config(('PublicKeyHash', 64, PKH), ('SecureBootKey', 32, SBK),
+                                         ('BootSecurityInfo', 4, '0x209'), ('SecurityMode', 4, '0x1')))
+
+
+def test_a_matching_read_back_has_no_mismatch_whatever_the_spelling():
+    read = {'PublicKeyHash': PKH.upper().replace('0X', ''), 'BootSecurityInfo': '00000209',
+            'SecurityMode': '0x00000001', 'OdmLock': '0x0'}
+    assert fu.compare_fuses(FUSES, read) == []
+
+
+def test_mismatches_name_the_fuse_and_both_values_in_config_order():
+    read = {'PublicKeyHash': '0x0', 'BootSecurityInfo': '0x3e9', 'SecurityMode': 'garbage'}
+    mismatches = fu.compare_fuses(FUSES, read)
+    assert mismatches == [
+        dict(name='PublicKeyHash', expected=PKH, read_back='0x0'),
+        dict(name='BootSecurityInfo', expected='0x209', read_back='0x3e9'),
+        dict(name='SecurityMode', expected='0x1', read_back='garbage'),
+    ]
+    text = fu.describe_mismatches(mismatches)
+    assert text.startswith('PublicKeyHash: expected %s, read back 0x0; BootSecurityInfo: expected 0x209' % PKH)
+
+
+def test_a_fuse_missing_from_the_read_back_is_a_mismatch_but_a_key_fuse_is_not_compared():
+    mismatches = fu.compare_fuses(FUSES, {'PublicKeyHash': PKH, 'SecurityMode': '0x1'})
+    assert mismatches == [dict(name='BootSecurityInfo', expected='0x209', read_back=None)]
+    assert fu.describe_mismatches(mismatches) == 'BootSecurityInfo: expected 0x209, read back nothing'
+    assert SBK not in repr(fu.compare_fuses(FUSES, {}))
+
+
+# -- masking ----------------------------------------------------------------------------------
+
+def test_redact_file_masks_every_spelling(tmp_path):
+    log = tmp_path / 'fuse.log'
+    log.write_text('burning %s\nburning %s\nother 0x1\n' % (SBK, SBK[2:].upper()))
+    assert fu.redact_file(str(log), fu.secret_values(FUSES)) is True
+    assert log.read_text() == 'burning ********\nburning ********\nother 0x1\n'
+    assert fu.redact_file(str(log), fu.secret_values(FUSES)) is False  # nothing left to mask
+    assert fu.redact_file(str(tmp_path / 'missing.log'), ['x' * 10]) is False
+    assert fu.redact_file(str(log), []) is False
