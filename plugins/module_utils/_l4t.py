@@ -413,6 +413,10 @@ def normalize_relpaths(paths, what='path'):
     return cleaned
 
 
+def _is_inside(path, directory):
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
 def _under(relpath, prefixes):
     for prefix in prefixes:
         if relpath == prefix or relpath.startswith(prefix + '/'):
@@ -634,6 +638,9 @@ def clone_tree(src, dest, private_paths, preserve=()):
     dest = os.path.abspath(dest)
     if not os.path.isdir(src):
         raise ValueError('the source tree %s is not a directory' % src)
+    real_src, real_dest = os.path.realpath(src), os.path.realpath(dest)
+    if _is_inside(real_dest, real_src) or _is_inside(real_src, real_dest):
+        raise ValueError('the working tree %s and its source %s must not contain each other' % (dest, src))
     private = normalize_relpaths(private_paths, 'private path')
     keep = normalize_relpaths(preserve, 'preserved path')
     parent = os.path.dirname(dest)

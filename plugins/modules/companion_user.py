@@ -501,7 +501,7 @@ def main():
         device_conf=dict(type='path', required=True),
         email=dict(type='str'),
         role=dict(type='raw', default='CompanionPC'),
-        update_password=dict(type='str', default='always', choices=['always', 'on_create']),
+        update_password=dict(type='str', default='always', choices=['always', 'on_create'], no_log=False),
         sync_record=dict(type='path'),
         force_sync=dict(type='bool', default=False),
         lookup=dict(type='bool', default=True),

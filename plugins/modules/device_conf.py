@@ -225,6 +225,11 @@ def main():
     email = params['email']
 
     if not os.path.exists(rootfs_dir):
+        if module.check_mode:
+            # In a check run, the task that stages the rootfs did not run either.
+            module.warn('rootfs_dir %s does not exist yet; a real run writes device.conf once it is staged' % rootfs_dir)
+            module.exit_json(changed=True, email=email, path=os.path.join(rootfs_dir, DEVICE_CONF_RELPATH),
+                             password_state='generated', msg='would write device.conf once the rootfs is staged')
         module.fail_json(msg='rootfs_dir %s does not exist; stage the rootfs first or fix the path' % rootfs_dir)
     if not os.path.isdir(rootfs_dir):
         module.fail_json(msg='rootfs_dir %s is not a directory; give the staged rootfs directory' % rootfs_dir)

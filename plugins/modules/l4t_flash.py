@@ -454,6 +454,10 @@ def main():
         module.fail_json(msg='concurrency must be 1 or more, not %d' % params['concurrency'])
     script = INITRD_SCRIPT if tool == 'initrd' else FLASH_SCRIPT
     if not os.path.isdir(l4t_dir):
+        if module.check_mode:
+            # In a check run, the task that makes the working tree did not run either.
+            module.exit_json(changed=True, msg='would flash %s on USB port %s once its working tree %s is made'
+                                               % (serial, port, l4t_dir), skipped_reason=None)
         module.fail_json(msg='l4t_dir %s does not exist; make the working tree first with'
                              ' azaion.jetson.l4t_workspace' % l4t_dir)
     if not os.path.isfile(os.path.join(l4t_dir, FLASH_SCRIPT)) or not os.path.isfile(os.path.join(l4t_dir, script)):
@@ -467,6 +471,11 @@ def main():
     try:
         conf_digest = _device_conf(module, l4t_dir, params['expected_email'])
     except FlashError as exc:
+        if module.check_mode:
+            # In a check run, the identity phase wrote no device.conf either.
+            module.warn('%s on USB port %s: %s' % (serial, port, exc))
+            module.exit_json(changed=True, skipped_reason=None,
+                             msg='would flash %s on USB port %s once its device.conf is written' % (serial, port))
         module.fail_json(msg='not flashing %s on USB port %s: %s' % (serial, port, exc))
 
     marker = read_workspace_marker(l4t_dir)

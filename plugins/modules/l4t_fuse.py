@@ -341,7 +341,7 @@ class Fuser(object):
         record.update(fields)
         try:
             self.state.record(PHASE, **record)
-        except (IOError, OSError) as exc:
+        except (IOError, OSError, ValueError) as exc:
             self.fail(self._with_log('cannot record the fuse phase in %s: %s'
                                      % (self.params['state_file'], exc)),
                       fused=record.get('fused', False))
@@ -417,7 +417,7 @@ class Fuser(object):
             found = recovery_devices(root)
         except (IOError, OSError) as exc:
             self.fail('refusing to fuse: cannot scan %s for Jetsons in recovery mode: %s' % (root, exc))
-        ports = sorted(found)
+        ports = list(found)  # in port order
         if not ports:
             self.fail('refusing to fuse: no Jetson is in recovery mode on this station (expected one on '
                       'USB port %s); put the device in recovery mode' % wanted)
@@ -463,6 +463,8 @@ class Fuser(object):
         try:
             result = run_tool(argv, cwd=self.params['l4t_dir'], log_path=self.log_path,
                               timeout=self.params['timeout'])
+        except (IOError, OSError) as exc:
+            self.fail('cannot run %s (log %s): %s' % (os.path.basename(argv[0]), self.log_path, exc))
         finally:
             redact_file(self.log_path, self.secrets)
         return result
@@ -502,6 +504,10 @@ class Fuser(object):
 
     def main(self):
         params = self.params
+        # The tools run in l4t_dir: every path they are given must not depend on the cwd.
+        for option in ('l4t_dir', 'fuse_config', 'pkc_key', 'sbk_key', 'usb_sysfs_root', 'state_file', 'log_dir'):
+            if params[option] is not None:
+                params[option] = os.path.abspath(params[option])
         serial, port = params['serial'], params['usb_instance']
         self.state = DeviceState(params['state_file'], serial=serial)
         try:
@@ -515,6 +521,10 @@ class Fuser(object):
             self.exit('%s is already fused (recorded in %s at %s); a device is never fused twice'
                       % (serial, params['state_file'], _utc(phase['finished']) if phase.get('finished') else 'an earlier run'), fused=True)
 
+        if self.module.check_mode and not os.path.isdir(params['l4t_dir']):
+            # In a check run, the task that makes the device's working tree did not run either.
+            self.exit('would fuse %s once its working tree %s is made; nothing was run in check mode'
+                      % (serial, params['l4t_dir']), changed=True)
         fuses = self.check_inputs()
         product = self.check_usb()
         board = self.resolve_board(product)

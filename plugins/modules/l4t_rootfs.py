@@ -254,6 +254,10 @@ def main():
     )
     stager = Stager(module)
     if not os.path.isdir(stager.l4t_dir):
+        if module.check_mode:
+            # In a check run, the task that makes the tree did not run either.
+            module.exit_json(changed=True, steps=['unpack sample rootfs', 'apply_binaries.sh'],
+                             msg='would stage the rootfs once %s is made' % stager.l4t_dir)
         module.fail_json(msg='l4t_dir %s does not exist: create the station\'s working tree first '
                              '(azaion.jetson.l4t_workspace)' % stager.l4t_dir)
     with open(stager.l4t_dir.rstrip('/') + '.lock', 'a') as lock:

@@ -261,6 +261,10 @@ def main():
     if params['state'] == 'absent':
         _absent(module, dest)
 
+    if not os.path.isdir(src) and module.check_mode and os.path.isabs(src):
+        # In a check run, the task that makes src (the station's staging tree) did not run either.
+        module.exit_json(changed=True, dest=dest, rebuilt=os.path.exists(dest), stats={},
+                         msg='would make %s once %s exists' % (dest, src))
     if not os.path.isdir(src):
         module.fail_json(msg='src %s does not exist or is not a directory; give the Linux_for_Tegra directory'
                              ' of the bundle (or the staging tree)' % src)

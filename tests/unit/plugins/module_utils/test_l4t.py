@@ -226,7 +226,7 @@ def test_device_state_records_phases_atomically(tmp_path):
     assert data['serial'] == 'AZJN-0042'
     assert data['phases']['identity'] == {'status': 'done', 'seconds': 1.5}
     assert DeviceState(path).phase('flash')['fingerprint'] == 'abc'
-    assert [name for name in os.listdir(os.path.dirname(path))] == ['state.json']  # no temporary left
+    assert os.listdir(os.path.dirname(path)) == ['state.json']  # no temporary left
     with pytest.raises(ValueError):
         state.record('flash', status='finished')
 
@@ -267,8 +267,8 @@ def test_flash_slots_let_at_most_count_holders_in(tmp_path):
         thread.join(20)
     assert errors == []
     assert len(taken) == 3 and max(peak) == 2
-    assert set(slot for slot, _ in taken) == {0, 1}
-    assert max(wait for _, wait in taken) >= 0.3  # the third one waited for a free slot
+    assert set(slot for slot, dummy in taken) == {0, 1}
+    assert max(wait for dummy, wait in taken) >= 0.3  # the third one waited for a free slot
     assert sorted(os.listdir(slots_dir)) == ['slot-0.lock', 'slot-1.lock']
 
 
@@ -404,3 +404,9 @@ def test_clone_copies_when_hard_links_fail(lab, monkeypatch):
     assert stats['files_linked'] == 0 and stats['files_copied'] == len(checksums(lab.tree))
     assert os.stat(os.path.join(dest, 'flash.sh')).st_ino != os.stat(os.path.join(lab.tree, 'flash.sh')).st_ino
     assert os.access(os.path.join(dest, 'flash.sh'), os.X_OK)
+
+
+def test_clone_refuses_a_tree_inside_its_source(lab):
+    with pytest.raises(ValueError, match='must not contain each other'):
+        clone_tree(lab.tree, os.path.join(lab.tree, 'ports', '1-3'), PRIVATE)
+    assert not os.path.exists(os.path.join(lab.tree, 'ports'))

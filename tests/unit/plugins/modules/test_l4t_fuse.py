@@ -398,3 +398,10 @@ def test_a_stale_fuse_info_never_passes_for_a_read_back(module_runner, lab):
     assert 'timeout in USB read' in result['msg']  # the log tail
     assert (lab.phase()['status'], lab.phase()['fused']) == ('failed', False)
     assert lab.phase()['burn_started']
+
+
+def test_relative_paths_reach_the_tools_as_absolute_paths(module_runner, lab, monkeypatch):
+    monkeypatch.chdir(lab.keys)  # the tools run in l4t_dir, not here
+    result = fuse(module_runner, lab, fuse_config='fuse_config.xml', pkc_key='pkc.pem')
+    assert result['fused'] is True, result['msg']
+    assert lab.calls()[1] == ('odmfuse.sh', ['-X', lab.config, '-i', '0x23', '-k', lab.pkc, NANO])

@@ -62,8 +62,8 @@ def test_builds_once_then_changes_nothing(module_runner, bundle, dest):
     assert first['changed'] and not first['rebuilt'] and first['dest'] == dest
     assert first['stats']['files_linked'] > 10 and first['stats']['files_copied'] == 7
     assert inode(os.path.join(dest, 'flash.sh')) == inode(os.path.join(bundle, 'flash.sh'))
-    assert inode(os.path.join(dest, 'bootloader', 'system.img')) != inode(os.path.join(bundle, 'bootloader',
-                                                                                      'system.img'))
+    image = os.path.join('bootloader', 'system.img')
+    assert inode(os.path.join(dest, image)) != inode(os.path.join(bundle, image))
     marker_before = open(os.path.join(dest, '.azaion-workspace.json')).read()
 
     second = run(module_runner, bundle, dest)
