@@ -9,6 +9,9 @@ from lab import labkit
 from lab.admin_api import LabAdminAPI
 
 
+IDENTITY_PLAYBOOK = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'playbooks', 'identity.yml')
+
+
 class Batch:
     """A batch of devices on this machine as the station: rootfs trees, inventory, workdir."""
 
@@ -51,7 +54,7 @@ class Batch:
         if self.token is not None:
             environment['AZAION_ADMIN_API_TOKEN'] = self.token
         environment.update(env)
-        result = labkit.run_playbook(self.inventory, args=args, env=environment)
+        result = labkit.run_playbook(self.inventory, playbook=IDENTITY_PLAYBOOK, args=args, env=environment)
         result.recap = labkit.play_recap(result.stdout)
         return result
 

@@ -1,81 +1,33 @@
 """The secret sweep over the identity role, and the admin API over HTTPS and mTLS."""
 
 import os
-import threading
 
 import trustme
 
 from conftest import assert_ok
 from lab.admin_api import LabAdminAPI
-
-CALLBACK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'callback_plugins')
-
-
-class ProcessArgumentWatcher:
-    """Reads every process's command line while a run goes on (secrets must not be there)."""
-
-    def __init__(self):
-        self.seen = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def _watch(self):
-        while not self._stop.wait(0.02):
-            for pid in os.listdir('/proc'):
-                if pid.isdigit():
-                    try:
-                        with open('/proc/%s/cmdline' % pid, 'rb') as cmdline:
-                            self.seen.add(cmdline.read().replace(b'\0', b' '))
-                    except OSError:
-                        pass
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._stop.set()
-        self._thread.join()
-
-
-def everything_written_under(directory, skip_name='device.conf'):
-    """The bytes of every file under ``directory``, device.conf aside (it holds the secret)."""
-    for root, _dirs, files in os.walk(directory):
-        for name in files:
-            if name != skip_name:
-                with open(os.path.join(root, name), 'rb') as written:
-                    yield os.path.join(root, name), written.read()
-
+from sweep import ProcessArgumentWatcher, everything_written_under, sweep_env
 
 def test_no_password_or_token_in_anything_a_run_prints_or_writes(make_batch, tmp_path):
     batch = make_batch(4, extra_vars={'identity_api_retries': 6})
-    log_file = tmp_path / 'ansible.log'
-    events_file = tmp_path / 'events.jsonl'
-    tree_dir = tmp_path / 'tree'
-    sweep_env = {
-        'ANSIBLE_LOG_PATH': str(log_file),
-        'ANSIBLE_CALLBACK_PLUGINS': CALLBACK_DIR,
-        'ANSIBLE_CALLBACKS_ENABLED': 'ansible.builtin.tree,record_events',
-        'ANSIBLE_CALLBACK_TREE_DIR': str(tree_dir),
-        'ANSIBLE_LOAD_CALLBACK_PLUGINS': '1',
-        'RECORD_EVENTS_PATH': str(events_file),
-    }
+    log_file, events_file, tree_dir = tmp_path / 'ansible.log', tmp_path / 'events.jsonl', tmp_path / 'tree'
+    sweep_vars = sweep_env(log_file, events_file, tree_dir)
     outputs = []
     passwords = set()
     with ProcessArgumentWatcher() as watcher:
         # 1. create, through retries; 2. one device.conf lost: regenerate and PATCH;
         # 3. a rotation with --diff in check mode and for real; 4. the API down: errors.
         batch.api.set_faults([{'method': 'POST', 'status': 503, 'times': 2}, {'method': 'POST', 'drop': 'after', 'times': 1}])
-        outputs.append(batch.run('-vvvv', '--diff', **sweep_env))
+        outputs.append(batch.run('-vvvv', '--diff', **sweep_vars))
         passwords.update(batch.conf(device)['AZAION_DEVICE_PASSWORD'] for device in batch.devices)
         os.unlink(batch.conf_path('AZJN-0001'))
-        outputs.append(batch.run('-vvvv', '--diff', **sweep_env))
+        outputs.append(batch.run('-vvvv', '--diff', **sweep_vars))
         passwords.update(batch.conf(device)['AZAION_DEVICE_PASSWORD'] for device in batch.devices)
-        outputs.append(batch.run('-vvvv', '--diff', '--check', '-e', 'identity_rotate=true', **sweep_env))
-        outputs.append(batch.run('-vvvv', '--diff', '-e', 'identity_rotate=true', **sweep_env))
+        outputs.append(batch.run('-vvvv', '--diff', '--check', '-e', 'identity_rotate=true', **sweep_vars))
+        outputs.append(batch.run('-vvvv', '--diff', '-e', 'identity_rotate=true', **sweep_vars))
         passwords.update(batch.conf(device)['AZAION_DEVICE_PASSWORD'] for device in batch.devices)
         batch.api.stop()
-        outputs.append(batch.run('-vvvv', '--diff', '-e', 'identity_rotate=true', '-e', 'identity_api_retries=0', **sweep_env))
+        outputs.append(batch.run('-vvvv', '--diff', '-e', 'identity_rotate=true', '-e', 'identity_api_retries=0', **sweep_vars))
         passwords.update(batch.conf(device)['AZAION_DEVICE_PASSWORD'] for device in batch.devices)
 
     for result in outputs[:4]:

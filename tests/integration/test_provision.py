@@ -9,7 +9,8 @@ import secrets
 import pytest
 
 from conftest import assert_ok
-from lab import l4t_bundle, labkit
+from lab import l4t_bundle, labkit, usb_sysfs
+from sweep import ProcessArgumentWatcher, everything_written_under, sweep_env
 
 
 class ProvisionBatch:
@@ -22,6 +23,9 @@ class ProvisionBatch:
         self.lab.start_loaders(api.url)
         self.serials = serials or dict((port, 'AZJN-%04d' % (index + 1)) for index, port in enumerate(ports))
         self.default_user_password = secrets.token_hex(12)
+        self.secrets_file = str(root) + '-secrets.json'  # beside the lab: the sweep searches the lab
+        with open(self.secrets_file, 'w') as secrets_vars:
+            json.dump({'jetson_default_user_password': self.default_user_password}, secrets_vars)
         self.inventory = os.path.join(str(root), 'hosts.yml')
         self.group_vars = dict(self.lab.group_vars(), identity_api_retry_backoff=0.05, verify_health_timeout=30)
         self.group_vars.update(extra_vars or {})
@@ -37,7 +41,8 @@ class ProvisionBatch:
         environment = {'AZAION_ADMIN_API_URL': self.api.url, 'AZAION_ADMIN_API_TOKEN': self.token,
                        'ANSIBLE_FORKS': '12'}
         environment.update(env)
-        args = list(args) + ['-e', json.dumps({'jetson_default_user_password': self.default_user_password})]
+        # A secret given on the command line would be in the process arguments: a vars file.
+        args = list(args) + ['-e', '@' + self.secrets_file]
         result = labkit.run_playbook(self.inventory, args=args, env=environment)
         result.recap = labkit.play_recap(result.stdout)
         return result
@@ -201,3 +206,43 @@ def test_a_bad_inventory_fails_the_batch_check_naming_the_devices_with_nothing_w
     assert not os.path.exists(batch.lab.workdir)
     assert batch.api.request_log() == []
     assert l4t_bundle.tool_calls(batch.lab.lab_state) == []
+
+
+def test_no_secret_in_anything_the_whole_playbook_prints_or_writes(make_provision, tmp_path):
+    batch = make_provision({'1-1': '7523', '1-2': '7323'})
+    log_file, events_file, tree_dir = tmp_path / 'ansible.log', tmp_path / 'events.jsonl', tmp_path / 'tree'
+    sweep_vars = sweep_env(log_file, events_file, tree_dir)
+    outputs, passwords = [], set()
+    with ProcessArgumentWatcher() as watcher:
+        # A first run with an admin API hiccup, a check run of a rotation, the rotation (new
+        # passwords, re-flash), and a run with the admin API down.
+        batch.api.set_faults([{'method': 'POST', 'status': 503, 'times': 1}])
+        outputs.append(batch.run('-vvvv', '--diff', **sweep_vars))
+        passwords.update(labkit.read_device_conf(batch.lab.storage(port))['AZAION_DEVICE_PASSWORD'] for port in batch.serials)
+        outputs.append(batch.run('-vvvv', '--diff', '--check', '-e', 'identity_rotate=true', **sweep_vars))
+        for port, product in batch.lab.ports.items():  # the operator puts them back in recovery mode
+            usb_sysfs.add_device(batch.lab.sysfs, port, product)
+        outputs.append(batch.run('-vvvv', '--diff', '-e', 'identity_rotate=true', '-e', 'verify_force=true', **sweep_vars))
+        passwords.update(labkit.read_device_conf(batch.lab.storage(port))['AZAION_DEVICE_PASSWORD'] for port in batch.serials)
+        batch.api.stop()
+        outputs.append(batch.run('-vvvv', '--diff', '-e', 'identity_rotate=true', '-e', 'identity_api_retries=0', **sweep_vars))
+    for result in outputs[:3]:
+        assert_ok(result)
+    assert outputs[3].returncode != 0
+    assert len(passwords) == 4
+    assert len(l4t_bundle.flash_runs(batch.lab.lab_state)) == 4  # flashed, then re-flashed with the new identity
+
+    haystacks = [('stdout', result.stdout.encode()) for result in outputs]
+    haystacks += [('stderr', result.stderr.encode()) for result in outputs]
+    haystacks += [('ansible.log', log_file.read_bytes()), ('events', events_file.read_bytes())]
+    haystacks += list(everything_written_under(str(tree_dir)))
+    # The station's and the lab's files: state, records, logs, reports, the tools' own logs of
+    # their command lines; device.conf and the device images made from it aside.
+    haystacks += list(everything_written_under(batch.lab.root, skip_names=('device.conf', 'system.img')))
+    haystacks += [('process arguments', b'\n'.join(watcher.seen))]
+    joined = b'\n'.join(text for _name, text in haystacks)
+    assert b'AZAION_DEVICE_PASSWORD=********' in joined and b'l4t_initrd_flash.sh' in joined
+    assert b'"action": "password_updated"' in joined
+    for secret in sorted(passwords) + [batch.token, batch.default_user_password]:
+        leaks = [name for name, text in haystacks if secret.encode() in text]
+        assert leaks == [], 'a secret leaked into %s' % leaks

@@ -97,13 +97,17 @@ def remove_device(root, port):
     root = os.fspath(root)
     _parse_port(port)
     link = os.path.join(root, port)
-    if not os.path.lexists(link):
+    # The device's interfaces (<port>:1.0) and what is behind a hub (<port>.N) go with it, even
+    # when a flash tool already removed the device's own entry (it re-enumerates on reboot).
+    entries = [name for name in os.listdir(root)
+               if name == port or name.startswith(port + '.') or name.startswith(port + ':')]
+    if not entries:
         return False
-    device_dir = os.path.realpath(link)
-    for name in os.listdir(root):
-        if name == port or name.startswith(port + '.') or name.startswith(port + ':'):
-            os.unlink(os.path.join(root, name))
-    shutil.rmtree(device_dir, ignore_errors=True)
+    device_dir = os.path.realpath(link) if os.path.lexists(link) else None
+    for name in entries:
+        os.unlink(os.path.join(root, name))
+    if device_dir:
+        shutil.rmtree(device_dir, ignore_errors=True)
     return True
 
 
