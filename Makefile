@@ -54,6 +54,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python tests/bench/identity_bench.py
+	$(BIN)/python tests/bench/flash_bench.py
 
 clean:
 	rm -rf build tests/output .pytest_cache

@@ -14,8 +14,8 @@ short_description: Write a provisioning batch's report (CSV and JSON) on the sta
 version_added: 1.0.0
 description:
   - Reads the state file of every device in O(devices) (see M(azaion.jetson.device_state))
-    and writes C(<workdir>/reports/<batch>.json) and C(<workdir>/reports/<batch>.csv): per
-    device its serial, e-mail, station, USB port, board, each phase's status and duration, and
+    and writes C(<workdir>/reports/<batch>.json) and C(<workdir>/reports/<batch>.csv). Per
+    device they hold its serial, e-mail, station, USB port, board, each phase's status and duration, and
     the error that stopped it. No secret is in the state files, so none is in the report.
   - Also returns the rows, a summary and a readable table for the play's output.
   - The files are rewritten only when a device's row changed, so re-running a finished batch

@@ -94,6 +94,13 @@ options:
       - Default V(internal) with O(tool=initrd) (as in NVIDIA's standard NVMe command) and
         V(nvme0n1p1) with O(tool=flash.sh).
     type: str
+  rootfs_dir:
+    description:
+      - The device's own staging rootfs, when it is not C(<l4t_dir>/rootfs) (the inventory's
+        C(jetson_rootfs_dir)). Passed to C(flash.sh) as C(-R); the initrd flasher hands it on
+        through C(-p). The cross-talk guard and the image fingerprint then read its
+        device.conf.
+    type: path
   extra_args:
     description:
       - More options for the tool, inserted before the board config (for example
@@ -342,6 +349,7 @@ def _argument_spec():
         state_file=dict(type='path', required=True),
         serial=dict(type='str', required=True),
         expected_email=dict(type='str'),
+        rootfs_dir=dict(type='path'),
         fingerprint_extra=dict(type='dict'),
         force=dict(type='bool', default=False),
         concurrency=dict(type='int', default=4),
@@ -350,14 +358,21 @@ def _argument_spec():
 
 
 def build_command(tool, usb_instance, board_config, rootdev, l4t_release='r36', external_device='nvme0n1p1',
-                  extra_args=()):
-    """The tool's argv, relative to the Linux_for_Tegra directory, as in NVIDIA's documentation."""
+                  extra_args=(), rootfs_dir=None):
+    """The tool's argv, relative to the Linux_for_Tegra directory, as in NVIDIA's documentation.
+
+    A ``rootfs_dir`` other than the tree's own ``rootfs`` is flash.sh's ``-R``; the initrd
+    flasher hands it to flash.sh through ``-p``.
+    """
+    rootfs_option = ['-R', rootfs_dir] if rootfs_dir else []
     if tool == 'initrd':
         layout, qspi = RELEASE_LAYOUTS[l4t_release]
+        flash_sh_options = ' '.join([qspi] + rootfs_option)
         return ([INITRD_SCRIPT, '--usb-instance', usb_instance, '--external-device', external_device,
-                 '-c', layout, '-p', qspi, '--showlogs', '--network', 'usb0']
+                 '-c', layout, '-p', flash_sh_options, '--showlogs', '--network', 'usb0']
                 + list(extra_args) + [board_config, rootdev])
-    return ['./' + FLASH_SCRIPT, '--usb-instance', usb_instance] + list(extra_args) + [board_config, rootdev]
+    return (['./' + FLASH_SCRIPT, '--usb-instance', usb_instance] + rootfs_option + list(extra_args)
+            + [board_config, rootdev])
 
 
 def image_fingerprint(stamp, device_conf_digest, board, board_config, tool, argv, extra=None):
@@ -375,10 +390,9 @@ def image_fingerprint(stamp, device_conf_digest, board, board_config, tool, argv
     return hashlib.sha256(data.encode('utf-8')).hexdigest()
 
 
-def _device_conf(module, l4t_dir, expected_email):
-    """Return the SHA-256 of the tree's device.conf (None when there is none), after the
+def _device_conf(module, rootfs, expected_email):
+    """Return the SHA-256 of the rootfs's device.conf (None when there is none), after the
     cross-talk guard. The password is only registered as a value to hide."""
-    rootfs = os.path.join(l4t_dir, 'rootfs')
     try:
         target = resolve_in_rootfs(rootfs, DEVICE_CONF_RELPATH)
     except DeviceConfError as exc:
@@ -453,6 +467,8 @@ def main():
     if params['concurrency'] < 1:
         module.fail_json(msg='concurrency must be 1 or more, not %d' % params['concurrency'])
     script = INITRD_SCRIPT if tool == 'initrd' else FLASH_SCRIPT
+    rootfs_dir = os.path.abspath(params['rootfs_dir']) if params['rootfs_dir'] else None
+    rootfs = rootfs_dir or os.path.join(l4t_dir, 'rootfs')
     if not os.path.isdir(l4t_dir):
         if module.check_mode:
             # In a check run, the task that makes the working tree did not run either.
@@ -469,7 +485,7 @@ def main():
     except DeviceStateError as exc:
         module.fail_json(msg=str(exc))
     try:
-        conf_digest = _device_conf(module, l4t_dir, params['expected_email'])
+        conf_digest = _device_conf(module, rootfs, params['expected_email'])
     except FlashError as exc:
         if module.check_mode:
             # In a check run, the identity phase wrote no device.conf either.
@@ -494,7 +510,7 @@ def main():
         if board_config is None:
             return None, None, None
         argv = build_command(tool, port, board_config, rootdev, params['l4t_release'], params['external_device'],
-                             params['extra_args'])
+                             params['extra_args'], rootfs_dir)
         fingerprint = image_fingerprint(stamp, conf_digest, board, board_config, tool, argv,
                                         params['fingerprint_extra'])
         return board_config, argv, fingerprint

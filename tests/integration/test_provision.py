@@ -187,7 +187,7 @@ def test_fusing_is_refused_with_two_devices_in_recovery_on_the_station(make_prov
     assert batch.report()['AZJN-0002']['result'] == 'done'
 
 
-@pytest.mark.parametrize('problem', ['duplicate port', 'colliding e-mails', 'missing bundle'])
+@pytest.mark.parametrize('problem', ['duplicate port', 'colliding e-mails', 'missing bundle', 'admin API down'])
 def test_a_bad_inventory_fails_the_batch_check_naming_the_devices_with_nothing_written(make_provision, problem):
     batch = make_provision({'1-1': '7523', '1-2': '7523'})
     if problem == 'duplicate port':
@@ -196,9 +196,12 @@ def test_a_bad_inventory_fails_the_batch_check_naming_the_devices_with_nothing_w
     elif problem == 'colliding e-mails':
         batch.host_vars['AZXX-0001'] = batch.host_vars.pop('AZJN-0002')
         expected = 'AZJN-0001 (serial AZJN-0001) and AZXX-0001 (serial AZXX-0001)'
-    else:
+    elif problem == 'missing bundle':
         batch.host_vars['AZJN-0002']['jetson_l4t_dir'] = batch.lab.bundle + '-missing'
         expected = 'AZJN-0002: the L4T bundle on localhost is missing or incomplete'
+    else:
+        batch.api.stop()
+        expected = 'Connection refused'
     batch.write_inventory()
     result = batch.run()
     assert result.returncode != 0
@@ -246,3 +249,18 @@ def test_no_secret_in_anything_the_whole_playbook_prints_or_writes(make_provisio
     for secret in sorted(passwords) + [batch.token, batch.default_user_password]:
         leaks = [name for name, text in haystacks if secret.encode() in text]
         assert leaks == [], 'a secret leaked into %s' % leaks
+
+
+def test_a_device_with_its_own_staging_rootfs_is_flashed_from_it(make_provision, tmp_path):
+    own_rootfs = labkit.make_rootfs(str(tmp_path / 'own-rootfs'))
+    with open(os.path.join(own_rootfs, 'etc', 'hostname'), 'w') as hostname:
+        hostname.write('own-image\n')
+    batch = make_provision({'1-1': '7523'}, host_vars={'AZJN-0001': {'jetson_rootfs_dir': own_rootfs}})
+    assert_ok(batch.run())
+    storage = batch.lab.storage('1-1')
+    with open(os.path.join(storage, 'etc', 'hostname')) as flashed:
+        assert flashed.read() == 'own-image\n'
+    conf = labkit.read_device_conf(storage)
+    assert conf == labkit.read_device_conf(own_rootfs)
+    assert batch.api.users()['azaion-jetson-0001@azaion.com']['password'] == conf['AZAION_DEVICE_PASSWORD']
+    assert batch.report()['AZJN-0001']['result'] == 'done'

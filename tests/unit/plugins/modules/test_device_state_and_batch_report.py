@@ -1,0 +1,77 @@
+import csv
+import json
+import os
+
+from ansible_collections.azaion.jetson.plugins.modules import batch_report, device_state
+
+
+def record(module_runner, path, **args):
+    return module_runner(device_state.main, dict(path=path, **args))
+
+
+def test_device_state_records_a_phase_and_keeps_a_done_phase_as_it_was(module_runner, tmp_path):
+    path = str(tmp_path / 'devices' / 'AZJN-0001' / 'state.json')
+    first = record(module_runner, path, phase='flash', status='done', started=1000.0, details={'board': 'orin-nano-8gb'})
+    assert first['changed'] is True
+    assert first['phase']['status'] == 'done' and first['phase']['board'] == 'orin-nano-8gb'
+    assert first['phase']['seconds'] > 0
+    written = os.stat(path).st_mtime_ns
+
+    again = record(module_runner, path, phase='flash', status='done', started=2000.0)
+    assert again['changed'] is False
+    assert again['phase']['started'] == 1000.0  # the run that did the work
+    assert os.stat(path).st_mtime_ns == written
+
+    read = record(module_runner, path)
+    assert read['changed'] is False and read['phases']['flash']['status'] == 'done'
+
+
+def test_device_state_failure_keeps_the_other_fields_and_clears_on_done(module_runner, tmp_path):
+    path = str(tmp_path / 'state.json')
+    record(module_runner, path, phase='fuse', status='running', details={'burn_started': 5.0})
+    failed = record(module_runner, path, phase='fuse', status='failed', error='read-back differs')
+    assert failed['phase']['burn_started'] == 5.0 and failed['phase']['error'] == 'read-back differs'
+    done = record(module_runner, path, phase='fuse', status='done')
+    assert done['phase']['error'] is None and done['changed'] is True
+
+
+def test_device_state_check_mode_writes_nothing(module_runner, tmp_path):
+    path = str(tmp_path / 'state.json')
+    result = module_runner(device_state.main, dict(path=path, phase='identity', status='done'), check_mode=True)
+    assert result['changed'] is True
+    assert not os.path.exists(path)
+
+
+def test_device_state_refuses_a_corrupt_file(module_runner, tmp_path):
+    path = tmp_path / 'state.json'
+    path.write_text('{not json')
+    result = record(module_runner, str(path), phase='identity', status='done')
+    assert result['failed'] is True and 'is not a device state file' in result['msg']
+
+
+def test_batch_report_rows_summary_files_and_no_change_on_rerun(module_runner, tmp_path):
+    workdir = str(tmp_path)
+    for phase in ('rootfs', 'identity', 'flash', 'verify'):
+        record(module_runner, os.path.join(workdir, 'devices', 'AZJN-0001', 'state.json'), phase=phase, status='done',
+               details={'board': 'orin-nx-16gb'} if phase == 'flash' else {})
+    record(module_runner, os.path.join(workdir, 'devices', 'AZJN-0002', 'state.json'), phase='rootfs', status='done')
+    record(module_runner, os.path.join(workdir, 'devices', 'AZJN-0002', 'state.json'), phase='flash', status='failed',
+           error='ERROR: might be timeout in USB write')
+    devices = [{'serial': 'AZJN-0001', 'email': 'azaion-jetson-0001@azaion.com', 'usb_instance': '1-1'},
+               {'serial': 'AZJN-0002', 'usb_instance': '1-2'},
+               {'serial': 'AZJN-0003', 'usb_instance': '1-3', 'fuse_enabled': True}]
+    result = module_runner(batch_report.main, dict(workdir=workdir, devices=devices))
+    assert result['changed'] is True
+    assert result['summary'] == {'total': 3, 'done': 1, 'failed': 1, 'pending': 1}
+    rows = dict((row['serial'], row) for row in result['rows'])
+    assert rows['AZJN-0001']['board'] == 'orin-nx-16gb' and rows['AZJN-0001']['fuse'] == 'skipped'
+    assert rows['AZJN-0002']['error'] == 'flash: ERROR: might be timeout in USB write'
+    assert rows['AZJN-0003']['fuse'] == 'pending'  # enabled, not done
+    assert 'AZJN-0002: flash: ERROR: might be timeout in USB write' in result['table']
+    with open(result['json_path']) as report:
+        assert json.load(report)['summary']['failed'] == 1
+    with open(result['csv_path']) as report:
+        assert [row['result'] for row in csv.DictReader(report)] == ['done', 'failed', 'pending']
+
+    again = module_runner(batch_report.main, dict(workdir=workdir, devices=devices))
+    assert again['changed'] is False
