@@ -21,6 +21,8 @@ description:
   - The files are rewritten only when a device's row changed, so re-running a finished batch
     reports no change.
 author: Azaion engineering (@azaion)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 options:
   workdir:
     description: The station's work directory (C(jetson_workdir)); state files are read from C(devices/<serial>/state.json) under it.

@@ -34,6 +34,7 @@ description:
     O(api_token) is not set, E(AZAION_ADMIN_API_TOKEN) is used.
 author: Azaion engineering (@azaion)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - azaion.jetson.admin_api
 options:
   device_conf:
@@ -95,18 +96,15 @@ options:
     default: true
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - No C(POST) or C(PATCH) is sent and no sync record is written; with O(lookup=true) one
         C(GET) request is made to predict the action.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details:
       - The diff holds non-secret state only, C(email), C(role), C(exists) and C(password_synced).
   platform:
-    description: Target OS/families that can be operated against.
     support: full
     platforms: posix
 notes:

@@ -33,6 +33,8 @@ description:
     directory flushed), so a crash leaves the old file or the new one. Missing C(etc) and
     C(etc/azaion) directories are created with mode C(0755).
 author: Azaion engineering (@azaion)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 options:
   rootfs_dir:
     description:
@@ -77,15 +79,12 @@ options:
     default: false
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details:
       - The diff shows the file's text with the password value replaced by C(********).
   platform:
-    description: Target OS/families that can be operated against.
     support: N/A
     platforms: posix
 notes:

@@ -24,6 +24,8 @@ description:
     the work, and a re-run of a finished batch reports no change.
   - Without O(status), the module only reads the file.
 author: Azaion engineering (@azaion)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 options:
   path:
     description: The device's state file. Written atomically; parent directories are created.

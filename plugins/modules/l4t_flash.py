@@ -35,6 +35,8 @@ description:
     this device, else nothing is flashed. The password in that file is never read into the
     result, the state or a message.
 author: Azaion engineering (@azaion)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 options:
   l4t_dir:
     description:
@@ -167,15 +169,12 @@ options:
     required: true
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - Never runs the tool. A device missing from the USB bus is reported as a warning.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   platform:
-    description: Target OS/families that can be operated against.
     support: full
     platforms: posix
 notes:
@@ -399,8 +398,8 @@ def _device_conf(module, rootfs, expected_email):
         raise FlashError(str(exc))
     if not target.exists:
         if expected_email:
-            raise FlashError('the working tree %s holds no %s: run the identity phase first'
-                             % (l4t_dir, os.path.join('rootfs', DEVICE_CONF_RELPATH)))
+            raise FlashError('the rootfs %s holds no %s: run the identity phase first'
+                             % (rootfs, DEVICE_CONF_RELPATH))
         return None
     try:
         email, password = read_credentials(target.path)
@@ -411,8 +410,8 @@ def _device_conf(module, rootfs, expected_email):
     else:
         module.no_log_values.add(password)
     if expected_email and email != expected_email:
-        raise FlashError('the working tree %s holds the device.conf of %s, not this device\'s (%s): run the'
-                         ' identity phase first' % (l4t_dir, email, expected_email))
+        raise FlashError('the rootfs %s holds the device.conf of %s, not this device\'s (%s): run the'
+                         ' identity phase first' % (rootfs, email, expected_email))
     try:
         with open(target.path, 'rb') as conf:
             return hashlib.sha256(conf.read()).hexdigest()

@@ -46,6 +46,8 @@ description:
     values of secret key fuses masked. The module never reads or returns the content of the
     key files, nor the values of secret key fuses.
 author: Azaion engineering (@azaion)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 options:
   l4t_dir:
     description:
@@ -123,17 +125,14 @@ options:
     default: 600
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - In check mode the module reads the state file, checks its inputs and scans the USB bus,
         then stops. It runs no tool at all (not even the C(--test) dry run or the read-back),
         burns nothing and writes nothing. C(changed) says whether a real run would fuse.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   platform:
-    description: Target OS/families that can be operated against.
     support: full
     platforms: posix
 notes:

@@ -30,6 +30,8 @@ description:
   - After a change it writes C(<l4t_dir>/.azaion-staging.json), the stamp that per-port
     working trees (M(azaion.jetson.l4t_workspace)) compare to know when to rebuild.
 author: Azaion engineering (@azaion)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 options:
   l4t_dir:
     description: The station's staging C(Linux_for_Tegra) tree (not the bundle as delivered).
@@ -166,8 +168,8 @@ class Stager(object):
             steps.append('unpack sample rootfs')
         if self.params['apply_binaries'] and not os.path.exists(os.path.join(self.rootfs, 'etc', 'nv_tegra_release')):
             steps.append('apply_binaries.sh')
-        if self.params['default_user'] and not passwd_has_user(os.path.join(self.rootfs, 'etc', 'passwd'),
-                                                                 self.params['default_user']):
+        passwd = os.path.join(self.rootfs, 'etc', 'passwd')
+        if self.params['default_user'] and not passwd_has_user(passwd, self.params['default_user']):
             steps.append('create default user')
         return steps
 

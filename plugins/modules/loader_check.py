@@ -27,6 +27,8 @@ description:
   - The module never changes anything, so RV(ignore:changed) is always V(false). Errors name the
     cause and the fix.
 author: Azaion engineering (@azaion)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 options:
   url:
     description:
@@ -76,17 +78,14 @@ options:
     type: path
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - A login is an authentication event on the customer's resource API, so check mode makes
         no C(POST /login). It sends a single C(GET /health) (no waiting, never a failure) and
         reports what would be checked.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   platform:
-    description: Target OS/families that can be operated against.
     support: full
     platforms: posix
 notes:

@@ -43,7 +43,6 @@ def everything_written_under(directory, skip_names=('device.conf',)):
                     yield os.path.join(root, name), written.read()
 
 
-
 def sweep_env(log_file, events_file, tree_dir):
     """Environment for a run whose every output is kept: a log file, the tree callback's JSON
     files and a callback that records every event raw."""

@@ -8,6 +8,7 @@ from conftest import assert_ok
 from lab.admin_api import LabAdminAPI
 from sweep import ProcessArgumentWatcher, everything_written_under, sweep_env
 
+
 def test_no_password_or_token_in_anything_a_run_prints_or_writes(make_batch, tmp_path):
     batch = make_batch(4, extra_vars={'identity_api_retries': 6})
     log_file, events_file, tree_dir = tmp_path / 'ansible.log', tmp_path / 'events.jsonl', tmp_path / 'tree'

@@ -149,8 +149,8 @@ def test_fusing_runs_only_when_enabled_dry_run_first_read_back_after_and_never_t
     fuse_xml = l4t_bundle.write_fuse_config(str(tmp_path / 'fuses.xml'))  # burns PublicKeyHash
     pkc_key = tmp_path / 'pkc.pem'
     pkc_key.write_text('lab PKC key pair\n')
-    batch = make_provision({'1-1': '7523'}, extra_vars={'jetson_fuse_enabled': True, 'jetson_fuse_config': fuse_xml,
-                                                         'jetson_pkc_key': str(pkc_key)})
+    fuse_vars = {'jetson_fuse_enabled': True, 'jetson_fuse_config': fuse_xml, 'jetson_pkc_key': str(pkc_key)}
+    batch = make_provision({'1-1': '7523'}, extra_vars=fuse_vars)
 
     check = batch.run('--check')
     assert_ok(check)

@@ -27,7 +27,7 @@ import shlex
 import shutil
 import tarfile
 import time
-import xml.etree.ElementTree as ElementTree
+from xml.etree import ElementTree
 
 SCRIPTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'l4t_scripts')
 

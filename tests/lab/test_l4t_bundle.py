@@ -162,7 +162,7 @@ def test_filler_files_are_spread_over_the_filler_dirs(tmp_path):
                            filler_files=600, filler_dirs=('kernel', 'bootloader/payloads'))
     counts = {}
     for directory in ('kernel', 'bootloader/payloads'):
-        counts[directory] = sum(len(files) for _, _, files in os.walk(os.path.join(tree, directory)))
+        counts[directory] = sum(len(files) for _root, _dirs, files in os.walk(os.path.join(tree, directory)))
     assert counts == {'kernel': 300, 'bootloader/payloads': 300}
 
 
@@ -345,7 +345,7 @@ def test_flashes_in_separate_trees_run_at_the_same_time(tmp_path):
     processes = [lab.start(FLASH, '--usb-instance', '1-3', NANO, 'internal'),
                  lab.start(INITRD, *NVME_ARGS, '--usb-instance', '1-8.4', NANO, 'internal', tree=clone)]
     results = [(process.communicate(timeout=30)[0], process.returncode) for process in processes]
-    assert [code for _, code in results] == [0, 0], results
+    assert [code for _name, code in results] == [0, 0], results
     assert l4t.collisions(lab.state) == []
     runs = {run['usb_instance']: run for run in l4t.flash_runs(lab.state)}
     assert (runs['1-3']['tree'], runs['1-8.4']['tree']) == (lab.tree, clone)
