@@ -202,16 +202,16 @@ EXAMPLES = r'''
 
 - name: Flash an Orin NX with flash.sh on an r35 tree, signed with the PKC key
   azaion.jetson.l4t_flash:
-    l4t_dir: /srv/azaion/work/ports/1-8.4/Linux_for_Tegra
+    l4t_dir: /var/lib/azaion-jetson/ports/1-8.4/Linux_for_Tegra
     usb_instance: 1-8.4
     board: orin-nx-16gb
     tool: flash.sh
     l4t_release: r35
     extra_args: [-u, /srv/azaion/keys/pkc.pem]
     serial: AZJN-0042
-    log_dir: /srv/azaion/work/logs
-    state_file: /srv/azaion/work/devices/AZJN-0042/state.json
-    slots_dir: /srv/azaion/work/flash-slots
+    log_dir: /var/lib/azaion-jetson/logs
+    state_file: /var/lib/azaion-jetson/devices/AZJN-0042/state.json
+    slots_dir: /var/lib/azaion-jetson/flash-slots
     timeout: 1800
 '''
 
@@ -252,7 +252,7 @@ log_path:
       image on the device (null in check mode).
   returned: always
   type: str
-  sample: /srv/azaion/work/logs/AZJN-0042-flash-20250301T101500Z.log
+  sample: /var/lib/azaion-jetson/logs/AZJN-0042-flash-20250301T101500Z.log
 seconds:
   description: How long the tool ran (0 when nothing was flashed).
   returned: always

@@ -153,7 +153,7 @@ EXAMPLES = r'''
 - name: Fuse the device on port 1-3, once (irreversible)
   become: true
   azaion.jetson.l4t_fuse:
-    l4t_dir: /srv/jetson/work/1-3/Linux_for_Tegra
+    l4t_dir: /var/lib/azaion-jetson/ports/1-3/Linux_for_Tegra
     fuse_config: /srv/jetson/keys/fuse_config.xml
     board_config: jetson-orin-nano-devkit
     pkc_key: /srv/jetson/keys/pkc.pem
@@ -225,7 +225,7 @@ commands:
   type: list
   elements: list
   sample:
-    - [/srv/jetson/work/1-3/Linux_for_Tegra/odmfuse.sh, --test, -X, /srv/jetson/keys/fuse_config.xml,
+    - [/var/lib/azaion-jetson/ports/1-3/Linux_for_Tegra/odmfuse.sh, --test, -X, /srv/jetson/keys/fuse_config.xml,
        -i, '0x23', -k, /srv/jetson/keys/pkc.pem, jetson-orin-nano-devkit]
 msg:
   description: What happened, for a person.

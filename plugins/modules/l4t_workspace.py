@@ -110,7 +110,7 @@ EXAMPLES = r'''
 - name: Also copy the kernel directory, which this release's tools rewrite in place
   azaion.jetson.l4t_workspace:
     src: /srv/l4t/r36.4/Linux_for_Tegra
-    dest: /srv/azaion/work/ports/1-3/Linux_for_Tegra
+    dest: /var/lib/azaion-jetson/ports/1-3/Linux_for_Tegra
     private_paths: [bootloader, tools/kernel_flash, rootfs/boot, kernel]
 
 - name: Remove the working tree when the batch is done
@@ -125,7 +125,7 @@ dest:
   description: The working tree, as an absolute path.
   returned: always
   type: str
-  sample: /srv/azaion/work/ports/1-3/Linux_for_Tegra
+  sample: /var/lib/azaion-jetson/ports/1-3/Linux_for_Tegra
 rebuilt:
   description:
     - V(true) when an existing working tree was replaced (its source changed, it was not made
@@ -167,7 +167,7 @@ msg:
   description: What happened, for a person.
   returned: always
   type: str
-  sample: built /srv/azaion/work/ports/1-3/Linux_for_Tegra from /srv/l4t/r36.4/Linux_for_Tegra (51234 files linked, 812 copied)
+  sample: built /var/lib/azaion-jetson/ports/1-3/Linux_for_Tegra from /srv/l4t/r36.4/Linux_for_Tegra (51234 files linked, 812 copied)
 '''
 
 import os
