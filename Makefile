@@ -13,9 +13,9 @@ STAMP := $(VENV)/.installed
 SANITY_ROOT := $(or $(TMPDIR),/tmp)/azaion.jetson-sanity/ansible_collections/azaion/jetson
 ANSIBLE_TEST_PIP := $(HOME)/.ansible/test/cache/get_pip_24_2.py
 
-.PHONY: test demo bench units integration sanity lint changelog-lint venv clean
+.PHONY: test demo bench units integration sanity lint changelog-lint galaxy-import venv clean
 
-test: units integration sanity lint changelog-lint
+test: units integration sanity lint changelog-lint galaxy-import
 
 venv: $(STAMP)
 
@@ -48,6 +48,16 @@ lint: $(STAMP)
 
 changelog-lint: $(STAMP)
 	$(BIN)/antsibull-changelog lint
+
+# Build the collection as Galaxy gets it and run Galaxy's importer on it; any warning fails.
+galaxy-import: $(STAMP)
+	rm -rf build/galaxy && mkdir -p build/galaxy
+	$(BIN)/ansible-galaxy collection build --output-path build/galaxy
+	cd build/galaxy && PATH=$(CURDIR)/$(BIN):$$PATH GALAXY_IMPORTER_CONFIG=$(CURDIR)/tests/galaxy/galaxy-importer.cfg \
+	  $(CURDIR)/$(BIN)/python -m galaxy_importer.main azaion-jetson-*.tar.gz > importer.log 2>&1 \
+	  || { cat importer.log; exit 1; }
+	@! grep -E '(WARNING|ERROR)' build/galaxy/importer.log || { echo 'galaxy-importer reported the lines above'; exit 1; }
+	@tail -1 build/galaxy/importer.log
 
 demo: $(STAMP)
 	$(BIN)/python tests/lab/demo.py
