@@ -18,15 +18,17 @@ import json
 import os
 import random
 import re
-import signal
 import socket
 import ssl
 import sys
-import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+if not __package__:  # run as a script (python tests/lab/admin_api.py): make the lab package importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from lab.serving import LoopbackService, serve_until_signalled  # noqa: E402  pylint: disable=wrong-import-position
 
 TOKEN_ENV_VAR = 'LAB_ADMIN_API_TOKEN'
 EMAIL_PATTERN = re.compile(r'[^@\s]+@[^@\s]+\.[^@\s]+')
@@ -108,12 +110,14 @@ def _public(user):
     return {key: user[key] for key in ('id', 'email', 'role')}
 
 
-class LabAdminAPI:
+class LabAdminAPI(LoopbackService):
     """The admin API double. Bind and serve with ``start()`` (or ``with``), stop with ``stop()``.
 
     Users and the request log survive ``stop()``/``start()``, and a restart reuses the port,
     so a test can take the API down and bring it back like a real service restart.
     """
+
+    thread_name = 'lab-admin-api'
 
     def __init__(self, host='127.0.0.1', port=0, token=None, tls_cert=None, tls_key=None,
                  client_ca=None, accepted_roles=('CompanionPC', 30), patch_enabled=True,
@@ -145,36 +149,11 @@ class LabAdminAPI:
 
     # -- life cycle ---------------------------------------------------------------------------
 
-    def start(self):
-        if self._server is not None:
-            raise RuntimeError('already started')
-        self._server = _Server((self.host, self._port), self)
-        self._port = self._server.server_address[1]
-        # A short poll interval keeps stop() fast; the default 0.5 s adds up over many tests.
-        self._thread = threading.Thread(target=self._server.serve_forever, name='lab-admin-api',
-                                        kwargs={'poll_interval': 0.05}, daemon=True)
-        self._thread.start()
-        return self
+    def _new_server(self):
+        return _Server((self.host, self._port), self)
 
-    def stop(self):
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()  # the port now refuses new connections
-        server.close_connections()  # and kept-alive ones end too, as with a real outage
-        self._thread.join(5)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc_info):
-        self.stop()
-
-    @property
-    def port(self):
-        """The bound port (the requested one until ``start()`` picks a free one for 0)."""
-        return self._port
+    def _closed(self, server):
+        server.close_connections()  # kept-alive connections end too, as with a real outage
 
     @property
     def url(self):
@@ -494,18 +473,6 @@ class _Server(ThreadingHTTPServer):
                 pass
 
 
-def _write_atomically(path, text):
-    """Readers polling ``path`` see either no file or the whole text, never half of it."""
-    fd, temp_path = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix='.tmp-')
-    try:
-        with os.fdopen(fd, 'w') as temp_file:
-            temp_file.write(text)
-        os.replace(temp_path, path)
-    except BaseException:
-        os.unlink(temp_path)
-        raise
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description='Serve the lab admin API. The bearer token, if any, is read from the '
@@ -525,21 +492,10 @@ def main(argv=None):
     if args.client_ca is not None and args.tls_cert is None:
         parser.error('--client-ca needs --tls-cert and --tls-key')
 
-    stop_requested = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop_requested.set())
-    api = LabAdminAPI(host=args.host, port=args.port, token=os.environ.get(TOKEN_ENV_VAR) or None,
-                      tls_cert=args.tls_cert, tls_key=args.tls_key, client_ca=args.client_ca,
-                      patch_enabled=not args.patch_disabled, seed=args.seed).start()
-    try:
-        if args.port_file:
-            _write_atomically(args.port_file, '%d\n' % api.port)
-        print('lab admin API listening on %s' % api.url, flush=True)
-        while not stop_requested.wait(0.2):  # a timed wait lets the signal handler run promptly
-            pass
-    finally:
-        api.stop()
-    return 0
+    service = LabAdminAPI(host=args.host, port=args.port, token=os.environ.get(TOKEN_ENV_VAR) or None,
+                          tls_cert=args.tls_cert, tls_key=args.tls_key, client_ca=args.client_ca,
+                          patch_enabled=not args.patch_disabled, seed=args.seed)
+    return serve_until_signalled(service, args.port_file, 'lab admin API')
 
 
 if __name__ == '__main__':

@@ -22,17 +22,19 @@ import hmac
 import json
 import os
 import random
-import signal
 import socket
 import stat
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
+
+if not __package__:  # run as a script (python tests/lab/loader.py): make the lab package importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from lab.serving import LoopbackService, serve_until_signalled  # noqa: E402  pylint: disable=wrong-import-position
 
 DEVICE_CONF = os.path.join('etc', 'azaion', 'device.conf')
 EMAIL_KEY = 'AZAION_DEVICE_EMAIL'
@@ -124,12 +126,14 @@ def read_device_conf(storage_dir):
     return values[EMAIL_KEY], values[PASSWORD_KEY]
 
 
-class LabLoader:
+class LabLoader(LoopbackService):
     """The Loader of one device. ``start()`` (or ``with``) boots it, ``stop()`` powers it off.
 
     It is "booting" for ``boot_seconds`` after each ``start()``. With ``port`` fixed, the URL
     is known before the device is flashed and stays the same across restarts.
     """
+
+    thread_name = 'lab-loader'
 
     def __init__(self, storage_dir, admin_api_url, host='127.0.0.1', port=0, boot_seconds=0.0):
         self.storage_dir = os.fspath(storage_dir)
@@ -145,36 +149,11 @@ class LabLoader:
 
     # -- life cycle ------------------------------------------------------------------------------
 
-    def start(self):
-        if self._server is not None:
-            raise RuntimeError('already started')
-        self._server = _Server((self.host, self._port), self)
-        self._port = self._server.server_address[1]
+    def _new_server(self):
+        return _Server((self.host, self._port), self)
+
+    def _started(self):
         self._started_at = time.monotonic()
-        # A short poll interval keeps stop() fast; the default 0.5 s adds up over many tests.
-        self._thread = threading.Thread(target=self._server.serve_forever, name='lab-loader',
-                                        kwargs={'poll_interval': 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self):
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()  # the port now refuses connections, as a powered-off device
-        self._thread.join(5)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc_info):
-        self.stop()
-
-    @property
-    def port(self):
-        """The bound port (the requested one until ``start()`` picks a free one for 0)."""
-        return self._port
 
     @property
     def url(self):
@@ -374,18 +353,6 @@ class _Server(ThreadingHTTPServer):
         super().handle_error(request, client_address)  # a bug in the lab: show it
 
 
-def _write_atomically(path, text):
-    """Readers polling ``path`` see either no file or the whole text, never half of it."""
-    fd, temp_path = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix='.tmp-')
-    try:
-        with os.fdopen(fd, 'w') as temp_file:
-            temp_file.write(text)
-        os.replace(temp_path, path)
-    except BaseException:
-        os.unlink(temp_path)
-        raise
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description='Serve the lab Loader of one flashed device from its storage directory.')
@@ -401,20 +368,9 @@ def main(argv=None):
     if args.boot_seconds < 0:
         parser.error('--boot-seconds must be 0 or more')
 
-    stop_requested = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop_requested.set())
-    loader = LabLoader(args.storage, args.admin_api_url, host=args.host, port=args.port,
-                       boot_seconds=args.boot_seconds).start()
-    try:
-        if args.port_file:
-            _write_atomically(args.port_file, '%d\n' % loader.port)
-        print('lab loader listening on %s' % loader.url, flush=True)
-        while not stop_requested.wait(0.2):  # a timed wait lets the signal handler run promptly
-            pass
-    finally:
-        loader.stop()
-    return 0
+    service = LabLoader(args.storage, args.admin_api_url, host=args.host, port=args.port,
+                        boot_seconds=args.boot_seconds)
+    return serve_until_signalled(service, args.port_file, 'lab loader')
 
 
 if __name__ == '__main__':
