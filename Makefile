@@ -32,6 +32,9 @@ integration: $(STAMP)
 
 # Every sanity test that applies to the collection, with no ignore file.
 sanity: $(STAMP)
+	@# ansible-test skips its shellcheck test (the lab's NVIDIA tool doubles) without shellcheck.
+	@command -v shellcheck >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && apt-get install -y -qq shellcheck >/dev/null; } || echo 'shellcheck is not installed'
 	@test -f $(ANSIBLE_TEST_PIP) || { mkdir -p $(dir $(ANSIBLE_TEST_PIP)); cp tests/sanity/get_pip_standin.py $(ANSIBLE_TEST_PIP); }
 	rm -rf $(SANITY_ROOT) && mkdir -p $(SANITY_ROOT)
 	git ls-files -z --cached --others --exclude-standard \
