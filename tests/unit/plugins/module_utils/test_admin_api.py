@@ -5,23 +5,17 @@
 
 import http.client
 import json
-import os
 import socket
 import ssl
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.error import URLError
 
 import pytest
 
-TESTS_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-if TESTS_DIR not in sys.path:
-    sys.path.insert(0, TESTS_DIR)
+from lab.admin_api import LabAdminAPI
 
-from lab.admin_api import LabAdminAPI  # noqa: E402
-
-from ansible_collections.azaion.jetson.plugins.module_utils._admin_api import (  # noqa: E402
+from ansible_collections.azaion.jetson.plugins.module_utils._admin_api import (
     MASK,
     AdminAPIClient,
     AdminAPIError,

@@ -9,21 +9,16 @@ import json
 import os
 import stat
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-TESTS_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-if TESTS_DIR not in sys.path:
-    sys.path.insert(0, TESTS_DIR)
+from lab import l4t_bundle
+from lab.usb_sysfs import add_device, make_usb_sysfs
 
-from lab import l4t_bundle  # noqa: E402
-from lab.usb_sysfs import add_device, make_usb_sysfs  # noqa: E402
-
-from ansible_collections.azaion.jetson.plugins.module_utils import _l4t  # noqa: E402
-from ansible_collections.azaion.jetson.plugins.module_utils._l4t import (  # noqa: E402
+from ansible_collections.azaion.jetson.plugins.module_utils import _l4t
+from ansible_collections.azaion.jetson.plugins.module_utils._l4t import (
     BOARD_CONFIGS,
     NVIDIA_VENDOR,
     RECOVERY_PRODUCTS,

@@ -5,20 +5,14 @@
 
 import datetime
 import json
-import os
 import stat
-import sys
 
 import pytest
 
-TESTS_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-if TESTS_DIR not in sys.path:
-    sys.path.insert(0, TESTS_DIR)
+from lab.admin_api import LabAdminAPI
 
-from lab.admin_api import LabAdminAPI  # noqa: E402
-
-from ansible_collections.azaion.jetson.plugins.modules import companion_user  # noqa: E402
-from ansible_collections.azaion.jetson.plugins.modules.companion_user import (  # noqa: E402
+from ansible_collections.azaion.jetson.plugins.modules import companion_user
+from ansible_collections.azaion.jetson.plugins.modules.companion_user import (
     build_record,
     coerce_role,
     password_digest,

@@ -12,15 +12,11 @@ import threading
 
 import pytest
 
-TESTS_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-if TESTS_DIR not in sys.path:
-    sys.path.insert(0, TESTS_DIR)
+from lab import l4t_bundle, labkit
+from lab.usb_sysfs import add_device, make_usb_sysfs
 
-from lab import l4t_bundle, labkit  # noqa: E402
-from lab.usb_sysfs import add_device, make_usb_sysfs  # noqa: E402
-
-from ansible_collections.azaion.jetson.plugins.module_utils._l4t import clone_tree  # noqa: E402
-from ansible_collections.azaion.jetson.plugins.modules.l4t_flash import main  # noqa: E402
+from ansible_collections.azaion.jetson.plugins.module_utils._l4t import clone_tree
+from ansible_collections.azaion.jetson.plugins.modules.l4t_flash import main
 
 NANO = 'jetson-orin-nano-devkit'
 EMAIL = 'azaion-jetson-0042@azaion.com'

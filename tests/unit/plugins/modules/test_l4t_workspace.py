@@ -6,19 +6,14 @@
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
-TESTS_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-if TESTS_DIR not in sys.path:
-    sys.path.insert(0, TESTS_DIR)
+from lab import l4t_bundle
+from lab.usb_sysfs import make_usb_sysfs
 
-from lab import l4t_bundle  # noqa: E402
-from lab.usb_sysfs import make_usb_sysfs  # noqa: E402
-
-from ansible_collections.azaion.jetson.plugins.module_utils._l4t import clone_tree  # noqa: E402
-from ansible_collections.azaion.jetson.plugins.modules.l4t_workspace import main  # noqa: E402
+from ansible_collections.azaion.jetson.plugins.module_utils._l4t import clone_tree
+from ansible_collections.azaion.jetson.plugins.modules.l4t_workspace import main
 
 CONF = 'AZAION_DEVICE_EMAIL=azaion-jetson-0042@azaion.com\nAZAION_DEVICE_PASSWORD=0123456789abcdef0123456789abcdef\n'
 RESULT_KEYS = {'changed', 'dest', 'rebuilt', 'stats', 'msg'}

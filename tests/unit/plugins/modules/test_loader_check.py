@@ -4,22 +4,16 @@
 """azaion.jetson.loader_check, run as Ansible runs it, against the lab Loader and admin API on loopback."""
 
 import json
-import os
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-TESTS_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-if TESTS_DIR not in sys.path:
-    sys.path.insert(0, TESTS_DIR)
+from lab.admin_api import LabAdminAPI
+from lab.loader import LabLoader, free_port
 
-from lab.admin_api import LabAdminAPI  # noqa: E402
-from lab.loader import LabLoader, free_port  # noqa: E402
-
-from ansible_collections.azaion.jetson.plugins.modules import loader_check  # noqa: E402
+from ansible_collections.azaion.jetson.plugins.modules import loader_check
 
 EMAIL = 'azaion-jetson-0042@azaion.com'
 PASSWORD = '5f0c1e2d3b4a59687766554433221100'
