@@ -17,6 +17,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import collections
+import ctypes
 import errno
 import fcntl
 import json
@@ -50,6 +51,23 @@ BOARD_CONFIGS = {
     'agx-orin-64gb': 'jetson-agx-orin-devkit',
     'agx-orin-32gb': 'jetson-agx-orin-devkit',
 }
+
+# Board name -> what NVIDIA's flash.sh would otherwise read from the module's EEPROM and fuses.
+# Given in the environment of image generation, they keep flash.sh from probing (and rebooting)
+# the first Jetson in recovery mode on the station, whichever port it is on: FAB stops the EEPROM
+# read, FUSELEVEL the fuse-level read, and BOARDSKU picks the SDRAM configuration in
+# p3767.conf.common, so it must be right for the module (docs/l4t-parallel-flash.md). BOARDREV
+# and FAB are those of the production modules; check the module label on the floor.
+BOARD_IDENTITY = {
+    'orin-nx-16gb': {'BOARDID': '3767', 'FAB': '300', 'BOARDSKU': '0000', 'BOARDREV': 'A.0'},
+    'orin-nx-8gb': {'BOARDID': '3767', 'FAB': '300', 'BOARDSKU': '0001', 'BOARDREV': 'A.0'},
+    'orin-nano-8gb': {'BOARDID': '3767', 'FAB': '300', 'BOARDSKU': '0003', 'BOARDREV': 'A.0'},
+    'orin-nano-4gb': {'BOARDID': '3767', 'FAB': '300', 'BOARDSKU': '0004', 'BOARDREV': 'A.0'},
+    'agx-orin-64gb': {'BOARDID': '3701', 'FAB': '300', 'BOARDSKU': '0005', 'BOARDREV': 'A.0'},
+    'agx-orin-32gb': {'BOARDID': '3701', 'FAB': '300', 'BOARDSKU': '0004', 'BOARDREV': 'A.0'},
+}
+BOARD_IDENTITY_KEYS = ('BOARDID', 'FAB', 'BOARDSKU', 'BOARDREV', 'FUSELEVEL')
+DEFAULT_FUSELEVEL = 'fuselevel_production'
 
 USB_PORT_PATTERN = re.compile(r'^[1-9][0-9]*-[1-9][0-9]*(\.[1-9][0-9]*)*$')
 WORKSPACE_MARKER = '.azaion-workspace.json'
@@ -144,6 +162,23 @@ def _signal_group(pgid, signum):
         pass
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _terminate_with_parent():
+    """In the tool's process, before exec: SIGTERM when the module dies, even by SIGKILL.
+
+    The tool runs in a session of its own (so that a timeout can kill its whole group), which
+    also takes it out of reach of a signal sent to the module's process group. Without this, a
+    controller killed mid-flash would leave the tool flashing with nobody to clean up after it.
+    Linux only; elsewhere the tool simply outlives a killed module.
+    """
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 def run_tool(argv, cwd, log_path, timeout, env=None, kill_grace=DEFAULT_KILL_GRACE):
     """Run ``argv`` in ``cwd`` and return a ToolRun; never raises because the tool failed.
 
@@ -153,6 +188,7 @@ def run_tool(argv, cwd, log_path, timeout, env=None, kill_grace=DEFAULT_KILL_GRA
     SIGTERM (NVIDIA's tools clean up their udev rules and mounts on it), then SIGKILL after
     ``kill_grace`` seconds; whatever is left of the group is killed once the tool has exited.
     A program that cannot be started gives rc 127 (not found) or 126, with the reason logged.
+    The tool gets SIGTERM when the module's process dies, however it dies.
     """
     argv = [str(arg) for arg in argv]
     log_fd = _open_log(log_path)
@@ -162,7 +198,8 @@ def run_tool(argv, cwd, log_path, timeout, env=None, kill_grace=DEFAULT_KILL_GRA
                   % (_utc_stamp(), ' '.join(argv), cwd, timeout))
         try:
             process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log_fd,
-                                       stderr=subprocess.STDOUT, close_fds=True, start_new_session=True)
+                                       stderr=subprocess.STDOUT, close_fds=True, start_new_session=True,
+                                       preexec_fn=_terminate_with_parent)
         except (IOError, OSError) as exc:
             rc = 127 if exc.errno == errno.ENOENT else 126
             _log_line(log_fd, '==> %s azaion.jetson: cannot run %s: %s' % (_utc_stamp(), argv[0], exc.strerror or exc))
@@ -306,9 +343,10 @@ class FlashSlotTimeout(Exception):
 class FlashSlots(object):
     """Hold one of ``count`` flash slots of the station while the ``with`` block runs.
 
-    A slot is the lock file ``<slots_dir>/slot-<n>.lock`` held with ``fcntl.flock``: every
+    A slot is the lock file ``<slots_dir>/<name>-<n>.lock`` held with ``fcntl.flock``: every
     process on the station that flashes (whatever Ansible's forks) takes one first, so at most
-    ``count`` flashes run at once. All slots are tried without blocking, then again every
+    ``count`` flashes run at once. Another ``name`` is another set of slots (image generation
+    has its own). All slots are tried without blocking, then again every
     ``poll`` seconds, for at most ``wait_timeout`` seconds (None: until one is free; a holder's
     flash is itself time-limited, and the kernel frees the lock of a process that dies).
 
@@ -316,7 +354,7 @@ class FlashSlots(object):
     (how long it took). The lock file holds the holder's pid and label, for a person to read.
     """
 
-    def __init__(self, slots_dir, count, wait_timeout=None, label=None, poll=0.2):
+    def __init__(self, slots_dir, count, wait_timeout=None, label=None, poll=0.2, name='slot'):
         if int(count) < 1:
             raise ValueError('the number of flash slots must be 1 or more, not %r' % (count,))
         self.slots_dir = slots_dir
@@ -324,21 +362,48 @@ class FlashSlots(object):
         self.wait_timeout = wait_timeout
         self.label = label
         self.poll = poll
+        self.name = name
         self.slot = None
         self.path = None
         self.wait_seconds = None
         self._fd = None
 
-    def _try(self, number):
-        path = os.path.join(self.slots_dir, 'slot-%d.lock' % number)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+    def lock_path(self, number):
+        return os.path.join(self.slots_dir, '%s-%d.lock' % (self.name, number))
+
+    def _lock(self, number):
+        """The open, locked lock file of slot ``number``, or None when someone holds it."""
+        fd = os.open(self.lock_path(number), os.O_RDWR | os.O_CREAT, 0o640)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except (IOError, OSError) as exc:
             os.close(fd)
             if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                return False
+                return None
             raise
+        return fd
+
+    def for_each_free(self, action):
+        """Call ``action(number)`` for every other slot that nobody holds, holding it meanwhile:
+        what a slot's last holder left behind can be cleaned up without racing a new holder."""
+        os.makedirs(self.slots_dir, exist_ok=True)
+        for number in range(self.count):
+            if number == self.slot:
+                continue
+            fd = self._lock(number)
+            if fd is None:
+                continue
+            try:
+                action(number)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+    def _try(self, number):
+        fd = self._lock(number)
+        if fd is None:
+            return False
+        path = self.lock_path(number)
         self._fd, self.slot, self.path = fd, number, path
         try:
             os.ftruncate(fd, 0)
@@ -375,7 +440,7 @@ class FlashSlots(object):
         notes = []
         for number in range(self.count):
             try:
-                with open(os.path.join(self.slots_dir, 'slot-%d.lock' % number)) as note:
+                with open(self.lock_path(number)) as note:
                     text = note.read().strip()
             except (IOError, OSError):
                 continue

@@ -10,30 +10,47 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 ---
 module: l4t_flash
-short_description: Flash a Jetson in recovery mode from its own Linux_for_Tegra working tree
+short_description: Flash a Jetson in recovery mode from its own Linux_for_Tegra working tree, many per station at once
 version_added: 1.0.0
 description:
   - Flashes the root file system of the working tree O(l4t_dir) (made by
     M(azaion.jetson.l4t_workspace), holding this device's C(etc/azaion/device.conf)) to the
-    Jetson in recovery mode on the station's USB port O(usb_instance), with NVIDIA's
-    C(tools/kernel_flash/l4t_initrd_flash.sh) (the default) or C(flash.sh), run from O(l4t_dir).
+    Jetson in recovery mode on the station's USB port O(usb_instance), with NVIDIA's initrd
+    flasher (the default) or C(flash.sh), run from O(l4t_dir).
+  - "With O(tool=initrd) it works the way NVIDIA's massflash does, one device per tree, because
+    NVIDIA's scripts share host-wide state between all their runs on a station (device
+    instances, NFS exports, udev rules, board probes). It generates the images in the tree with
+    C(tools/kernel_flash/l4t_initrd_flash_internal.sh --no-flash --massflash <concurrency>) and
+    the board identity in the environment (C(BOARDID), C(FAB), C(BOARDSKU), C(BOARDREV),
+    C(FUSELEVEL)), so that no board probe reaches another device, at most O(concurrency)
+    generations at once and outside the flash slots. It then flashes in slot I(k) as device
+    instance I(k) with C(l4t_initrd_flash_internal.sh --usb-instance <port> --device-instance <k>
+    --flash-only <saved parameters>), so no two flashes in flight share an instance. The
+    tree's exports are kept in C(<station_root>/etc/exports.d) while it flashes, a C(service)
+    shim in the tree stops NVIDIA's NFS restart, and NVIDIA's host udev rules are installed once
+    under the collection's names. NVIDIA's outer script C(l4t_initrd_flash.sh) is never run."
+  - Every flash checks its outcome. When the tool reports success while this port's device is
+    still in the flashing initrd or in recovery mode, the flash went to another device and
+    this one fails. A failure names the cause found in the log (a lost NFS export, a device
+    reset by a board probe, no USB network) and the fix.
+  - The station is left clean after success, failure or timeout (no export of this flash, no
+    held slot); the exports left by a killed run are removed by the next flash on the station,
+    and a tool whose module is killed gets SIGTERM.
   - Re-running is cheap. The image's identity (a SHA-256 fingerprint of the working tree's
-    source identity, a digest of its device.conf, the board, the board config, the tool, the
-    full command and O(fingerprint_extra)) is kept in the device's state file O(state_file).
-    When the last flash of this device succeeded with the same fingerprint, nothing is done and
-    the USB bus is not even looked at (a flashed device has left recovery mode). Any change,
-    such as a new device.conf, flashes again.
-  - Several devices flash at the same time, each from its own working tree; at most
-    O(concurrency) at once per station, whatever Ansible's C(forks), through slot lock files in
-    O(slots_dir).
+    source identity, a digest of its device.conf, the board, its identity, the board config,
+    the tool, the command and O(fingerprint_extra)) is kept in the device's state file
+    O(state_file). When the last flash of this device succeeded with the same fingerprint,
+    nothing is done and the USB bus is not even looked at (a flashed device has left recovery
+    mode). Any change, such as a new device.conf, flashes again. Images already generated for
+    this fingerprint (a failed flash) are not generated again.
   - The tool runs in its own process group with a time limit (O(timeout)); on timeout the whole
     group is stopped (SIGTERM, then SIGKILL). Its output goes to
-    C(<log_dir>/<serial>-flash-<UTC time>.log). The outcome, timings, board, log and any error
-    are recorded in O(state_file) (never a secret). On failure the task fails with the device,
-    the port, the exit status or the time limit, the log path and the log's last lines.
-  - Cross-talk guard. With O(expected_email), the working tree's device.conf must belong to
-    this device, else nothing is flashed. The password in that file is never read into the
-    result, the state or a message.
+    C(<log_dir>/<serial>-flash-<UTC time>.log). The outcome, timings, board, slot, log and any
+    error are recorded in O(state_file) (never a secret). On failure the task fails with the
+    device, the port, the cause, the log path and the log's last lines.
+  - Cross-talk guard. With O(expected_email), the rootfs's device.conf must belong to this
+    device, else nothing is flashed. The password in that file is never read into the result,
+    the state or a message.
 author: Azaion engineering (@azaion)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
@@ -59,6 +76,16 @@ options:
         device on the port, or a wrong inventory).
     type: str
     choices: [orin-nano-8gb, orin-nano-4gb, orin-nx-16gb, orin-nx-8gb, agx-orin-64gb, agx-orin-32gb]
+  board_identity:
+    description:
+      - Overrides of the board identity given to image generation in the environment, keys
+        C(BOARDID), C(FAB), C(BOARDSKU), C(BOARDREV) and C(FUSELEVEL). The defaults come from
+        the board (for example C(BOARDID=3767 FAB=300 BOARDSKU=0003 BOARDREV=A.0
+        FUSELEVEL=fuselevel_production) for an Orin Nano 8GB); set them per device when the
+        module label says otherwise.
+      - Not used with O(tool=flash.sh), which talks to its own port only.
+    type: dict
+    default: {}
   board_config:
     description:
       - The board config of the tree to flash with, a C(.conf) name without the suffix.
@@ -67,9 +94,10 @@ options:
     type: str
   tool:
     description:
-      - V(initrd) runs C(tools/kernel_flash/l4t_initrd_flash.sh) with NVIDIA's external-device
-        (NVMe) options, the way to flash Orin Nano and NX modules.
-      - V(flash.sh) runs C(./flash.sh --usb-instance <port> <board_config> <rootdev>).
+      - V(initrd) uses NVIDIA's initrd flasher (C(tools/kernel_flash/l4t_initrd_flash_internal.sh))
+        with NVIDIA's external-device (NVMe) options, the way to flash Orin Nano and NX modules.
+      - V(flash.sh) runs C(./flash.sh --usb-instance <port> <board_config> <rootdev>); it uses
+        only its own tree and port, so these flashes share no host state.
     type: str
     choices: [initrd, flash.sh]
     default: initrd
@@ -99,14 +127,17 @@ options:
   rootfs_dir:
     description:
       - The device's own staging rootfs, when it is not C(<l4t_dir>/rootfs) (the inventory's
-        C(jetson_rootfs_dir)). Passed to C(flash.sh) as C(-R); the initrd flasher hands it on
-        through C(-p). The cross-talk guard and the image fingerprint then read its
+        C(jetson_rootfs_dir)). The cross-talk guard and the image fingerprint then read its
         device.conf.
+      - With O(tool=initrd), C(<l4t_dir>/rootfs) is made a link to it before the images are
+        generated, because NVIDIA's image script builds the NVMe image from the tree's own
+        C(rootfs) whatever C(-R) says (r36.2). With O(tool=flash.sh) it is passed as C(-R).
     type: path
   extra_args:
     description:
       - More options for the tool, inserted before the board config (for example
-        V(-u), V(/path/to/pkc.pem) for a PKC-fused device). Each item is one argument.
+        V(-u), V(/path/to/pkc.pem) for a PKC-fused device). Each item is one argument. With
+        O(tool=initrd) they go to both the generation and the flash.
       - They are part of the image fingerprint; they must not hold a secret (key files are
         passed by path).
     type: list
@@ -114,9 +145,16 @@ options:
     default: []
   timeout:
     description:
-      - Seconds the tool may run before it is stopped and the flash counted as failed.
+      - Seconds each tool run (image generation, flash) may take before it is stopped and the
+        flash counted as failed.
     type: int
     default: 3600
+  settle_timeout:
+    description:
+      - Seconds to wait, after the tool reported success, for this port's device to leave
+        NVIDIA's flashing initrd (its USB network interface disappears when it reboots).
+    type: int
+    default: 60
   usb_sysfs_root:
     description:
       - Where the station's USB devices are listed (the recovery-mode scan reads
@@ -124,6 +162,14 @@ options:
         fake tree.
     type: path
     default: /sys/bus/usb/devices
+  station_root:
+    description:
+      - The station's file system root for the host-wide state the initrd flash touches
+        (C(etc/exports.d), C(etc/udev/rules.d), C(sys/class/net)) and the host programs run
+        for it (C(usr/sbin/exportfs), C(usr/sbin/service), C(usr/bin/udevadm)). Tests point it
+        at a fake host root.
+    type: path
+    default: /
   log_dir:
     description:
       - Directory of the flash logs on the station, created when missing.
@@ -141,9 +187,9 @@ options:
     required: true
   expected_email:
     description:
-      - The device's account email. When given, the working tree's
-        C(rootfs/etc/azaion/device.conf) must hold it as C(AZAION_DEVICE_EMAIL), else the task
-        fails without flashing (the tree holds another device's identity, or none).
+      - The device's account email. When given, the rootfs's C(etc/azaion/device.conf) must
+        hold it as C(AZAION_DEVICE_EMAIL), else the task fails without flashing (the tree holds
+        another device's identity, or none).
     type: str
   fingerprint_extra:
     description:
@@ -157,21 +203,25 @@ options:
     default: false
   concurrency:
     description:
-      - How many devices this station flashes at once, across all Ansible processes that use
-        the same O(slots_dir).
+      - How many devices this station flashes at once (the flash slots), across all Ansible
+        processes that use the same O(slots_dir). With O(tool=initrd) it is also the number of
+        device instances every tree is generated for (C(--massflash)) and the number of image
+        generations at once, so at most NVIDIA's massflash limit, 10.
     type: int
     default: 4
   slots_dir:
     description:
-      - Directory of the station's flash slot lock files (C(slot-<n>.lock)), created when
-        missing. Every flash of the station must use the same one.
+      - Directory of the station's flash slot lock files (C(slot-<n>.lock), and
+        C(generate-<n>.lock) for image generation), created when missing. Every flash of the
+        station must use the same one.
     type: path
     required: true
 attributes:
   check_mode:
     support: full
     details:
-      - Never runs the tool. A device missing from the USB bus is reported as a warning.
+      - Never runs the tool and changes nothing on the station. A device missing from the USB
+        bus is reported as a warning.
   diff_mode:
     support: none
   platform:
@@ -179,12 +229,15 @@ attributes:
     platforms: posix
 notes:
   - Run it on the station that has the USB cable to the device (the device host itself is not
-    reachable while in recovery mode), usually as root, as NVIDIA's tools need.
+    reachable while in recovery mode), as root, as NVIDIA's tools need.
   - After a failed flash the device usually has to re-enter recovery mode (power-cycle with
     the REC button held) before a retry.
+  - Nothing else may run NVIDIA's C(l4t_initrd_flash.sh) on the station while this module
+    flashes: its NFS restart and exit trap would take the exports of flashes in flight.
 seealso:
   - module: azaion.jetson.l4t_workspace
   - module: azaion.jetson.device_conf
+  - module: azaion.jetson.l4t_station_check
 '''
 
 EXAMPLES = r'''
@@ -198,7 +251,20 @@ EXAMPLES = r'''
     state_file: "{{ jetson_workdir }}/devices/{{ jetson_serial }}/state.json"
     slots_dir: "{{ jetson_workdir }}/flash-slots"
     concurrency: "{{ jetson_flash_concurrency }}"
+    station_root: "{{ jetson_station_root | default('/') }}"
   delegate_to: "{{ jetson_station }}"
+
+- name: Flash an Orin NX 16GB whose module label says FAB 301
+  azaion.jetson.l4t_flash:
+    l4t_dir: /var/lib/azaion-jetson/ports/1-4/Linux_for_Tegra
+    usb_instance: 1-4
+    board: orin-nx-16gb
+    board_identity:
+      FAB: "301"
+    serial: AZJN-0043
+    log_dir: /var/lib/azaion-jetson/logs
+    state_file: /var/lib/azaion-jetson/devices/AZJN-0043/state.json
+    slots_dir: /var/lib/azaion-jetson/flash-slots
 
 - name: Flash an Orin NX with flash.sh on an r35 tree, signed with the PKC key
   azaion.jetson.l4t_flash:
@@ -227,25 +293,58 @@ board_config:
   type: str
   sample: jetson-orin-nano-devkit
 command:
-  description: The tool's argument list, run in O(l4t_dir). It holds no secret.
+  description:
+    - The flash command, run in O(l4t_dir). It holds no secret. With O(tool=initrd), the
+      device instance is the slot's (shown here as 0) and the saved parameters follow
+      C(--flash-only).
   returned: always
   type: list
   elements: str
   sample:
-    - tools/kernel_flash/l4t_initrd_flash.sh
+    - tools/kernel_flash/l4t_initrd_flash_internal.sh
     - --usb-instance
     - 1-3
+    - --device-instance
+    - '0'
+    - --flash-only
+    - --external-device
+    - nvme0n1p1
+    - -c
+    - tools/kernel_flash/flash_l4t_t234_nvme.xml
+    - --network
+    - usb0
+    - jetson-orin-nano-devkit
+    - internal
+generate_command:
+  description: With O(tool=initrd), the image generation command, run in O(l4t_dir) (null otherwise).
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - tools/kernel_flash/l4t_initrd_flash_internal.sh
+    - --no-flash
+    - --massflash
+    - '4'
     - --external-device
     - nvme0n1p1
     - -c
     - tools/kernel_flash/flash_l4t_t234_nvme.xml
     - -p
     - -c bootloader/generic/cfg/flash_t234_qspi.xml
-    - --showlogs
     - --network
     - usb0
     - jetson-orin-nano-devkit
     - internal
+board_identity:
+  description: With O(tool=initrd), the board identity given to image generation (null otherwise).
+  returned: always
+  type: dict
+  sample: {BOARDID: '3767', FAB: '300', BOARDSKU: '0003', BOARDREV: A.0, FUSELEVEL: fuselevel_production}
+generated:
+  description: Whether images were generated in this run (false when the tree already held them).
+  returned: always
+  type: bool
+  sample: true
 log_path:
   description:
     - The log of this run's flash; when nothing was flashed, the log of the flash that put this
@@ -264,7 +363,7 @@ slot_wait_seconds:
   type: float
   sample: 0.0
 slot:
-  description: The flash slot used (null when nothing was flashed).
+  description: The flash slot used, which is also the device instance of an initrd flash (null when nothing was flashed).
   returned: always
   type: int
   sample: 0
@@ -285,10 +384,12 @@ msg:
   sample: flashed AZJN-0042 on USB port 1-3 (orin-nano-8gb, jetson-orin-nano-devkit) in 312.4 s
 '''
 
+import glob
 import hashlib
 import json
 import os
 import re
+import shlex
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -299,8 +400,12 @@ from ansible_collections.azaion.jetson.plugins.module_utils._device_conf import 
     read_credentials,
     resolve_in_rootfs,
 )
+from ansible_collections.azaion.jetson.plugins.module_utils._files import write_file_atomic
 from ansible_collections.azaion.jetson.plugins.module_utils._l4t import (
     BOARD_CONFIGS,
+    BOARD_IDENTITY,
+    BOARD_IDENTITY_KEYS,
+    DEFAULT_FUSELEVEL,
     RECOVERY_PRODUCTS,
     USB_PORT_PATTERN,
     DeviceState,
@@ -309,21 +414,52 @@ from ansible_collections.azaion.jetson.plugins.module_utils._l4t import (
     log_tail,
     read_workspace_marker,
     recovery_devices,
+    remove_tree,
     run_tool,
     source_stamp,
 )
+from ansible_collections.azaion.jetson.plugins.module_utils._station_host import (
+    StationHost,
+    StationHostError,
+)
 
-INITRD_SCRIPT = 'tools/kernel_flash/l4t_initrd_flash.sh'
+INTERNAL_SCRIPT = 'tools/kernel_flash/l4t_initrd_flash_internal.sh'
 FLASH_SCRIPT = 'flash.sh'
+# What image generation leaves in the tree: the saved flash parameters, and the record of which
+# image it generated (this collection's).
+SAVED_PARAMS = 'tools/kernel_flash/initrdflashparam.txt'
+IMAGES_RECORD = 'tools/kernel_flash/.azaion-images.json'
 # The partition layouts of NVIDIA's standard NVMe command, per release family.
 RELEASE_LAYOUTS = {
     'r36': ('tools/kernel_flash/flash_l4t_t234_nvme.xml', '-c bootloader/generic/cfg/flash_t234_qspi.xml'),
     'r35': ('tools/kernel_flash/flash_l4t_external.xml', '-c bootloader/t186ref/cfg/flash_t234_qspi.xml'),
 }
+# NVIDIA's massflash stops at MAX_MASSFLASH (10): no boot image exists for a higher instance.
+MAX_INSTANCES = 10
 SERIAL_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
+IDENTITY_VALUE_PATTERN = re.compile(r'^[A-Za-z0-9._-]+$')
 PHASE = 'flash'
 LOG_TAIL_LINES = 20
+SETTLE_POLL = 0.5
 RECOVERY_HINT = 'put the device in recovery mode (hold REC, power on) and re-run'
+# What a failed run's log says -> the cause and the fix, for a person on the floor.
+FAILURE_CAUSES = (
+    ('cannot mount the NFS server',
+     'the device lost the NFS export of its tree during the flash: something restarted the station\'s NFS server or'
+     ' rewrote its exports (NVIDIA\'s l4t_initrd_flash.sh run by hand or by another tool on this station); let'
+     ' nothing else flash on the station, ' + RECOVERY_HINT),
+    ('Boot Rom communication failed',
+     'the device was reset while it booted the flashing initrd, usually by a board probe of another flash tool on'
+     ' this station (flash.sh or l4t_initrd_flash.sh run without BOARDID/FAB in its environment), or by a loose'
+     ' cable; let nothing else flash on the station, ' + RECOVERY_HINT),
+    ('expose ssh',
+     'the station never reached the flashing initrd over USB networking: check that IPv6 is on, that NetworkManager'
+     ' leaves the Jetson\'s USB network alone (the udev rules in etc/udev/rules.d) and the cable; ' + RECOVERY_HINT),
+    ('nfs-kernel-server not found', 'install nfs-kernel-server on the station (apt-get install nfs-kernel-server)'),
+    ('timeout in USB write', 'a USB write timed out: use a direct USB 3 port and a good cable; ' + RECOVERY_HINT),
+    ('Waiting for target to boot-up... Timeout',
+     'the flashing initrd did not come up on the device: check the cable, then ' + RECOVERY_HINT),
+)
 
 
 class FlashError(Exception):
@@ -334,8 +470,8 @@ def _argument_spec():
     return dict(
         l4t_dir=dict(type='path', required=True),
         usb_instance=dict(type='str', required=True),
-        board=dict(type='str', choices=['orin-nano-8gb', 'orin-nano-4gb', 'orin-nx-16gb', 'orin-nx-8gb',
-                                        'agx-orin-64gb', 'agx-orin-32gb']),
+        board=dict(type='str', choices=sorted(BOARD_CONFIGS)),
+        board_identity=dict(type='dict', default={}),
         board_config=dict(type='str'),
         tool=dict(type='str', choices=['initrd', 'flash.sh'], default='initrd'),
         l4t_release=dict(type='str', choices=['r36', 'r35'], default='r36'),
@@ -343,7 +479,9 @@ def _argument_spec():
         rootdev=dict(type='str'),
         extra_args=dict(type='list', elements='str', default=[]),
         timeout=dict(type='int', default=3600),
+        settle_timeout=dict(type='int', default=60),
         usb_sysfs_root=dict(type='path', default='/sys/bus/usb/devices'),
+        station_root=dict(type='path', default='/'),
         log_dir=dict(type='path', required=True),
         state_file=dict(type='path', required=True),
         serial=dict(type='str', required=True),
@@ -356,22 +494,35 @@ def _argument_spec():
     )
 
 
-def build_command(tool, usb_instance, board_config, rootdev, l4t_release='r36', external_device='nvme0n1p1',
-                  extra_args=(), rootfs_dir=None):
-    """The tool's argv, relative to the Linux_for_Tegra directory, as in NVIDIA's documentation.
+def generate_command(board_config, rootdev, instances, l4t_release='r36', external_device='nvme0n1p1',
+                     extra_args=()):
+    """Image generation in the tree for ``instances`` device instances, as NVIDIA's massflash
+    generates (``--no-flash --massflash N``), with NVIDIA's standard NVMe options."""
+    layout, qspi = RELEASE_LAYOUTS[l4t_release]
+    return ([INTERNAL_SCRIPT, '--no-flash', '--massflash', str(instances), '--external-device', external_device,
+             '-c', layout, '-p', qspi, '--network', 'usb0'] + list(extra_args) + [board_config, rootdev])
 
-    A ``rootfs_dir`` other than the tree's own ``rootfs`` is flash.sh's ``-R``; the initrd
-    flasher hands it to flash.sh through ``-p``.
-    """
+
+def flash_command(usb_instance, instance, saved_params, extra_args=()):
+    """The flash of one device as device instance ``instance``, as NVIDIA's massflash loop runs
+    it. Options come first: the script stops parsing at the first non-option, the board config
+    at the end of the saved parameters."""
+    return ([INTERNAL_SCRIPT, '--usb-instance', usb_instance, '--device-instance', str(instance), '--flash-only']
+            + list(extra_args) + list(saved_params))
+
+
+def flash_sh_command(usb_instance, board_config, rootdev, extra_args=(), rootfs_dir=None):
+    """flash.sh's argv; a ``rootfs_dir`` other than the tree's own ``rootfs`` is its ``-R``."""
     rootfs_option = ['-R', rootfs_dir] if rootfs_dir else []
-    if tool == 'initrd':
-        layout, qspi = RELEASE_LAYOUTS[l4t_release]
-        flash_sh_options = ' '.join([qspi] + rootfs_option)
-        return ([INITRD_SCRIPT, '--usb-instance', usb_instance, '--external-device', external_device,
-                 '-c', layout, '-p', flash_sh_options, '--showlogs', '--network', 'usb0']
-                + list(extra_args) + [board_config, rootdev])
     return (['./' + FLASH_SCRIPT, '--usb-instance', usb_instance] + rootfs_option + list(extra_args)
             + [board_config, rootdev])
+
+
+def board_identity(board, overrides):
+    """The environment that keeps image generation off the station's other devices."""
+    identity = dict(BOARD_IDENTITY[board], FUSELEVEL=DEFAULT_FUSELEVEL)
+    identity.update((key, str(value)) for key, value in (overrides or {}).items())
+    return identity
 
 
 def image_fingerprint(stamp, device_conf_digest, board, board_config, tool, argv, extra=None):
@@ -387,6 +538,14 @@ def image_fingerprint(stamp, device_conf_digest, board, board_config, tool, argv
     }
     data = json.dumps(identity, sort_keys=True, separators=(',', ':'), default=str)
     return hashlib.sha256(data.encode('utf-8')).hexdigest()
+
+
+def failure_cause(log_text):
+    """The cause and fix of a failed run, read from its log ('' when none is recognised)."""
+    for needle, cause in FAILURE_CAUSES:
+        if needle in log_text:
+            return cause
+    return ''
 
 
 def _device_conf(module, rootfs, expected_email):
@@ -440,156 +599,354 @@ def _find_device(params):
 
 
 def _result(**fields):
-    result = dict(changed=False, board=None, board_config=None, command=None, log_path=None, seconds=0.0,
-                  slot_wait_seconds=0.0, slot=None, fingerprint=None, skipped_reason=None, msg='')
+    result = dict(changed=False, board=None, board_config=None, command=None, generate_command=None,
+                  board_identity=None, generated=False, log_path=None, seconds=0.0, slot_wait_seconds=0.0,
+                  slot=None, fingerprint=None, skipped_reason=None, msg='')
     result.update(fields)
     return result
 
 
+def _read_json(path):
+    try:
+        with open(path, 'rb') as record:
+            data = json.loads(record.read().decode('utf-8'))
+    except (IOError, OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+class Flasher(object):
+    """One device's flash: the inputs, the plan, the runs and what is recorded of them."""
+
+    def __init__(self, module):
+        self.module = module
+        self.params = params = module.params
+        self.l4t_dir = os.path.abspath(params['l4t_dir'])
+        self.port = params['usb_instance']
+        self.serial = params['serial']
+        self.tool = params['tool']
+        self.rootdev = params['rootdev'] or ('internal' if self.tool == 'initrd' else 'nvme0n1p1')
+        self.rootfs_dir = os.path.abspath(params['rootfs_dir']) if params['rootfs_dir'] else None
+        self.rootfs = self.rootfs_dir or os.path.join(self.l4t_dir, 'rootfs')
+        self.state = DeviceState(params['state_file'], serial=self.serial)
+        self.host = StationHost(params['station_root'])
+        self.board = self.board_config = self.argv = self.generate_argv = self.identity = self.fingerprint = None
+        self.stamp = self.conf_digest = None
+        self.log_path = None
+        self.fields = {}
+
+    # -- results --------------------------------------------------------------------------------
+
+    def result(self, **fields):
+        base = dict(board=self.board, board_config=self.board_config, command=self.argv,
+                    generate_command=self.generate_argv, board_identity=self.identity, fingerprint=self.fingerprint,
+                    log_path=self.log_path)
+        base.update(self.fields)
+        base.update(fields)
+        return _result(**base)
+
+    def fail(self, message, record=True, **fields):
+        """Record the failure (never in check mode) and fail the task."""
+        if record and not self.module.check_mode:
+            now = time.time()
+            entry = dict(status='failed', finished=now, error=message.split('\n', 1)[0], rc=None, timed_out=False,
+                         usb_instance=self.port, board=self.board, board_config=self.board_config, tool=self.tool,
+                         command=self.argv, fingerprint=self.fingerprint, log_path=self.log_path)
+            phase = self.state.phase(PHASE)
+            if phase.get('status') == 'running' and isinstance(phase.get('started'), (int, float)):
+                entry['seconds'] = round(now - phase['started'], 3)
+            else:
+                entry.update(started=now, seconds=0.0)
+            entry.update(fields)
+            self.state.record(PHASE, **entry)
+        self.module.fail_json(**self.result(msg=message))
+
+    # -- inputs -----------------------------------------------------------------------------------
+
+    def check_inputs(self):
+        params, module = self.params, self.module
+        if not SERIAL_PATTERN.match(self.serial):
+            module.fail_json(msg='serial %r is not usable in a file name; use letters, digits, ".", "_" and "-"'
+                                 % self.serial)
+        if not USB_PORT_PATTERN.match(self.port):
+            module.fail_json(msg='usb_instance %r is not a USB port path <busnum>-<devpath> such as 1-3 or 1-8.4'
+                                 % self.port)
+        if params['timeout'] < 1:
+            module.fail_json(msg='timeout must be 1 second or more, not %d' % params['timeout'])
+        if params['settle_timeout'] < 0:
+            module.fail_json(msg='settle_timeout must be 0 or more, not %d' % params['settle_timeout'])
+        limit = MAX_INSTANCES if self.tool == 'initrd' else None
+        if params['concurrency'] < 1 or (limit and params['concurrency'] > limit):
+            module.fail_json(msg='concurrency must be between 1 and %d (NVIDIA\'s massflash limit), not %d'
+                                 % (limit, params['concurrency']) if limit else
+                             'concurrency must be 1 or more, not %d' % params['concurrency'])
+        for key, value in params['board_identity'].items():
+            if key not in BOARD_IDENTITY_KEYS:
+                module.fail_json(msg='board_identity has an unknown key %r; use %s' % (key, ', '.join(BOARD_IDENTITY_KEYS)))
+            if not IDENTITY_VALUE_PATTERN.match(str(value)):
+                module.fail_json(msg='board_identity %s=%r is not a plain value (letters, digits, ".", "_", "-")'
+                                     % (key, value))
+        script = INTERNAL_SCRIPT if self.tool == 'initrd' else FLASH_SCRIPT
+        if not os.path.isdir(self.l4t_dir):
+            if module.check_mode:
+                # In a check run, the task that makes the working tree did not run either.
+                module.exit_json(**self.result(changed=True, msg='would flash %s on USB port %s once its working tree'
+                                                                 ' %s is made' % (self.serial, self.port, self.l4t_dir)))
+            module.fail_json(msg='l4t_dir %s does not exist; make the working tree first with'
+                                 ' azaion.jetson.l4t_workspace' % self.l4t_dir)
+        if not os.path.isfile(os.path.join(self.l4t_dir, FLASH_SCRIPT)) or not os.path.isfile(
+                os.path.join(self.l4t_dir, script)):
+            module.fail_json(msg='l4t_dir %s is not a Linux_for_Tegra tree with %s; give the device\'s working tree'
+                                 % (self.l4t_dir, script))
+
+    def read_tree(self):
+        """The device.conf guard and the identity of the tree's source."""
+        module = self.module
+        try:
+            self.previous = self.state.phase(PHASE)
+        except DeviceStateError as exc:
+            module.fail_json(msg=str(exc))
+        try:
+            self.conf_digest = _device_conf(module, self.rootfs, self.params['expected_email'])
+        except FlashError as exc:
+            if module.check_mode:
+                # In a check run, the identity phase wrote no device.conf either.
+                module.warn('%s on USB port %s: %s' % (self.serial, self.port, exc))
+                module.exit_json(**self.result(changed=True, msg='would flash %s on USB port %s once its device.conf'
+                                                                 ' is written' % (self.serial, self.port)))
+            module.fail_json(msg='not flashing %s on USB port %s: %s' % (self.serial, self.port, exc))
+        marker = read_workspace_marker(self.l4t_dir)
+        if marker is None:
+            module.warn('%s was not made by azaion.jetson.l4t_workspace: flashing in it writes into it, and no other'
+                        ' flash may use it at the same time' % self.l4t_dir)
+            try:
+                self.stamp = source_stamp(self.l4t_dir)
+            except (IOError, OSError) as exc:
+                module.fail_json(msg='cannot read the identity of %s: %s' % (self.l4t_dir, exc.strerror or exc))
+        else:
+            self.stamp = marker.get('source_stamp')
+
+    def plan(self, board):
+        """Work out the commands and the image fingerprint for ``board`` (None: not known yet)."""
+        params = self.params
+        self.board = board
+        self.board_config = params['board_config'] or (BOARD_CONFIGS[board] if board else None)
+        if self.board_config is None:
+            return
+        extra_args = params['extra_args']
+        if self.tool == 'initrd':
+            self.identity = board_identity(board, params['board_identity'])
+            self.generate_argv = generate_command(self.board_config, self.rootdev, params['concurrency'],
+                                                  params['l4t_release'], params['external_device'], extra_args)
+            # The image does not depend on how many instances the tree has boot images for: a
+            # new concurrency regenerates a tree that lacks one, but re-flashes no device.
+            identity_argv = generate_command(self.board_config, self.rootdev, 'N', params['l4t_release'],
+                                             params['external_device'], extra_args)
+            self.argv = flash_command(self.port, 0, self.saved_params_or_placeholder(), extra_args)
+        else:
+            self.argv = identity_argv = flash_sh_command(self.port, self.board_config, self.rootdev, extra_args,
+                                                         self.rootfs_dir)
+        extra = dict(params['fingerprint_extra'] or {})
+        if self.identity:
+            extra['board_identity'] = self.identity
+        if self.rootfs_dir:
+            extra['rootfs_dir'] = self.rootfs_dir
+        self.fingerprint = image_fingerprint(self.stamp, self.conf_digest, board, self.board_config, self.tool,
+                                             identity_argv, extra)
+
+    def saved_params_or_placeholder(self):
+        try:
+            return self.saved_params()
+        except FlashError:
+            return ['<saved parameters of the image generation>']
+
+    def saved_params(self):
+        path = os.path.join(self.l4t_dir, SAVED_PARAMS)
+        try:
+            with open(path) as saved:
+                params = shlex.split(saved.read())
+        except (IOError, OSError, ValueError) as exc:
+            raise FlashError('the image generation left no usable %s (%s)' % (path, getattr(exc, 'strerror', exc)))
+        if len(params) < 2:
+            raise FlashError('%s does not end in <board config> <rootdev>' % path)
+        return params
+
+    # -- the runs ---------------------------------------------------------------------------------
+
+    def run(self, argv, env=None):
+        environment = None
+        if env:
+            environment = dict(os.environ)
+            environment.update(env)
+        return run_tool(argv, cwd=self.l4t_dir, log_path=self.log_path, timeout=self.params['timeout'],
+                        env=environment)
+
+    def failed_run(self, what, run, **fields):
+        how = 'timed out after %d s' % self.params['timeout'] if run.timed_out else 'exit code %s' % run.rc
+        tail = log_tail(self.log_path, LOG_TAIL_LINES)
+        cause = failure_cause(log_tail(self.log_path, 200))
+        error = '%s %s on USB port %s failed: %s%s' % (what, self.serial, self.port, how,
+                                                       ('; ' + cause) if cause else '')
+        self.fail('%s; log: %s; the device usually has to re-enter recovery mode before a retry. Last lines of the'
+                  ' log:\n%s' % (error, self.log_path, tail), error=error, rc=run.rc, timed_out=run.timed_out,
+                  **fields)
+
+    def link_rootfs(self):
+        """Make the tree's ``rootfs`` the device's own staging rootfs: the images are built from
+        the tree's rootfs whatever ``-R`` says (r36.2's NVMe image)."""
+        link = os.path.join(self.l4t_dir, 'rootfs')
+        if os.path.realpath(link) == os.path.realpath(self.rootfs_dir):
+            return
+        if os.path.lexists(link):
+            remove_tree(link)
+        os.symlink(self.rootfs_dir, link)
+
+    def generate(self):
+        """Generate the tree's images for every device instance, unless it holds them already."""
+        record_path = os.path.join(self.l4t_dir, IMAGES_RECORD)
+        record = _read_json(record_path)
+        if (not self.params['force'] and record.get('fingerprint') == self.fingerprint
+                and isinstance(record.get('instances'), int) and record['instances'] >= self.params['concurrency']
+                and os.path.isfile(os.path.join(self.l4t_dir, SAVED_PARAMS))):
+            return False
+        if self.rootfs_dir:
+            self.link_rootfs()
+        try:
+            os.unlink(record_path)
+        except FileNotFoundError:
+            pass
+        generation = FlashSlots(self.params['slots_dir'], self.params['concurrency'], name='generate',
+                                label='%s %s' % (self.serial, self.port))
+        with generation:
+            # The tree's own run would otherwise restart the NFS server under the flashes in flight.
+            self.host.write_service_shim(self.l4t_dir)
+            self.state.record(PHASE, step='generate')
+            run = self.run(self.generate_argv, env=self.identity)
+        for package in glob.glob(os.path.join(self.l4t_dir, 'mfi_*')):
+            # NVIDIA's massflash package: gigabytes, and more copies of the device.conf.
+            remove_tree(package)
+        if run.rc != 0 or run.timed_out:
+            self.failed_run('generating the images of', run)
+        write_file_atomic(record_path, (json.dumps({'fingerprint': self.fingerprint, 'instances':
+                                                    self.params['concurrency'], 'generated': time.time()},
+                                                   sort_keys=True) + '\n').encode('utf-8'), mode=0o644)
+        return True
+
+    def flash_initrd(self, slots):
+        """The flash in slot ``slots.slot`` as that device instance, with the station's host state
+        set up around it and taken down after it."""
+        instance = slots.slot
+        stale = self.host.interfaces_of_instance(instance)
+        if stale:
+            self.fail('not flashing %s on USB port %s as device instance %d: a Jetson is still in NVIDIA\'s flashing'
+                      ' initrd as that instance (%s), left by an interrupted flash, and the flash would go to it:'
+                      ' power-cycle the device on USB port %s into recovery mode, then re-run'
+                      % (self.serial, self.port, instance,
+                         ', '.join('%s on USB port %s' % (item['name'], item['port']) for item in stale),
+                         ', '.join(sorted(set(str(item['port']) for item in stale)))))
+        # Exports left by flashes that were killed, in slots nobody holds now.
+        slots.for_each_free(self.host.unexport)
+        self.host.install_udev_rules(self.l4t_dir)
+        self.host.write_service_shim(self.l4t_dir)
+        self.host.ensure_nfs_server()
+        self.argv = flash_command(self.port, instance, self.saved_params(), self.params['extra_args'])
+        try:
+            self.host.export_tree(instance, self.l4t_dir)
+            self.state.record(PHASE, step='flash', slot=instance, command=self.argv)
+            return self.run(self.argv)
+        finally:
+            self.host.unexport(instance)
+
+    def settled(self):
+        """After a reported success: wait until this port's device has left the flashing initrd
+        and recovery mode; return what still holds it, or None."""
+        deadline = time.monotonic() + self.params['settle_timeout']
+        while True:
+            left = [item['name'] for item in self.host.gadget_interfaces() if item['port'] == self.port]
+            where = None
+            if left:
+                where = 'is still in NVIDIA\'s flashing initrd (%s)' % ', '.join(left)
+            elif self.port in recovery_devices(self.params['usb_sysfs_root']):
+                where = 'is still in recovery mode'
+            if where is None or time.monotonic() >= deadline:
+                return where
+            time.sleep(SETTLE_POLL)
+
+    def main(self):
+        module, params = self.module, self.params
+        self.check_inputs()
+        self.read_tree()
+
+        # -- already flashed with this image? (the device has left recovery mode: no bus scan) --
+        recorded_board = self.previous.get('board') if self.previous.get('board') in BOARD_CONFIGS else None
+        self.plan(params['board'] or recorded_board)
+        if (not params['force'] and self.previous.get('status') == 'done' and self.fingerprint is not None
+                and self.previous.get('fingerprint') == self.fingerprint):
+            module.exit_json(**self.result(
+                log_path=self.previous.get('log_path'), skipped_reason='already flashed with this image',
+                msg='%s on USB port %s is already flashed with this image (%s); nothing to do'
+                    % (self.serial, self.port, self.fingerprint[:12])))
+
+        # -- the device must be waiting in recovery mode on its port ------------------------------
+        try:
+            product = _find_device(params)
+        except FlashError as exc:
+            if module.check_mode:
+                module.warn(str(exc))
+                module.exit_json(**self.result(changed=True, msg='would flash %s on USB port %s, but it is not in'
+                                                                 ' recovery mode now' % (self.serial, self.port)))
+            self.fail(str(exc))
+        detected = RECOVERY_PRODUCTS[product]
+        if params['board'] and params['board'] != detected:
+            self.fail('the device in recovery mode on USB port %s is a %s (0955:%s), not the %s given for %s: check'
+                      ' which device is on this port, or fix its board' % (self.port, detected, product,
+                                                                          params['board'], self.serial))
+        self.plan(detected)
+        if module.check_mode:
+            module.exit_json(**self.result(changed=True, msg='would flash %s on USB port %s (%s, %s)'
+                                                             % (self.serial, self.port, self.board, self.board_config)))
+
+        self.log_path = os.path.join(params['log_dir'], '%s-flash-%s.log'
+                                     % (self.serial, time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())))
+        started = time.time()
+        self.state.record(PHASE, status='running', started=started, finished=None, seconds=None, error=None,
+                          rc=None, timed_out=False, slot=None, slot_wait_seconds=None, usb_instance=self.port,
+                          board=self.board, board_config=self.board_config, tool=self.tool, command=self.argv,
+                          fingerprint=self.fingerprint, log_path=self.log_path)
+        try:
+            generated = self.generate() if self.tool == 'initrd' else False
+            self.fields['generated'] = generated
+            slots = FlashSlots(params['slots_dir'], params['concurrency'], label='%s %s' % (self.serial, self.port))
+            with slots:
+                self.fields.update(slot=slots.slot, slot_wait_seconds=round(slots.wait_seconds, 3))
+                self.state.record(PHASE, slot=slots.slot, slot_wait_seconds=round(slots.wait_seconds, 3))
+                try:
+                    _find_device(params)  # it may have gone while waiting for a slot
+                except FlashError as exc:
+                    self.fail(str(exc))
+                run = self.flash_initrd(slots) if self.tool == 'initrd' else self.run(self.argv)
+        except (StationHostError, FlashError) as exc:
+            self.fail('flashing %s on USB port %s failed on the station: %s' % (self.serial, self.port, exc))
+        seconds = round(time.time() - started, 3)
+        self.fields['seconds'] = seconds
+        if run.rc != 0 or run.timed_out:
+            self.failed_run('flashing', run)
+        if self.tool == 'initrd':
+            holding = self.settled()
+            if holding:
+                self.fail('NVIDIA\'s tool reported success, but the device on USB port %s %s: the flash in device'
+                          ' instance %d went to another device, and %s was not written. Let nothing else flash on'
+                          ' this station, then %s' % (self.port, holding, self.fields['slot'], self.serial,
+                                                      RECOVERY_HINT))
+        self.state.record(PHASE, status='done', finished=time.time(), seconds=seconds, error=None, rc=0)
+        module.exit_json(**self.result(
+            changed=True, msg='flashed %s on USB port %s (%s, %s) in %.1f s' % (self.serial, self.port, self.board,
+                                                                               self.board_config, seconds)))
+
+
 def main():
     module = AnsibleModule(argument_spec=_argument_spec(), supports_check_mode=True)
-    params = module.params
-    l4t_dir = os.path.abspath(params['l4t_dir'])
-    port = params['usb_instance']
-    serial = params['serial']
-    tool = params['tool']
-    rootdev = params['rootdev'] or ('internal' if tool == 'initrd' else 'nvme0n1p1')
-    state = DeviceState(params['state_file'], serial=serial)
-
-    # -- inputs, before anything else ---------------------------------------------------------
-    if not SERIAL_PATTERN.match(serial):
-        module.fail_json(msg='serial %r is not usable in a file name; use letters, digits, ".", "_" and "-"' % serial)
-    if not USB_PORT_PATTERN.match(port):
-        module.fail_json(msg='usb_instance %r is not a USB port path <busnum>-<devpath> such as 1-3 or 1-8.4' % port)
-    if params['timeout'] < 1:
-        module.fail_json(msg='timeout must be 1 second or more, not %d' % params['timeout'])
-    if params['concurrency'] < 1:
-        module.fail_json(msg='concurrency must be 1 or more, not %d' % params['concurrency'])
-    script = INITRD_SCRIPT if tool == 'initrd' else FLASH_SCRIPT
-    rootfs_dir = os.path.abspath(params['rootfs_dir']) if params['rootfs_dir'] else None
-    rootfs = rootfs_dir or os.path.join(l4t_dir, 'rootfs')
-    if not os.path.isdir(l4t_dir):
-        if module.check_mode:
-            # In a check run, the task that makes the working tree did not run either.
-            module.exit_json(changed=True, msg='would flash %s on USB port %s once its working tree %s is made'
-                                               % (serial, port, l4t_dir), skipped_reason=None)
-        module.fail_json(msg='l4t_dir %s does not exist; make the working tree first with'
-                             ' azaion.jetson.l4t_workspace' % l4t_dir)
-    if not os.path.isfile(os.path.join(l4t_dir, FLASH_SCRIPT)) or not os.path.isfile(os.path.join(l4t_dir, script)):
-        module.fail_json(msg='l4t_dir %s is not a Linux_for_Tegra tree with %s; give the device\'s working tree'
-                             % (l4t_dir, script))
-
-    try:
-        previous = state.phase(PHASE)
-    except DeviceStateError as exc:
-        module.fail_json(msg=str(exc))
-    try:
-        conf_digest = _device_conf(module, rootfs, params['expected_email'])
-    except FlashError as exc:
-        if module.check_mode:
-            # In a check run, the identity phase wrote no device.conf either.
-            module.warn('%s on USB port %s: %s' % (serial, port, exc))
-            module.exit_json(changed=True, skipped_reason=None,
-                             msg='would flash %s on USB port %s once its device.conf is written' % (serial, port))
-        module.fail_json(msg='not flashing %s on USB port %s: %s' % (serial, port, exc))
-
-    marker = read_workspace_marker(l4t_dir)
-    if marker is None:
-        module.warn('%s was not made by azaion.jetson.l4t_workspace: flashing in it writes into it, and no other'
-                    ' flash may use it at the same time' % l4t_dir)
-        try:
-            stamp = source_stamp(l4t_dir)
-        except (IOError, OSError) as exc:
-            module.fail_json(msg='cannot read the identity of %s: %s' % (l4t_dir, exc.strerror or exc))
-    else:
-        stamp = marker.get('source_stamp')
-
-    def plan(board):
-        board_config = params['board_config'] or (BOARD_CONFIGS[board] if board else None)
-        if board_config is None:
-            return None, None, None
-        argv = build_command(tool, port, board_config, rootdev, params['l4t_release'], params['external_device'],
-                             params['extra_args'], rootfs_dir)
-        fingerprint = image_fingerprint(stamp, conf_digest, board, board_config, tool, argv,
-                                        params['fingerprint_extra'])
-        return board_config, argv, fingerprint
-
-    # -- already flashed with this image? (the device has left recovery mode: no bus scan) --
-    recorded_board = previous.get('board') if previous.get('board') in BOARD_CONFIGS else None
-    board = params['board'] or recorded_board
-    board_config, argv, fingerprint = plan(board)
-    if (not params['force'] and previous.get('status') == 'done' and fingerprint is not None
-            and previous.get('fingerprint') == fingerprint):
-        module.exit_json(**_result(
-            board=board, board_config=board_config, command=argv, fingerprint=fingerprint,
-            log_path=previous.get('log_path'), skipped_reason='already flashed with this image',
-            msg='%s on USB port %s is already flashed with this image (%s); nothing to do'
-                % (serial, port, fingerprint[:12])))
-
-    # -- the device must be waiting in recovery mode on its port ------------------------------
-    def fail(message, **fields):
-        if not module.check_mode:
-            now = time.time()
-            record = dict(status='failed', started=now, finished=now, seconds=0.0, error=message, rc=None,
-                          timed_out=False, usb_instance=port, board=board, board_config=board_config, tool=tool,
-                          command=argv, fingerprint=fingerprint, log_path=None)
-            record.update(fields)
-            state.record(PHASE, **record)
-        module.fail_json(**_result(board=board, board_config=board_config, command=argv, fingerprint=fingerprint,
-                                   msg=message))
-
-    try:
-        product = _find_device(params)
-    except FlashError as exc:
-        if module.check_mode:
-            module.warn(str(exc))
-            module.exit_json(**_result(
-                changed=True, board=board, board_config=board_config, command=argv, fingerprint=fingerprint,
-                msg='would flash %s on USB port %s, but it is not in recovery mode now' % (serial, port)))
-        fail(str(exc))
-    detected = RECOVERY_PRODUCTS[product]
-    if params['board'] and params['board'] != detected:
-        fail('the device in recovery mode on USB port %s is a %s (0955:%s), not the %s given for %s: check which'
-             ' device is on this port, or fix its board' % (port, detected, product, params['board'], serial))
-    board = detected
-    board_config, argv, fingerprint = plan(board)
-
-    if module.check_mode:
-        module.exit_json(**_result(
-            changed=True, board=board, board_config=board_config, command=argv, fingerprint=fingerprint,
-            msg='would flash %s on USB port %s (%s, %s)' % (serial, port, board, board_config)))
-
-    # -- flash, one of at most `concurrency` on this station ----------------------------------
-    log_path = os.path.join(params['log_dir'], '%s-flash-%s.log' % (serial, time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())))
-    common = dict(board=board, board_config=board_config, tool=tool, command=argv, fingerprint=fingerprint,
-                  log_path=log_path, usb_instance=port)
-    slots = FlashSlots(params['slots_dir'], params['concurrency'], label='%s %s' % (serial, port))
-    with slots:
-        try:
-            _find_device(params)  # it may have gone while waiting for a slot
-        except FlashError as exc:
-            fail(str(exc), slot=slots.slot, slot_wait_seconds=round(slots.wait_seconds, 3))
-        started = time.time()
-        state.record(PHASE, status='running', started=started, finished=None, seconds=None, error=None, rc=None,
-                     timed_out=False, slot=slots.slot, slot_wait_seconds=round(slots.wait_seconds, 3), **common)
-        run = run_tool(argv, cwd=l4t_dir, log_path=log_path, timeout=params['timeout'])
-    seconds = round(run.seconds, 3)
-    if run.rc == 0 and not run.timed_out:
-        state.record(PHASE, status='done', finished=time.time(), seconds=seconds, error=None, rc=0)
-        module.exit_json(**_result(
-            changed=True, board=board, board_config=board_config, command=argv, fingerprint=fingerprint,
-            log_path=log_path, seconds=seconds, slot=slots.slot, slot_wait_seconds=round(slots.wait_seconds, 3),
-            msg='flashed %s on USB port %s (%s, %s) in %.1f s' % (serial, port, board, board_config, seconds)))
-
-    how = ('timed out after %d s' % params['timeout'] if run.timed_out else 'exit code %s' % run.rc)
-    error = 'flashing %s on USB port %s failed: %s' % (serial, port, how)
-    state.record(PHASE, status='failed', finished=time.time(), seconds=seconds, error=error, rc=run.rc,
-                 timed_out=run.timed_out)
-    module.fail_json(**_result(
-        board=board, board_config=board_config, command=argv, fingerprint=fingerprint, log_path=log_path,
-        seconds=seconds, slot=slots.slot, slot_wait_seconds=round(slots.wait_seconds, 3),
-        msg='%s; log: %s; the device usually has to re-enter recovery mode before a retry. Last lines of the log:\n%s'
-            % (error, log_path, log_tail(log_path, LOG_TAIL_LINES))))
+    Flasher(module).main()
 
 
 if __name__ == '__main__':

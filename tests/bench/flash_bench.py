@@ -1,10 +1,12 @@
 """``make bench`` (second part): batch makespan and the cost of per-port working trees.
 
-1. Makespan: 12 devices on 12 ports of one lab station, each flash taking a fixed simulated
-   time T. The whole azaion.jetson.provision playbook runs with at most P = 4 devices flashing
-   at once, then with P = 1 (the same batch flashed one device at a time). Printed next to
-   the ideal ceil(N / P) x T: the flash phase's span (first flash start to last flash end,
-   from the fake tools' own records) and the whole run's wall-clock time.
+1. Makespan: N = 12 devices on 12 ports of one lab station whose fake NVIDIA tools model the
+   station's shared state (device instances, NFS exports, udev rules, board probes). Each
+   device's image generation takes a simulated G seconds and its flash T seconds. The whole
+   azaion.jetson.provision playbook runs with P = 4 slots, then with P = 1 (one device at a
+   time). The makespan runs from the first image generation's start to the last flash's end
+   (the fake tools' own records), printed next to the ideal ceil(N / P) x (G + T), with the
+   whole run's wall-clock time.
 2. Working trees: a bundle of about 50,000 files is cloned into the station's staging tree
    and then into one working tree per port, the way the rootfs role does. That is compared
    with a plain full copy of the same bundle (``cp -a``) made in the same run, in time and in
@@ -34,16 +36,18 @@ from ansible_collections.azaion.jetson.plugins.module_utils._l4t import clone_tr
 DEVICES = int(os.environ.get('BENCH_FLASH_DEVICES', '12'))
 CONCURRENCY = int(os.environ.get('BENCH_FLASH_CONCURRENCY', '4'))
 FLASH_SECONDS = float(os.environ.get('BENCH_FLASH_SECONDS', '6'))
+GENERATE_SECONDS = float(os.environ.get('BENCH_GENERATE_SECONDS', '4'))
 BUNDLE_FILES = int(os.environ.get('BENCH_BUNDLE_FILES', '50000'))
 PORT_TREES = int(os.environ.get('BENCH_PORT_TREES', '4'))
 
 
 def batch_makespan(concurrency):
-    """Run the playbook over a fresh lab; return (whole run seconds, flash span seconds)."""
+    """Run the playbook over a fresh lab; return (whole run seconds, makespan seconds)."""
     ports = dict(('1-%d' % number, '7523') for number in range(1, DEVICES + 1))
     token = secrets.token_hex(16)
     with tempfile.TemporaryDirectory() as root, LabAdminAPI(token=token) as api:
-        lab = labkit.FactoryLab(os.path.join(root, 'lab'), ports, flash_seconds=FLASH_SECONDS)
+        lab = labkit.FactoryLab(os.path.join(root, 'lab'), ports, flash_seconds=FLASH_SECONDS,
+                                generate_seconds=GENERATE_SECONDS)
         lab.start_loaders(api.url)
         try:
             hosts = dict(('AZJN-%04d' % number, lab.host_vars(port)) for number, port in enumerate(ports, start=1))
@@ -59,8 +63,11 @@ def batch_makespan(concurrency):
             if result.returncode != 0:
                 sys.exit('the batch failed:\n%s\n%s' % (result.stdout[-3000:], result.stderr[-2000:]))
             runs = l4t_bundle.flash_runs(lab.lab_state)
-            assert len(runs) == DEVICES
-            return elapsed, max(run['end'] for run in runs) - min(run['start'] for run in runs)
+            assert len(runs) == DEVICES and all(run['exit'] == 0 for run in runs)
+            generations = [call for call in l4t_bundle.tool_calls(lab.lab_state)
+                           if call['tool'] == 'l4t_initrd_flash_internal.sh' and '--no-flash' in call['argv']]
+            assert len(generations) == DEVICES
+            return elapsed, max(run['end'] for run in runs) - min(call['start'] for call in generations)
         finally:
             lab.stop_loaders()
 
@@ -106,15 +113,16 @@ def working_trees():
 
 
 def main():
-    ideal = math.ceil(DEVICES / CONCURRENCY) * FLASH_SECONDS
+    ideal = math.ceil(DEVICES / CONCURRENCY) * (GENERATE_SECONDS + FLASH_SECONDS)
     parallel_run, parallel_span = batch_makespan(CONCURRENCY)
     serial_run, serial_span = batch_makespan(1)
-    print('batch makespan: %d devices on %d ports, simulated flash %.0f s each' % (DEVICES, DEVICES, FLASH_SECONDS))
-    print('%-34s %14s %14s' % ('', 'flash span s', 'whole run s'))
-    print('%-34s %14.1f %14s' % ('ideal ceil(N/P) x T, P=%d' % CONCURRENCY, ideal, '-'))
-    print('%-34s %14.1f %14.1f' % ('azaion.jetson.provision, P=%d' % CONCURRENCY, parallel_span, parallel_run))
-    print('%-34s %14.1f %14.1f' % ('one device at a time, P=1', serial_span, serial_run))
-    print('ratios: flash span P=%d / ideal %.2f; P=%d / one at a time: flash span %.2f, whole run %.2f'
+    print('batch makespan: N=%d devices on %d ports, simulated generation G=%.0f s and flash T=%.0f s each'
+          % (DEVICES, DEVICES, GENERATE_SECONDS, FLASH_SECONDS))
+    print('%-38s %12s %14s' % ('', 'makespan s', 'whole run s'))
+    print('%-38s %12.1f %14s' % ('ideal ceil(N/P) x (G+T), P=%d' % CONCURRENCY, ideal, '-'))
+    print('%-38s %12.1f %14.1f' % ('azaion.jetson.provision, P=%d' % CONCURRENCY, parallel_span, parallel_run))
+    print('%-38s %12.1f %14.1f' % ('one device at a time, P=1', serial_span, serial_run))
+    print('ratios: makespan P=%d / ideal %.2f (goal <= 1.10); P=%d / one at a time: makespan %.2f, whole run %.2f'
           % (CONCURRENCY, parallel_span / ideal, CONCURRENCY, parallel_span / serial_span, parallel_run / serial_run))
 
     trees = working_trees()

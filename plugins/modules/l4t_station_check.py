@@ -1,0 +1,131 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Azaion
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: l4t_station_check
+short_description: Check that a station has what NVIDIA's initrd flasher needs, before anything is written
+version_added: 1.0.0
+description:
+  - Reads, and changes nothing. Fails with every problem found, each with its fix, when the
+    station lacks what flashing O(concurrency) devices at once with NVIDIA's initrd flasher
+    needs.
+  - The NFS server (C(<station_root>/usr/sbin/exportfs), package C(nfs-kernel-server)): the
+    device mounts its tree from the station while it is flashed.
+  - C(<station_root>/usr/sbin/service) and C(<station_root>/usr/bin/udevadm).
+  - IPv6 on (C(<station_root>/proc/sys/net/ipv6/conf/all/disable_ipv6) is C(0)): the station
+    reaches the flashing initrd at C(fc00:1:1:<instance>::2).
+  - Free disk under O(workdir) for the images of two devices per flash slot (one generating
+    its images while another flashes), O(image_space_mb) each.
+  - NVIDIA's host udev rules in the bundle O(l4t_dir) (C(tools/kernel_flash/host_udev)), and
+    its internal initrd flash script.
+author: Azaion engineering (@azaion)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+options:
+  station_root:
+    description:
+      - The station's file system root; tests point it at a fake host root.
+    type: path
+    default: /
+  workdir:
+    description:
+      - The station's working directory (C(jetson_workdir)), where the images are generated. It
+        need not exist yet.
+    type: path
+    required: true
+  l4t_dir:
+    description:
+      - The bundle's C(Linux_for_Tegra) directory on the station.
+    type: path
+    required: true
+  concurrency:
+    description:
+      - How many devices the station flashes at once (C(jetson_flash_concurrency)).
+    type: int
+    default: 4
+  image_space_mb:
+    description:
+      - Disk space the images of one device take while it is generated and flashed, in MiB.
+    type: int
+    default: 40000
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    support: full
+    platforms: posix
+seealso:
+  - module: azaion.jetson.l4t_flash
+'''
+
+EXAMPLES = r'''
+- name: Check the station before the batch writes anything
+  azaion.jetson.l4t_station_check:
+    station_root: "{{ jetson_station_root | default('/') }}"
+    workdir: "{{ jetson_workdir }}"
+    l4t_dir: "{{ jetson_l4t_dir }}"
+    concurrency: "{{ jetson_flash_concurrency | default(4) }}"
+  delegate_to: "{{ jetson_station }}"
+'''
+
+RETURN = r'''
+problems:
+  description: What the station lacks, each with its fix (empty when it is ready).
+  returned: always
+  type: list
+  elements: str
+  sample: ['IPv6 is off on the station (/proc/sys/net/ipv6/conf/all/disable_ipv6 is 1 or missing): ...']
+'''
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.azaion.jetson.plugins.module_utils._station_host import (
+    UDEV_RULES,
+    UDEV_RULES_DIR,
+    StationHost,
+)
+
+INTERNAL_SCRIPT = 'tools/kernel_flash/l4t_initrd_flash_internal.sh'
+MEBIBYTE = 1024 * 1024
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            station_root=dict(type='path', default='/'),
+            workdir=dict(type='path', required=True),
+            l4t_dir=dict(type='path', required=True),
+            concurrency=dict(type='int', default=4),
+            image_space_mb=dict(type='int', default=40000),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    if params['concurrency'] < 1 or params['image_space_mb'] < 0:
+        module.fail_json(msg='concurrency must be 1 or more and image_space_mb 0 or more', problems=[])
+    host = StationHost(params['station_root'])
+    # Two trees per slot hold images at once: one generating, one flashing.
+    problems = host.preflight_problems(params['workdir'], 2 * params['concurrency'],
+                                       params['image_space_mb'] * MEBIBYTE)
+    for relpath in [INTERNAL_SCRIPT] + ['%s/%s' % (UDEV_RULES_DIR, name) for name in UDEV_RULES]:
+        if not os.path.isfile(os.path.join(params['l4t_dir'], relpath)):
+            problems.append('the bundle %s has no %s: give jetson_l4t_dir an L4T r35/r36 Linux_for_Tegra'
+                            % (params['l4t_dir'], relpath))
+    if problems:
+        module.fail_json(msg='the station is not ready to flash: %s' % '; '.join(problems), problems=problems)
+    module.exit_json(changed=False, problems=[])
+
+
+if __name__ == '__main__':
+    main()
