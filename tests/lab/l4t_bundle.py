@@ -12,7 +12,12 @@ where it matters to the roles:
   per-port "device storage" and takes the device out of the fake USB sysfs, as a flashed
   device leaves recovery mode;
 * ``odmfuse.sh`` has no port option and records when several devices were in recovery mode;
-  a planted silent failure reports success and burns nothing, which ``odmfuseread.sh`` shows.
+  a planted silent failure reports success and burns nothing, which ``odmfuseread.sh`` shows;
+* ``l4t_initrd_flash.sh`` and ``l4t_initrd_flash_internal.sh`` are as unkind as NVIDIA's about
+  HOST-WIDE state: device instances and USB gadget interfaces, NFS exports, udev rules and
+  board probes are shared by every run on the station, whatever tree it runs from. They act on
+  the lab station's host root (``l4t_host.make_host_root``), which every bundle of one station
+  shares, as the trees of a real station share ``/`` (see docs/l4t-parallel-flash.md).
 
 The tools need no environment variables: ``make_bundle`` writes the lab settings into
 ``Linux_for_Tegra/.lab/config`` (read-only), which every tool reads through ``lab_common.sh``
@@ -29,6 +34,11 @@ import tarfile
 import time
 from xml.etree import ElementTree
 
+from . import l4t_host
+# What the station's host did, re-exported for the tests' convenience.
+from .l4t_host import (exports, gadget_interfaces, host_events, power_cycle_into_recovery,  # noqa: F401 pylint: disable=unused-import
+                       probes, udev_rules)
+
 SCRIPTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'l4t_scripts')
 
 # Where each script goes in the bundle, as in NVIDIA's r36 tree.
@@ -40,6 +50,7 @@ SCRIPT_PLACES = {
     'lab_common.sh': 'lab_common.sh',
     'l4t_create_default_user.sh': 'tools/l4t_create_default_user.sh',
     'l4t_initrd_flash.sh': 'tools/kernel_flash/l4t_initrd_flash.sh',
+    'l4t_initrd_flash_internal.sh': 'tools/kernel_flash/l4t_initrd_flash_internal.sh',
 }
 
 # Board configs and the recovery-mode USB product ids of the modules each one supports; the
@@ -53,6 +64,7 @@ FAILURE_KINDS = ('usb-timeout', 'boot-timeout', 'hang')
 DEFAULT_FILLER_DIRS = ('kernel', 'bootloader/payloads', 'nv_tegra/l4t_deb_packages')
 FILES_PER_FILLER_SUBDIR = 500
 FUSE_MAGIC = '0x45535546'
+MAX_MASSFLASH = 10  # what NVIDIA's board configs say, and get_max_flash's default
 SAMPLE_ROOTFS_NAME = 'Tegra_Linux_Sample-Root-Filesystem_R36.4.0_aarch64.tbz2'
 NV_TEGRA_RELEASE = ('# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64, '
                     'DATE: Fri Sep 13 04:36:44 UTC 2024\n'
@@ -86,26 +98,36 @@ _STATIC_FILES = {
 }
 
 
-def make_bundle(top, lab_state, usb_sysfs_root, flash_seconds=0.0, fuse_seconds=0.0,
-                filler_files=0, filler_dirs=None):
+def make_bundle(top, lab_state, usb_sysfs_root, flash_seconds=0.0, fuse_seconds=0.0,  # pylint: disable=too-many-arguments
+                filler_files=0, filler_dirs=None, host_root=None, boot_seconds=0.2, generate_seconds=0.0):
     """Create ``top/Linux_for_Tegra`` and return its path.
 
     ``lab_state`` (outside the bundle) receives the tools' records; ``usb_sysfs_root`` is the
-    fake ``/sys/bus/usb/devices`` they look for devices in. ``flash_seconds`` and
-    ``fuse_seconds`` are how long a flash and a fuse burn take. ``filler_files`` small files
-    spread over ``filler_dirs`` (paths inside the bundle) give a benchmark a bundle with the
-    file count of a real one (~50,000) without its gigabytes.
+    fake ``/sys/bus/usb/devices`` they look for devices in; ``host_root`` is the lab station's
+    ``/`` (see l4t_host.make_host_root; created or completed here, by default beside
+    ``lab_state`` as ``<lab_state>-host``). ``flash_seconds`` and ``fuse_seconds`` are how long
+    a flash and a fuse burn take, ``boot_seconds`` how long the RCM boot of the flashing initrd
+    keeps a device busy in recovery mode, ``generate_seconds`` how long an initrd flash image
+    generation takes. ``filler_files`` small files spread over ``filler_dirs`` (paths inside
+    the bundle) give a benchmark a bundle with the file count of a real one (~50,000) without
+    its gigabytes.
     """
-    for name, value in (('flash_seconds', flash_seconds), ('fuse_seconds', fuse_seconds)):
+    for name, value in (('flash_seconds', flash_seconds), ('fuse_seconds', fuse_seconds),
+                        ('boot_seconds', boot_seconds), ('generate_seconds', generate_seconds)):
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
             raise ValueError('%s must be a number of seconds, 0 or more' % name)
     tree = os.path.join(os.path.abspath(top), 'Linux_for_Tegra')
     lab_state = os.path.abspath(lab_state)
-    if _is_inside(os.path.realpath(lab_state), os.path.realpath(tree)):
-        raise ValueError('lab_state must be outside the bundle, or flashes would copy it around')
+    if host_root is None:
+        host_root = lab_state.rstrip(os.sep) + '-host'
+    host_root = os.path.abspath(str(host_root))
+    for name, path in (('lab_state', lab_state), ('host_root', host_root)):
+        if _is_inside(os.path.realpath(path), os.path.realpath(tree)):
+            raise ValueError('%s must be outside the bundle, or flashes would copy it around' % name)
     os.makedirs(tree)  # fails if it exists: a test must not flash a half-old bundle
-    for sub in ('', 'storage', 'fuses', 'fail', 'fail-fuse'):
+    for sub in ('', 'storage', 'fuses', 'fail', 'fail-fuse', 'busy', 'disrupted', 'recovery-product'):
         os.makedirs(os.path.join(lab_state, sub), exist_ok=True)
+    host_root = l4t_host.make_host_root(host_root, lab_state)
 
     for script, place in SCRIPT_PLACES.items():
         target = os.path.join(tree, place)
@@ -114,11 +136,13 @@ def make_bundle(top, lab_state, usb_sysfs_root, flash_seconds=0.0, fuse_seconds=
         os.chmod(target, 0o644 if script == 'lab_common.sh' else 0o755)
     for place, text in _STATIC_FILES.items():
         _write(os.path.join(tree, place), text)
+    for name, text in l4t_host.NVIDIA_UDEV_RULES.items():
+        _write(os.path.join(tree, 'tools', 'kernel_flash', 'host_udev', name), text)
     for board, products in BOARD_MODULES.items():
         _write(os.path.join(tree, board + '.conf'),
-               '# %s.conf (lab bundle)\nCHIPID=0x23\n'
+               '# %s.conf (lab bundle)\nCHIPID=0x23\nMAX_MASSFLASH=%d\n'
                '# The recovery-mode USB product ids of the modules this config supports.\n'
-               'LAB_RCM_PRODUCTS="%s"\n' % (board, ' '.join(products)))
+               'LAB_RCM_PRODUCTS="%s"\n' % (board, MAX_MASSFLASH, ' '.join(products)))
     _write_stale_system_img(os.path.join(tree, 'bootloader', 'system.img'))
 
     lab_dir = os.path.join(tree, '.lab')
@@ -126,8 +150,11 @@ def make_bundle(top, lab_state, usb_sysfs_root, flash_seconds=0.0, fuse_seconds=
     config = os.path.join(lab_dir, 'config')
     settings = (('LAB_STATE', lab_state),
                 ('LAB_USB_SYSFS_ROOT', os.path.abspath(usb_sysfs_root)),
+                ('LAB_HOST_ROOT', host_root),
                 ('LAB_FLASH_SECONDS', '%.6f' % flash_seconds),
-                ('LAB_FUSE_SECONDS', '%.6f' % fuse_seconds))
+                ('LAB_FUSE_SECONDS', '%.6f' % fuse_seconds),
+                ('LAB_BOOT_SECONDS', '%.6f' % boot_seconds),
+                ('LAB_GENERATE_SECONDS', '%.6f' % generate_seconds))
     _write(config, '# The lab settings of this fake Linux_for_Tegra (tests/lab/l4t_bundle.py).\n'
            + ''.join('%s=%s\n' % (key, shlex.quote(value)) for key, value in settings))
     os.chmod(config, 0o444)
@@ -208,11 +235,16 @@ def tool_calls(lab_state):
 def flash_runs(lab_state):
     """Every device a flash tool worked on, oldest first.
 
-    Each is a dict: tool, usb_instance, tree, start, end, exit. Only runs that reached a device
-    count (not --no-flash builds, argument errors or collisions); a massflash gives one per device.
+    Each is a dict: tool, usb_instance (the port the run asked for), tree, start, end, exit,
+    instance (the initrd flash's device instance, else None) and device (the port whose storage
+    the run wrote, None if none: for an initrd flash that may be ANOTHER port than
+    usb_instance). Only runs that reached a device count (not image generations, argument
+    errors or collisions); an initrd flash counts in l4t_initrd_flash_internal.sh, one run per
+    device, also under a massflash.
     """
     runs = _paired_records(lab_state, 'flash-runs.log')
-    return [{key: run.get(key) for key in ('tool', 'usb_instance', 'tree', 'start', 'end', 'exit')}
+    return [{key: run.get(key) for key in ('tool', 'usb_instance', 'tree', 'start', 'end', 'exit',
+                                           'instance', 'device')}
             for run in runs]
 
 
@@ -235,7 +267,8 @@ def device_storage(lab_state, usb_instance):
 
 
 def device_meta(lab_state, usb_instance):
-    """The last flash of that port as a dict (board, tree, tool, rootdev, image, time), or {}."""
+    """The last flash of that port as a dict (board, tree, tool, rootdev, image, time, instance,
+    usb_instance: the port the writing run asked for), or {}."""
     try:
         with open(device_storage(lab_state, usb_instance) + '.meta') as meta:
             return dict(line.rstrip('\n').split('=', 1) for line in meta if '=' in line)
@@ -320,7 +353,9 @@ def _paired_records(lab_state, name):
             entry = dict(record, start=record.get('time'), end=None, exit=None)
             by_id[record['id']] = entry
         elif record.get('event') == 'end' and record.get('id') in by_id:
-            by_id[record['id']].update(end=record.get('time'), exit=record.get('exit'))
+            by_id[record['id']].update({key: value for key, value in record.items()
+                                        if key not in ('event', 'id', 'time')},
+                                       end=record.get('time'), exit=record.get('exit'))
     return sorted(by_id.values(), key=lambda entry: entry['start'])
 
 

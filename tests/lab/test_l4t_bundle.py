@@ -7,6 +7,7 @@ collisions in one tree, planted floor failures, irreversible fuses, the licence 
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tarfile
@@ -29,6 +30,12 @@ NVME_ARGS = ['--external-device', 'nvme0n1p1', '-c', 'tools/kernel_flash/flash_l
              '-p', '-c bootloader/generic/cfg/flash_t234_qspi.xml', '--showlogs', '--network', 'usb0']
 PUBLIC_KEY_HASH = '0x' + '5a' * 32
 DEVICE_CONF = 'LOADER_EMAIL=azaion-jetson-0042@azaion.com\nLOADER_PASSWORD=0123456789abcdef0123456789abcdef\n'
+
+
+def identity_env(sku):
+    """The board identity in the environment, so that an image generation probes no device."""
+    return dict(os.environ, BOARDID='3767', FAB='300', BOARDSKU=sku, BOARDREV='A.0',
+                FUSELEVEL='fuselevel_production')
 
 
 STARTED = []  # tools started in the background, killed after each test whatever happened
@@ -71,15 +78,15 @@ class Lab:
     def command(self, tool, args, tree=None):
         return [os.path.join(tree or self.tree, tool)] + list(args)
 
-    def run(self, tool, *args, tree=None, timeout=30):
+    def run(self, tool, *args, tree=None, timeout=30, env=None):
         return subprocess.run(self.command(tool, args, tree), cwd=tree or self.tree, text=True,
                               capture_output=True, stdin=subprocess.DEVNULL, timeout=timeout,
-                              check=False)
+                              check=False, env=env)
 
-    def start(self, tool, *args, tree=None):
+    def start(self, tool, *args, tree=None, env=None):
         process = subprocess.Popen(self.command(tool, args, tree), cwd=tree or self.tree, text=True,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
+                                   stdin=subprocess.DEVNULL, env=env)
         STARTED.append(process)
         return process
 
@@ -140,18 +147,26 @@ def make_slow_lab(tmp_path, flash_seconds=1.0):
 
 def test_bundle_has_the_r36_layout_and_a_read_only_lab_config(lab):
     for place in ('flash.sh', 'odmfuse.sh', 'odmfuseread.sh', 'apply_binaries.sh',
-                  'tools/l4t_create_default_user.sh', 'tools/kernel_flash/l4t_initrd_flash.sh'):
+                  'tools/l4t_create_default_user.sh', 'tools/kernel_flash/l4t_initrd_flash.sh',
+                  'tools/kernel_flash/l4t_initrd_flash_internal.sh'):
         assert os.access(os.path.join(lab.tree, place), os.X_OK), place
     for place in ('tools/kernel_flash/flash_l4t_t234_nvme.xml', 'tools/kernel_flash/flash_l4t_external.xml',
                   'bootloader/generic/cfg/flash_t234_qspi.xml', 'bootloader/t186ref/cfg/flash_t234_qspi.xml',
                   NANO + '.conf', AGX + '.conf', 'bootloader/system.img', 'bootloader/flashcmd.txt',
-                  'nv_tegra/nv_tegra_release', 'lab_common.sh'):
+                  'nv_tegra/nv_tegra_release', 'lab_common.sh', 'tools/kernel_flash/host_udev/99-l4t-host.rules',
+                  'tools/kernel_flash/host_udev/10-l4t-usb-msd.rules'):
         assert os.path.isfile(os.path.join(lab.tree, place)), place
     assert os.listdir(os.path.join(lab.tree, 'rootfs')) == ['README.txt']
+    with open(os.path.join(lab.tree, NANO + '.conf')) as board_conf:
+        assert 'MAX_MASSFLASH=10\n' in board_conf.read()
     config = os.path.join(lab.tree, '.lab', 'config')
     assert os.stat(config).st_mode & 0o777 == 0o444
     with open(config) as config_file:
-        assert 'LAB_STATE=%s\n' % lab.state in config_file.read()
+        text = config_file.read()
+    # Without a host_root, the station's host root is made beside the lab state.
+    assert 'LAB_STATE=%s\n' % lab.state in text and 'LAB_HOST_ROOT=%s-host\n' % lab.state in text
+    assert 'LAB_BOOT_SECONDS=0.200000\n' in text and 'LAB_GENERATE_SECONDS=0.000000\n' in text
+    assert os.access(os.path.join(lab.state + '-host', 'usr', 'sbin', 'exportfs'), os.X_OK)
     with pytest.raises(ValueError, match='outside the bundle'):
         l4t.make_bundle(os.path.join(lab.root, 'other'), os.path.join(lab.root, 'other',
                         'Linux_for_Tegra', 'state'), lab.sysfs)
@@ -342,8 +357,12 @@ def test_flashes_in_separate_trees_run_at_the_same_time(tmp_path):
     clone = str(tmp_path / 'port-1-8.4' / 'Linux_for_Tegra')
     os.makedirs(os.path.dirname(clone))
     subprocess.run(['cp', '-a', lab.tree, clone], check=True)
+    # The board identity in the environment: without it the initrd flash's image generation
+    # would probe the first device in recovery mode (1-3, an Orin Nano 8GB) and build for its
+    # module, which the Nano 4GB on 1-8.4 refuses (see test_l4t_host.py).
     processes = [lab.start(FLASH, '--usb-instance', '1-3', NANO, 'internal'),
-                 lab.start(INITRD, *NVME_ARGS, '--usb-instance', '1-8.4', NANO, 'internal', tree=clone)]
+                 lab.start(INITRD, *NVME_ARGS, '--usb-instance', '1-8.4', NANO, 'internal', tree=clone,
+                           env=identity_env('0004'))]
     results = [(process.communicate(timeout=30)[0], process.returncode) for process in processes]
     assert [code for _name, code in results] == [0, 0], results
     assert l4t.collisions(lab.state) == []
@@ -360,19 +379,30 @@ def test_flashes_in_separate_trees_run_at_the_same_time(tmp_path):
 def test_planted_failure_fails_once_then_succeeds(lab, tool, args, kind, message):
     l4t.plant_failure(lab.state, '1-3', kind=kind)
     command = list(args) + ['--usb-instance', '1-3', NANO, 'internal']
+    log_dir = os.path.join(lab.tree, 'initrdlog')
     failed = lab.run(tool, *command)
     assert failed.returncode == 1 and message in failed.stdout
     assert lab.in_recovery('1-3') and not os.path.exists(lab.storage('1-3'))
+    if tool == INITRD:
+        assert message in initrd_logs(log_dir)
     retried = lab.run(tool, *command)
     assert retried.returncode == 0, output(retried)
     assert [run['exit'] for run in l4t.flash_runs(lab.state)] == [1, 0]
     assert not lab.in_recovery('1-3') and os.path.isdir(lab.storage('1-3'))
     if tool == INITRD:
-        log_dir = os.path.join(lab.tree, 'initrdlog')
-        logs = os.listdir(log_dir)  # one per run, or one for both runs within a second
-        assert all(re.match(r'flash_1-3_0_\d{8}-\d{6}\.log$', log) for log in logs), logs
-        text = ''.join(open(os.path.join(log_dir, log)).read() for log in logs)
-        assert message in text and 'Flash is successful' in text
+        # One log per run, or one for both runs within a second: the second tee rewrites it.
+        assert 'Flash is successful' in initrd_logs(log_dir)
+
+
+def initrd_logs(log_dir):
+    """The text of every initrd flash log of port 1-3, instance 0 (the name NVIDIA gives them)."""
+    logs = os.listdir(log_dir)
+    assert logs and all(re.match(r'flash_1-3_0_\d{8}-\d{6}\.log$', log) for log in logs), logs
+    text = ''
+    for log in logs:
+        with open(os.path.join(log_dir, log)) as log_file:
+            text += log_file.read()
+    return text
 
 
 def read_until(process, line):
@@ -411,30 +441,46 @@ def test_a_hang_must_be_killed_by_the_caller(lab):
 
 
 def test_initrd_no_flash_then_flash_only(lab, tmp_path):
-    rootfs = make_rootfs(tmp_path / 'staging')
-    build = lab.run(INITRD, *NVME_ARGS[:4], '-p', '-c bootloader/generic/cfg/flash_t234_qspi.xml -R ' + rootfs,
+    # r36.2: the NVMe image is made from the tree's own rootfs/ (a symlink is followed); a -R
+    # inside -p reaches the internal image only.
+    staging = make_rootfs(tmp_path / 'staging')
+    elsewhere = make_rootfs(tmp_path / 'elsewhere', conf='LOADER_EMAIL=elsewhere@azaion.com\n')
+    shutil.rmtree(os.path.join(lab.tree, 'rootfs'))
+    os.symlink(staging, os.path.join(lab.tree, 'rootfs'))
+    build = lab.run(INITRD, *NVME_ARGS[:4], '-p', '-c bootloader/generic/cfg/flash_t234_qspi.xml -R ' + elsewhere,
                     '--no-flash', NANO, 'internal')
     assert build.returncode == 0, output(build)
     image = os.path.join(lab.tree, 'tools', 'kernel_flash', 'images', 'external', 'system.img')
     assert os.path.isfile(image) and lab.in_recovery('1-3') and l4t.flash_runs(lab.state) == []
+    with tarfile.open(image) as archive:
+        assert archive.extractfile('./etc/azaion/device.conf').read().decode() == DEVICE_CONF
+    with open(os.path.join(lab.tree, 'tools', 'kernel_flash', 'initrdflashparam.txt')) as params:
+        assert params.read() == ('--external-device nvme0n1p1 -c "tools/kernel_flash/flash_l4t_t234_nvme.xml" '
+                                 '--network usb0 %s internal\n' % NANO)
 
     flash = lab.run(INITRD, '--flash-only', '--external-device', 'nvme0n1p1', '-c',
                     'tools/kernel_flash/flash_l4t_t234_nvme.xml', '--usb-instance', '1-3')
     assert flash.returncode == 0, output(flash)
-    assert os.path.isfile(os.path.join(lab.storage('1-3'), 'etc', 'azaion', 'device.conf'))
+    with open(os.path.join(lab.storage('1-3'), 'etc', 'azaion', 'device.conf')) as conf:
+        assert conf.read() == DEVICE_CONF
     assert 'Flash is successful' in flash.stdout
 
 
 def test_massflash_writes_one_image_to_every_device_and_reports_a_failed_one(lab):
     lab.plug('1-4')
     lab.plug('1-5')
+    # NVIDIA's massflash takes two steps: in one command, several devices are too many.
+    too_many = lab.run(INITRD, *NVME_ARGS, '--massflash', '3', NANO, 'internal')
+    assert too_many.returncode == 1 and 'Error, too many devices in RCM mode' in too_many.stdout
+    build = lab.run(INITRD, *NVME_ARGS, '--no-flash', '--massflash', '3', NANO, 'internal')
+    assert build.returncode == 0, output(build)
     l4t.plant_failure(lab.state, '1-4')
-    result = lab.run(INITRD, *NVME_ARGS, '--massflash', '3', NANO, 'internal')
-    assert result.returncode == 1
-    assert {run['usb_instance']: run['exit'] for run in l4t.flash_runs(lab.state)} == \
-        {'1-3': 0, '1-4': 1, '1-5': 0}
+    result = lab.run(INITRD, *NVME_ARGS, '--flash-only', '--massflash', '3', NANO, 'internal')
+    assert result.returncode == 1 and 'Flash complete (WITH FAILURES)' in result.stdout
+    assert {run['usb_instance']: (run['exit'], run['instance'], run['device']) for run in l4t.flash_runs(lab.state)} \
+        == {'1-3': (0, 0, '1-3'), '1-4': (1, 1, None), '1-5': (0, 2, '1-5')}
     assert [lab.in_recovery(port) for port in ('1-3', '1-4', '1-5')] == [False, True, False]
-    assert l4t.tool_calls(lab.state)[-1]['exit'] == 1
+    assert [call['exit'] for call in l4t.tool_calls(lab.state) if call['tool'] == 'l4t_initrd_flash.sh'] == [1, 0, 1]
 
 
 # -- fusing -------------------------------------------------------------------------------------

@@ -6,6 +6,12 @@
 # bootloader/flashcmd.txt in place, and writes what system.img holds to the device on the
 # selected USB port; the device then leaves recovery mode. A second flash in the same tree is
 # detected and recorded instead of silently corrupting the first.
+#
+# flash.sh alone shares no host state with other runs (its own tree, its own USB port), with one
+# exception modelled here: run with --no-flash and without --usb-instance, it probes the board
+# like the real one (flash.sh: get_fuse_level unless FUSELEVEL is set, get_board_version - "dump
+# eeprom; reboot recovery" - unless FAB is set) on the FIRST Jetson in recovery mode on the
+# station, whichever port that is (see lab_board_probe in lab_common.sh).
 set -euo pipefail
 
 LAB_TOOL=flash.sh
@@ -60,6 +66,9 @@ build_images() {
 }
 
 if ((FLASH_NO_FLASH)); then
+    if [[ -z ${FLASH_USB_INSTANCE} && -z ${FAB:-} ]]; then
+        lab_board_probe
+    fi
     LAB_PORT=''
     build_images
     lab_say "*** no-flash flag enabled. Exiting now... ***"

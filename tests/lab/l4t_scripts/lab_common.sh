@@ -7,14 +7,23 @@
 # and records what it did in the lab state directory OUTSIDE the bundle, where tests read it:
 #
 #   tool-calls.log      one JSON start record and one end record per invocation
-#   flash-runs.log      the same for every device a flash tool actually worked on
+#   flash-runs.log      the same for every device a flash tool actually worked on; the end
+#                       record says which device was written ("device", null if none)
 #   collisions.log      one JSON record per run that found another flash running in its tree
 #   fuse-events.log     one JSON record per odmfuse/odmfuseread event
+#   probes.log          one JSON record per board probe of flash.sh (fuse level, EEPROM)
 #   storage/<port>/     what the device on that USB port holds (its flashed rootfs)
 #   storage/<port>.meta key=value lines: board, tree, tool, rootdev... of its last flash
 #   fuses/<port>.xml    the fuse configuration burned into that device
 #   fail/<port>         a planted flash failure: "<count> <kind>"
 #   fail-fuse/<port>    a planted silent fuse failure: "<count> silent"
+#   busy/<port>         the pid of the run RCM-booting that device right now
+#   disrupted/<port>    the pid of a run whose RCM boot an EEPROM probe broke
+#   recovery-product/<port>  the device's recovery-mode USB product id, kept when it leaves
+#                       recovery mode for the flashing initrd (for the operator's power cycle)
+#
+# Station-wide state (NFS exports, udev rules, gadget network interfaces) lives in the lab
+# station's host root (LAB_HOST_ROOT, see tests/lab/l4t_host.py), shared by every tree.
 #
 # Each tool sets LAB_TOOL (its NVIDIA name) and LAB_TREE (the Linux_for_Tegra directory it was
 # run from, derived from its own location so per-port clones of the bundle act on themselves),
@@ -35,14 +44,18 @@ fi
 # shellcheck source=/dev/null
 source "${LAB_TREE}/.lab/config"
 : "${LAB_STATE:?missing in .lab/config}" "${LAB_USB_SYSFS_ROOT:?missing in .lab/config}"
-: "${LAB_FLASH_SECONDS:=0}" "${LAB_FUSE_SECONDS:=0}"
+: "${LAB_FLASH_SECONDS:=0}" "${LAB_FUSE_SECONDS:=0}" "${LAB_BOOT_SECONDS:=0.2}" "${LAB_GENERATE_SECONDS:=0}"
+: "${LAB_HOST_ROOT:=}"
 
 LAB_LOCK_DIR="${LAB_TREE}/bootloader/.lab-flash-lock"
 LAB_LOCK_HELD=0
 LAB_RUN_ID=''
 LAB_RUN_SEQ=0
 LAB_TOOL_LOG=''
-LAB_CHILD_PID=''
+LAB_CHILD_PIDS=()
+LAB_RUN_DEVICE=''
+LAB_RUN_INSTANCE=''
+LAB_BUSY_PORT=''
 LAB_USAGE="Usage: ${LAB_TOOL} [options]"
 
 # --- records -----------------------------------------------------------------------------------
@@ -150,10 +163,17 @@ lab_on_exit() {
     if ((status != 0 && status < 128)); then
         status=1
     fi
-    if [[ -n ${LAB_CHILD_PID} ]]; then
-        kill "${LAB_CHILD_PID}" 2>/dev/null
+    if ((${#LAB_CHILD_PIDS[@]})); then
+        kill "${LAB_CHILD_PIDS[@]}" 2>/dev/null
+    fi
+    if [[ -n ${LAB_BUSY_PORT} ]]; then
+        rm -f "${LAB_STATE}/busy/${LAB_BUSY_PORT}"
     fi
     lab_end_flash_run "${status}"
+    # A tool's own exit trap (the outer l4t_initrd_flash.sh's cleanup), as the real ones have.
+    if declare -F lab_exit_hook >/dev/null; then
+        lab_exit_hook
+    fi
     if ((LAB_LOCK_HELD)); then
         rm -rf "${LAB_LOCK_DIR}"
     fi
@@ -225,10 +245,11 @@ lab_check_board() {
 
 # Scan the fake sysfs for Jetsons in recovery mode: LAB_DEVICES (ports, sorted) and the maps
 # LAB_DEVICE_DIR / LAB_DEVICE_PRODUCT. The port is <busnum>-<devpath>, as the real tools read it.
+# LAB_NVIDIA_DIR maps the port of every NVIDIA device, in recovery mode or not, to its entry.
 lab_scan_devices() {
     local dir vendor product port wanted busnum
     LAB_DEVICES=()
-    declare -gA LAB_DEVICE_DIR=() LAB_DEVICE_PRODUCT=()
+    declare -gA LAB_DEVICE_DIR=() LAB_DEVICE_PRODUCT=() LAB_NVIDIA_DIR=()
     for dir in "${LAB_USB_SYSFS_ROOT}"/*/; do
         dir=${dir%/}
         lab_read_line "${dir}/idVendor"
@@ -236,16 +257,17 @@ lab_scan_devices() {
         lab_read_line "${dir}/idProduct"
         product=${REPLY}
         [[ ${vendor} == 0955 ]] || continue
+        lab_read_line "${dir}/busnum"
+        busnum=${REPLY}
+        lab_read_line "${dir}/devpath"
+        if [[ -n ${busnum} && -n ${REPLY} ]]; then
+            port="${busnum}-${REPLY}"
+        else
+            port=${dir##*/}
+        fi
+        LAB_NVIDIA_DIR[${port}]=${dir}
         for wanted in "${LAB_RECOVERY_PRODUCTS[@]}"; do
             if [[ ${product} == "${wanted}" ]]; then
-                lab_read_line "${dir}/busnum"
-                busnum=${REPLY}
-                lab_read_line "${dir}/devpath"
-                if [[ -n ${busnum} && -n ${REPLY} ]]; then
-                    port="${busnum}-${REPLY}"
-                else
-                    port=${dir##*/}
-                fi
                 LAB_DEVICES+=("${port}")
                 LAB_DEVICE_DIR[${port}]=${dir}
                 LAB_DEVICE_PRODUCT[${port}]=${product}
@@ -413,17 +435,27 @@ lab_lock_tree() {  # <requested usb instance, may be empty>
     lab_fail "Error: another flash is running in this tree (${LAB_TREE}, pid ${holder_pid:-unknown})."
 }
 
+# The run's device instance (LAB_RUN_INSTANCE, the initrd flash's only) goes into the start
+# record; the device really written (LAB_RUN_DEVICE, set by lab_write_meta) into the end record.
 lab_begin_flash_run() {
+    local instance=null
     LAB_RUN_SEQ=$((LAB_RUN_SEQ + 1))
     LAB_RUN_ID="${LAB_CALL_ID}:${LAB_RUN_SEQ}"
+    LAB_RUN_DEVICE=''
+    if [[ -n ${LAB_RUN_INSTANCE} ]]; then instance=${LAB_RUN_INSTANCE}; fi
     lab_json_object event start id "${LAB_RUN_ID}" tool "${LAB_TOOL}" usb_instance "${LAB_PORT}" \
-        tree "${LAB_TREE}" time:raw "${EPOCHREALTIME}"
+        tree "${LAB_TREE}" time:raw "${EPOCHREALTIME}" instance:raw "${instance}"
     lab_record flash-runs.log "${REPLY}"
 }
 
 lab_end_flash_run() {  # <exit status>
+    local device=null
     [[ -n ${LAB_RUN_ID} ]] || return 0
-    lab_json_object event end id "${LAB_RUN_ID}" time:raw "${EPOCHREALTIME}" exit:raw "$1"
+    if [[ -n ${LAB_RUN_DEVICE} ]]; then
+        lab_json_string "${LAB_RUN_DEVICE}"
+        device=${REPLY}
+    fi
+    lab_json_object event end id "${LAB_RUN_ID}" time:raw "${EPOCHREALTIME}" exit:raw "$1" device:raw "${device}"
     lab_record flash-runs.log "${REPLY}"
     LAB_RUN_ID=''
 }
@@ -450,12 +482,17 @@ lab_write_device() {  # <image file> <rootdev> <how the image came to be>
     lab_write_meta "${2}" "${3}"
 }
 
+# The device's record of its last flash: which tree and tool wrote it, and for the initrd flash
+# the device instance and the USB port the run asked for (LAB_RUN_USB_INSTANCE), which is not
+# always the device it wrote.
 lab_write_meta() {  # <rootdev> <image note>
     local meta="${LAB_STATE}/storage/${LAB_PORT}.meta"
     mkdir -p "${LAB_STATE}/storage"
-    printf 'board=%s\ntree=%s\ntool=%s\nrootdev=%s\nimage=%s\ntime=%s\n' "${LAB_BOARD}" \
-        "${LAB_TREE}" "${LAB_TOOL}" "$1" "$2" "${EPOCHREALTIME}" >"${meta}.$$"
+    printf 'board=%s\ntree=%s\ntool=%s\nrootdev=%s\nimage=%s\ntime=%s\ninstance=%s\nusb_instance=%s\n' \
+        "${LAB_BOARD}" "${LAB_TREE}" "${LAB_TOOL}" "$1" "$2" "${EPOCHREALTIME}" "${LAB_RUN_INSTANCE}" \
+        "${LAB_RUN_USB_INSTANCE:-${LAB_PORT}}" >"${meta}.$$"
     mv -f "${meta}.$$" "${meta}"
+    LAB_RUN_DEVICE=${LAB_PORT}
 }
 
 # shellcheck disable=SC2034  # the FLASH_* settings are read by flash.sh and l4t_initrd_flash.sh
@@ -502,4 +539,441 @@ lab_parse_flash_options() {
     else
         FLASH_ROOTFS="${LAB_TREE}/rootfs"
     fi
+}
+
+# --- the station: host root, board probes, RCM boot, the flashing initrd -----------------------
+#
+# What follows models the HOST-WIDE state NVIDIA's initrd flash shares between runs, from the
+# r36.2 scripts (public copies: GitHub johnnynunez/Linux_for_Tegra, tools/kernel_flash/
+# l4t_initrd_flash_internal.sh, l4t_initrd_flash.func, l4t_network_flash.func; flash.sh for the
+# board probes). See docs/l4t-parallel-flash.md for the facts; this is the lab's own model.
+
+LAB_INITRD_PRODUCT=7035
+# How l4t_network_flash.func exports a tree to the flashing initrd (enable_nfs_for_folder).
+# shellcheck disable=SC2034  # read by l4t_initrd_flash_internal.sh
+LAB_FLASH_NETWORK=fc00:1:1::/48 LAB_NFS_PERMISSION=rw,nohide,insecure,no_subtree_check,async,no_root_squash
+LAB_SLICE_SECONDS=0.1
+# The module's BOARDSKU each recovery-mode product id needs (p3767.conf.common, p3701): the
+# first is what the EEPROM of such a module says.
+declare -A LAB_PRODUCT_SKUS=([7323]='0000' [7423]='0001' [7523]='0003 0005' [7623]='0004'
+    [7023]='0005' [7223]='0004')
+
+lab_require_host_root() {
+    [[ -n ${LAB_HOST_ROOT} && -d ${LAB_HOST_ROOT} ]] ||
+        lab_fail "lab: ${LAB_TREE}/.lab/config names no lab station host root (LAB_HOST_ROOT)."
+}
+
+# "command -v <name>" as the lab station answers it, into REPLY: the directories of
+# LAB_STATION_PATH (set by the tool: the internal script's tools/kernel_flash/bin first, then the
+# host root's usr/sbin and usr/bin). The machine running the lab is never asked, so a lab station
+# "without nfs-kernel-server" has no exportfs even where this machine has one.
+lab_station_command() {  # <name>
+    local dir
+    for dir in "${LAB_STATION_PATH[@]}"; do
+        if [[ -f ${dir}/$1 && -x ${dir}/$1 ]]; then
+            REPLY=${dir}/$1
+            return 0
+        fi
+    done
+    REPLY=''
+    return 1
+}
+
+# Run a station program by name (see lab_station_command); a missing one fails like bash does.
+lab_station_run() {  # <name> [args]...
+    lab_station_command "$1" || lab_fail "$1: command not found"
+    "${REPLY}" "${@:2}"
+}
+
+# --- board probes (flash.sh: get_fuse_level, get_board_version) --------------------------------
+
+# One probe round of flash.sh run WITHOUT --usb-instance, as the initrd flash's image generation
+# runs it: tegrarcm and tegraflash then talk to the FIRST Jetson in recovery mode on the station,
+# whichever port it is on.
+#   - unless FUSELEVEL is set, it reads that device's fuse level (get_fuse_level);
+#   - unless FAB is set, it reads that device's EEPROM and reboots it into recovery mode
+#     ("dump eeprom ...; reboot recovery", get_board_version). A device that another run is
+#     RCM-booting at that moment loses that boot: the other run fails.
+# BOARDID, BOARDSKU and BOARDREV only override what the EEPROM says. With no device at all and
+# FAB unset, the probe fails. (The real flash.sh skips the EEPROM read when FUSELEVEL was given
+# and FAB was not, leaving the board identity empty; the lab probes then too, so that only FAB
+# keeps a generation off the station's devices.)
+# Sets LAB_PROBED_PORT (the device the EEPROM was read from) and LAB_PROBED_SKU.
+# shellcheck disable=SC2034  # LAB_PROBED_* are read by the tools
+lab_board_probe() {
+    local port
+    lab_scan_devices
+    port=${LAB_DEVICES[0]:-}
+    if [[ -z ${FUSELEVEL:-} && -n ${port} ]]; then
+        lab_probe_record fuselevel "${port}" false
+    fi
+    [[ -z ${FAB:-} ]] || return 0
+    if [[ -z ${port} ]]; then
+        lab_say "Error: probing the target board failed."
+        lab_say "       Make sure the target board is connected through "
+        lab_say "       USB port and is in recovery mode."
+        exit 1
+    fi
+    lab_eeprom_probe "${port}"
+    LAB_PROBED_PORT=${port}
+    LAB_PROBED_SKU=${LAB_PRODUCT_SKUS[${LAB_DEVICE_PRODUCT[${port}]}]%% *}
+}
+
+lab_eeprom_probe() {  # <port>
+    local busy_file="${LAB_STATE}/busy/$1" holder='' disrupted=false
+    if [[ -r ${busy_file} ]]; then
+        read -r holder <"${busy_file}" || true
+    fi
+    if [[ -n ${holder} && ${holder} != "$$" ]] && kill -0 "${holder}" 2>/dev/null; then
+        mkdir -p "${LAB_STATE}/disrupted"
+        printf '%s\n' "${holder}" >"${LAB_STATE}/disrupted/$1"
+        disrupted=true
+    fi
+    lab_probe_record eeprom "$1" "${disrupted}"
+}
+
+lab_probe_record() {  # <kind> <port> <disrupted: true|false>
+    lab_json_object time:raw "${EPOCHREALTIME}" tool "${LAB_TOOL}" pid:raw "$$" tree "${LAB_TREE}" \
+        kind "$1" usb_instance "$2" disrupted:raw "$3"
+    lab_record probes.log "${REPLY}"
+}
+
+# --- RCM boot and the flashing initrd (l4t_initrd_flash_internal.sh: boot_initrd) --------------
+
+# Boot the flashing initrd over RCM on LAB_PORT. For LAB_BOOT_SECONDS the device is still in
+# recovery mode and "busy"; an EEPROM probe of another run then breaks the boot (the device
+# stays in recovery mode). Then it leaves recovery mode and runs the initrd: idProduct 7035.
+lab_rcm_boot() {
+    local busy="${LAB_STATE}/busy/${LAB_PORT}" disrupted="${LAB_STATE}/disrupted/${LAB_PORT}" holder=''
+    local remaining=${LAB_BOOT_SECONDS}
+    mkdir -p "${LAB_STATE}/busy"
+    rm -f "${disrupted}"
+    printf '%s\n' "$$" >"${busy}"
+    LAB_BUSY_PORT=${LAB_PORT}
+    while :; do
+        if [[ -r ${disrupted} ]]; then
+            read -r holder <"${disrupted}" || true
+            if [[ ${holder} == "$$" ]]; then
+                rm -f "${disrupted}" "${busy}"
+                LAB_BUSY_PORT=''
+                lab_fail "[ 0.1234 ] ERROR: Boot Rom communication failed (the device at ${LAB_PORT} was rebooted by another run's board probe)"
+            fi
+        fi
+        lab_time_left "${remaining}" || break
+        lab_sleep "${REPLY}"
+        remaining=${LAB_TIME_LEFT}
+    done
+    rm -f "${busy}"
+    LAB_BUSY_PORT=''
+    lab_enter_initrd
+}
+
+# Split a wait into slices: REPLY = the next slice (at most LAB_SLICE_SECONDS), LAB_TIME_LEFT =
+# what remains after it; 1 when nothing remains. Decimal arithmetic on microseconds, no bc.
+lab_time_left() {  # <seconds>
+    local micros
+    lab_micros "$1"
+    micros=${REPLY}
+    ((micros > 0)) || return 1
+    lab_micros "${LAB_SLICE_SECONDS}"
+    if ((micros <= REPLY)); then
+        REPLY=$1
+        LAB_TIME_LEFT=0
+    else
+        LAB_TIME_LEFT=$(((micros - REPLY) / 1000000)).$(printf '%06d' $(((micros - REPLY) % 1000000)))
+        REPLY=${LAB_SLICE_SECONDS}
+    fi
+}
+
+lab_micros() {  # <seconds, e.g. 1.5> -> REPLY microseconds
+    local whole=${1%%.*} fraction=000000
+    if [[ $1 == *.* ]]; then fraction=${1#*.}000000; fi
+    REPLY=$((10#${whole:-0} * 1000000 + 10#${fraction:0:6}))
+}
+
+# The device leaves recovery mode for the flashing initrd: its sysfs entry shows 0955:7035 and
+# a USB gadget network interface "RNDIS+L4T<instance>" appears on the station (the lowest free
+# usbN), its "device" link naming the port. The recovery product is kept for a power cycle.
+lab_enter_initrd() {
+    local entry=${LAB_DEVICE_DIR[${LAB_PORT}]} net="${LAB_HOST_ROOT}/sys/class/net" number=0 interface
+    local device="${LAB_HOST_ROOT}/sys/devices/lab/${LAB_PORT}/${LAB_PORT}:1.0"
+    mkdir -p "${LAB_STATE}/recovery-product" "${net}" "${device}"
+    printf '%s\n' "${LAB_DEVICE_PRODUCT[${LAB_PORT}]}" >"${LAB_STATE}/recovery-product/${LAB_PORT}"
+    printf '%s\n' "${LAB_INITRD_PRODUCT}" >"${entry}/idProduct"
+    printf 'Linux for Tegra\n' >"${entry}/product"
+    # mkdir is atomic: two devices booting at once never get the same name.
+    while ! mkdir "${net}/usb${number}" 2>/dev/null; do
+        number=$((number + 1))
+    done
+    interface="${net}/usb${number}"
+    ln -s "../../../devices/lab/${LAB_PORT}/${LAB_PORT}:1.0" "${interface}/device"
+    printf 'lab-%s\n' "${LAB_PORT}" >"${interface}/serial"
+    printf 'up\n' >"${interface}/operstate"
+    : >"${interface}/lab_addresses"
+    # Last, so that no run matches the interface before it is complete.
+    printf 'RNDIS+L4T%s\n' "${LAB_RUN_INSTANCE}" >"${interface}/configuration"
+    lab_say "Device ${LAB_PORT} runs the flashing initrd: gadget usb${number} (RNDIS+L4T${LAB_RUN_INSTANCE})"
+}
+
+# wait_for_booting: the device a run talks to is the FIRST interface, in "ls /sys/class/net"
+# order, whose configuration matches RNDIS+L4T<instance> (an unanchored match, as the real
+# "=~ RNDIS\+L4T${device_instance}.*" is) - whichever device that interface belongs to.
+# Sets LAB_GADGET (the interface directory) and LAB_GADGET_PORT; 1 if there is none.
+# shellcheck disable=SC2034  # LAB_GADGET* are read by the tools
+lab_find_gadget() {  # <instance>
+    local entry target pattern="RNDIS\\+L4T$1"
+    LAB_GADGET='' LAB_GADGET_PORT=''
+    for entry in "${LAB_HOST_ROOT}/sys/class/net"/*/; do
+        entry=${entry%/}
+        lab_read_line "${entry}/configuration"
+        [[ ${REPLY} =~ ${pattern} ]] || continue
+        target=$(readlink "${entry}/device" 2>/dev/null) || continue
+        target=${target##*/}
+        LAB_GADGET=${entry}
+        LAB_GADGET_PORT=${target%:1.0}
+        return 0
+    done
+    return 1
+}
+
+# ping_device: "ip a add fc00:1:1:<instance>::1/64 dev <interface>".
+lab_add_address() {  # <interface dir> <address>
+    grep -qxF -- "$2" "$1/lab_addresses" 2>/dev/null || printf '%s\n' "$2" >>"$1/lab_addresses"
+}
+
+# Without NVIDIA's host rule (99-l4t-host.rules: NM_UNMANAGED for 0955:7035), NetworkManager
+# takes the gadget and the run never reaches the device's ssh. Any file in etc/udev/rules.d with
+# the rule's content counts, whatever its name.
+lab_host_rule_installed() {
+    local rule="${LAB_TREE}/tools/kernel_flash/host_udev/99-l4t-host.rules" file
+    for file in "${LAB_HOST_ROOT}/etc/udev/rules.d"/*; do
+        [[ -f ${file} ]] || continue
+        if cmp -s -- "${file}" "${rule}"; then
+            return 0
+        fi
+    done
+    return 1
+}
+
+# The device reboots into its new system: its gadget interfaces go away and it leaves the bus as
+# a flashed device does (it comes back only by a power cycle into recovery mode).
+lab_device_reboots() {  # <port>
+    local entry target
+    for entry in "${LAB_HOST_ROOT}/sys/class/net"/*/; do
+        entry=${entry%/}
+        target=$(readlink "${entry}/device" 2>/dev/null) || continue
+        if [[ ${target##*/} == "$1:1.0" ]]; then
+            rm -rf "${entry}"
+        fi
+    done
+    lab_scan_devices
+    if [[ -n ${LAB_NVIDIA_DIR[$1]:-} ]]; then
+        rm -rf "${LAB_NVIDIA_DIR[$1]}"
+    fi
+}
+
+# --- the NFS server (l4t_network_flash.func: network_prerequisite, enable_nfs_for_folder) ------
+
+# Expand an IPv6 address into its 32 hex digits (REPLY); 1 if it is not one.
+lab_ipv6_hex() {
+    local address=${1,,} head tail group missing index hex=''
+    local -a groups=() head_groups=() tail_groups=()
+    [[ ${address} =~ ^[0-9a-f:]+$ ]] || return 1
+    if [[ ${address} == *::* ]]; then
+        head=${address%%::*} tail=${address#*::}
+        [[ ${tail} != *::* ]] || return 1
+        if [[ -n ${head} ]]; then IFS=: read -r -a head_groups <<<"${head}"; fi
+        if [[ -n ${tail} ]]; then IFS=: read -r -a tail_groups <<<"${tail}"; fi
+        missing=$((8 - ${#head_groups[@]} - ${#tail_groups[@]}))
+        ((missing >= 1)) || return 1
+        groups=("${head_groups[@]}")
+        for ((index = 0; index < missing; index++)); do groups+=(0); done
+        groups+=("${tail_groups[@]}")
+    else
+        IFS=: read -r -a groups <<<"${address}"
+    fi
+    ((${#groups[@]} == 8)) || return 1
+    for group in "${groups[@]}"; do
+        [[ ${group} =~ ^[0-9a-f]{1,4}$ ]] || return 1
+        printf -v group '%04x' "$((16#${group}))"
+        hex+=${group}
+    done
+    REPLY=${hex}
+}
+
+# Does an export's client (as the table writes it: "*", an address, or address/prefix length)
+# let the device at <address> mount it? Host names and IPv4 never match the IPv6 flash network.
+lab_client_covers() {  # <client> <address>
+    local client=$1 length=128 prefix wanted digits bits mask
+    [[ ${client} != '*' ]] || return 0
+    if [[ ${client} == */* ]]; then
+        length=${client#*/}
+        client=${client%/*}
+    fi
+    [[ ${length} =~ ^[0-9]+$ ]] && ((length <= 128)) || return 1
+    lab_ipv6_hex "${client}" || return 1
+    prefix=${REPLY}
+    lab_ipv6_hex "$2" || return 1
+    wanted=${REPLY}
+    digits=$((length / 4)) bits=$((length % 4))
+    [[ ${prefix:0:digits} == "${wanted:0:digits}" ]] || return 1
+    ((bits)) || return 0
+    mask=$(((0xf << (4 - bits)) & 0xf))
+    (((16#${prefix:digits:1} & mask) == (16#${wanted:digits:1} & mask)))
+}
+
+# Is <dir> (by its real path) in the station's runtime export table for a client covering the
+# device's address?
+lab_nfs_serves() {  # <dir> <device address>
+    local dir line spec
+    dir=$(realpath -e -- "$1" 2>/dev/null) || return 1
+    [[ -r "${LAB_HOST_ROOT}/var/lib/nfs/etab" ]] || return 1
+    while IFS= read -r line || [[ -n ${line} ]]; do
+        [[ ${line%% *} == "${dir}" ]] || continue
+        spec=${line#* }
+        if lab_client_covers "${spec%%(*}" "$2"; then
+            return 0
+        fi
+    done <"${LAB_HOST_ROOT}/var/lib/nfs/etab"
+    return 1
+}
+
+# The flashing initrd mounts the run's rootfs and tools/kernel_flash over NFS for as long as the
+# flash lasts. An export that vanishes (another run's "service nfs-kernel-server restart", the
+# outer script's "exportfs -ra") fails the device; a client retries for a moment, as a hard mount
+# does, so an export has to be missing at two checks in a row, one slice apart, to count.
+lab_nfs_mounted() {  # <device address>
+    lab_nfs_serves "${LAB_TREE}/rootfs" "$1" && lab_nfs_serves "${LAB_TREE}/tools/kernel_flash" "$1"
+}
+
+lab_flash_over_nfs() {  # <device address> <seconds>
+    local remaining=$2 missed=0
+    while :; do
+        if lab_nfs_mounted "$1"; then
+            missed=0
+        else
+            missed=$((missed + 1))
+            if ((missed >= 2)); then
+                lab_say "Either the device cannot mount the NFS server on the host or a flash command has failed. Check the log on the device for details."
+                lab_fail "Flash failure"
+            fi
+        fi
+        if ! lab_time_left "${remaining}"; then
+            # Nothing left to wait, but a miss still gets its second look.
+            ((missed)) || break
+            REPLY=${LAB_SLICE_SECONDS} LAB_TIME_LEFT=0
+        fi
+        lab_sleep "${REPLY}"
+        remaining=${LAB_TIME_LEFT}
+    done
+}
+
+# --- options of l4t_initrd_flash.sh and l4t_initrd_flash_internal.sh ---------------------------
+
+# shellcheck disable=SC2034  # the INITRD_* settings are read by both initrd flash scripts
+# parse_param (l4t_initrd_flash.func), as both scripts share it: getopts-style, so parsing STOPS
+# at the first argument that is not an option, and nothing after it is ever read as an option;
+# the board config and the root device are the LAST TWO arguments. So
+# "--flash-only <saved params ending in board rootdev> --usb-instance X" never sees the
+# --usb-instance. The words from the first non-option on go to INITRD_POSITIONALS.
+lab_parse_initrd_options() {
+    INITRD_EXTERNAL_DEVICE='' INITRD_CONFIG='' INITRD_OPTIONS='' INITRD_NETWORK=usb0
+    INITRD_USB_INSTANCE='' INITRD_DEVICE_INSTANCE=0 INITRD_FLASH_ONLY=0 INITRD_NO_FLASH=0
+    INITRD_MASSFLASH=0 INITRD_MAX_MASSFLASH='' INITRD_PARTITION='' INITRD_PKC='' INITRD_SBK=''
+    INITRD_SIZE='' INITRD_MASSFLASH_BARE=0
+    INITRD_POSITIONALS=()
+    while (($#)); do
+        case $1 in
+            --external-device | --network | --usb-instance | --device-instance | -c | -p | -k | -u | -v | -S)
+                (($# >= 2)) || lab_bad_usage "option $1 requires an argument"
+                case $1 in
+                    --external-device) INITRD_EXTERNAL_DEVICE=$2 ;;
+                    --network) INITRD_NETWORK=$2 ;;
+                    --usb-instance) INITRD_USB_INSTANCE=$2 ;;
+                    --device-instance) INITRD_DEVICE_INSTANCE=$2 ;;
+                    -c) INITRD_CONFIG=$2 ;;
+                    -p) INITRD_OPTIONS+=" $2" ;;  # -p accumulates, as OPTIONS+=" ${OPTARG}"
+                    -k) INITRD_PARTITION=$2 ;;
+                    -u) INITRD_PKC=$2 ;;
+                    -v) INITRD_SBK=$2 ;;
+                    -S) INITRD_SIZE=$2 ;;
+                esac
+                shift 2
+                ;;
+            --massflash)
+                # An optional count: taken only when the next word is a number.
+                INITRD_MASSFLASH=1
+                shift
+                if [[ ${1:-} =~ ^[0-9]+$ ]]; then
+                    INITRD_MAX_MASSFLASH=$1
+                    shift
+                else
+                    INITRD_MASSFLASH_BARE=1
+                fi
+                ;;
+            --flash-only) INITRD_FLASH_ONLY=1; shift ;;
+            --no-flash) INITRD_NO_FLASH=1; shift ;;
+            --showlogs | --keep | --reuse | --erase-all) shift ;;
+            -h | --help) lab_usage 0 ;;
+            --) shift; break ;;
+            -?*) lab_bad_usage "unknown option $1" ;;
+            *) break ;;
+        esac
+    done
+    INITRD_POSITIONALS=("$@")
+    lab_check_initrd_options
+}
+
+# shellcheck disable=SC2034  # INITRD_BOARD and INITRD_ROOTDEV are read by the tools
+lab_check_initrd_options() {
+    local count=${#INITRD_POSITIONALS[@]}
+    ((INITRD_NO_FLASH && INITRD_FLASH_ONLY)) && lab_bad_usage "--no-flash and --flash-only exclude each other"
+    if [[ -n ${INITRD_MAX_MASSFLASH} && ! ${INITRD_MAX_MASSFLASH} =~ ^[1-9][0-9]*$ ]]; then
+        lab_bad_usage "--massflash needs a number of devices, 1 or more"
+    fi
+    if ((INITRD_MASSFLASH_BARE && count > 2)); then
+        lab_bad_usage "--massflash needs a number of devices (or none before the board), not '${INITRD_POSITIONALS[0]}'"
+    fi
+    [[ ${INITRD_DEVICE_INSTANCE} =~ ^[0-9]+$ ]] || lab_bad_usage "--device-instance needs a number"
+    if [[ ! ${INITRD_NETWORK} =~ ^(usb0|eth0:.+)$ ]]; then
+        lab_bad_usage "--network must be usb0 or eth0:<target-ip/mask>:<host-ip>"
+    fi
+    if [[ -n ${INITRD_EXTERNAL_DEVICE} && -z ${INITRD_CONFIG} ]] && ((!INITRD_FLASH_ONLY)); then
+        lab_bad_usage "--external-device needs the external partition layout with -c"
+    fi
+    if [[ -n ${INITRD_CONFIG} ]]; then lab_require_file "config file" "${INITRD_CONFIG}"; fi
+    if [[ -n ${INITRD_PKC} ]]; then lab_require_file "PKC key file" "${INITRD_PKC}"; fi
+    if [[ -n ${INITRD_SBK} ]]; then lab_require_file "SBK key file" "${INITRD_SBK}"; fi
+
+    # The -p string is split into words and handed to flash.sh, as the real tool does.
+    read -r -a LAB_PASSED_OPTIONS <<<"${INITRD_OPTIONS}"
+    lab_parse_flash_options "${LAB_PASSED_OPTIONS[@]}"
+    ((${#LAB_POSITIONALS[@]} == 0)) || lab_bad_usage "-p takes flash.sh options only, not '${LAB_POSITIONALS[*]}'"
+    [[ -n ${INITRD_PKC} ]] || INITRD_PKC=${FLASH_PKC}
+    [[ -n ${INITRD_SBK} ]] || INITRD_SBK=${FLASH_SBK}
+
+    INITRD_BOARD='' INITRD_ROOTDEV=''
+    if ((count == 0)) && ((INITRD_FLASH_ONLY)) && [[ ${LAB_TOOL} == l4t_initrd_flash.sh ]]; then
+        return 0  # the outer script's --flash-only reads the board from initrdflashparam.txt
+    fi
+    ((count >= 2)) || lab_bad_usage "expected <target_board> <rootdev>, got ${count} argument(s)"
+    INITRD_BOARD=${INITRD_POSITIONALS[count - 2]}
+    INITRD_ROOTDEV=${INITRD_POSITIONALS[count - 1]}
+    [[ ${INITRD_ROOTDEV} =~ ^[A-Za-z0-9_.:-]+$ ]] || lab_bad_usage "invalid rootdev ${INITRD_ROOTDEV}"
+}
+
+# get_max_flash: N from --massflash N, else MAX_MASSFLASH of the board config, else 10; 1
+# without --massflash. Into REPLY.
+lab_max_massflash() {  # <board>
+    local line
+    REPLY=1
+    ((INITRD_MASSFLASH)) || return 0
+    if [[ -n ${INITRD_MAX_MASSFLASH} ]]; then
+        REPLY=${INITRD_MAX_MASSFLASH}
+        return 0
+    fi
+    line=$(grep -m1 '^MAX_MASSFLASH=' "${LAB_TREE}/$1.conf" 2>/dev/null || true)
+    line=${line#*=}
+    line=${line//\"/}
+    REPLY=${line:-10}
 }
