@@ -107,19 +107,23 @@ def read_device_conf(rootfs_dir):
         return dict(line.split('=', 1) for line in conf.read().splitlines() if '=' in line)
 
 
-class FactoryLab:
+class FactoryLab:  # pylint: disable=too-many-instance-attributes
     """A whole factory station in a directory: a fake L4T bundle, a fake USB tree with Jetsons
-    in recovery mode on chosen ports, the sample rootfs tarball, and the station's workdir.
+    in recovery mode on chosen ports, the station's host root (its /: NFS exports, udev rules,
+    gadget interfaces, see l4t_host.py), the sample rootfs tarball, and the station's workdir.
 
     ``ports`` maps a USB port path to the USB product id of the Jetson on it (7523: Orin Nano
-    8GB...). The Loaders of the devices (one per port) are served by ``loaders``, a
+    8GB...). ``flash_seconds``, ``fuse_seconds``, ``boot_seconds`` and ``generate_seconds`` are
+    how long a flash, a fuse burn, the RCM boot of the flashing initrd and an initrd flash image
+    generation take. The Loaders of the devices (one per port) are served by ``loaders``, a
     LabLoaderFleet started by ``start_loaders``.
     """
 
     SAMPLE_ROOTFS = 'Tegra_Linux_Sample-Root-Filesystem_R36.4.0_aarch64.tbz2'
 
-    def __init__(self, root, ports, flash_seconds=0.0, fuse_seconds=0.0, filler_files=0):
-        from lab import l4t_bundle, usb_sysfs  # pylint: disable=import-outside-toplevel
+    def __init__(self, root, ports, flash_seconds=0.0, fuse_seconds=0.0, filler_files=0,  # pylint: disable=too-many-arguments
+                 boot_seconds=0.2, generate_seconds=0.0):
+        from lab import l4t_bundle, l4t_host, usb_sysfs  # pylint: disable=import-outside-toplevel
 
         self.root = os.path.abspath(str(root))
         self.ports = dict(ports)
@@ -127,10 +131,12 @@ class FactoryLab:
         self.sysfs = os.path.join(self.root, 'sysfs')
         self.workdir = os.path.join(self.root, 'station')
         os.makedirs(self.lab_state, exist_ok=True)
+        self.host_root = l4t_host.make_host_root(os.path.join(self.root, 'host'), self.lab_state)
         usb_sysfs.make_usb_sysfs(self.sysfs, self.ports)
         self.bundle = l4t_bundle.make_bundle(os.path.join(self.root, 'bundle'), self.lab_state, self.sysfs,
                                              flash_seconds=flash_seconds, fuse_seconds=fuse_seconds,
-                                             filler_files=filler_files)
+                                             filler_files=filler_files, host_root=self.host_root,
+                                             boot_seconds=boot_seconds, generate_seconds=generate_seconds)
         self.sample_rootfs = l4t_bundle.make_sample_rootfs_tarball(os.path.join(self.root, self.SAMPLE_ROOTFS))
         self.loaders = None
 
@@ -147,6 +153,13 @@ class FactoryLab:
         if self.loaders:
             self.loaders.stop_all()
 
+    def power_cycle(self, port):
+        """The operator's power cycle into recovery mode: the device on ``port`` drops whatever it
+        was running (the flashing initrd, its new system) and waits in recovery mode again."""
+        from lab import l4t_host  # pylint: disable=import-outside-toplevel
+
+        l4t_host.power_cycle_into_recovery(self.lab_state, self.host_root, self.sysfs, port, self.ports.get(port))
+
     def group_vars(self):
         """The station's inventory variables for this lab."""
         return {
@@ -154,6 +167,7 @@ class FactoryLab:
             'jetson_workdir': self.workdir,
             'jetson_l4t_dir': self.bundle,
             'jetson_usb_sysfs_root': self.sysfs,
+            'jetson_station_root': self.host_root,
             'rootfs_sample_tarball': self.sample_rootfs,
             'rootfs_default_user': SERVICE_USER,
             'identity_conf_owner': SERVICE_USER,
