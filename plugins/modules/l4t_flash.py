@@ -645,9 +645,9 @@ class Flasher(object):
         base.update(fields)
         return _result(**base)
 
-    def fail(self, message, record=True, **fields):
+    def fail(self, message, **fields):
         """Record the failure (never in check mode) and fail the task."""
-        if record and not self.module.check_mode:
+        if not self.module.check_mode:
             now = time.time()
             entry = dict(status='failed', finished=now, error=message.split('\n', 1)[0], rc=None, timed_out=False,
                          usb_instance=self.port, board=self.board, board_config=self.board_config, tool=self.tool,
@@ -731,8 +731,8 @@ class Flasher(object):
         params = self.params
         self.board = board
         self.board_config = params['board_config'] or (BOARD_CONFIGS[board] if board else None)
-        if self.board_config is None:
-            return
+        if self.board_config is None or (board is None and self.tool == 'initrd'):
+            return  # not known before the device on the port is seen
         extra_args = params['extra_args']
         if self.tool == 'initrd':
             self.identity = board_identity(board, params['board_identity'])
