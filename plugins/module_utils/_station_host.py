@@ -66,12 +66,10 @@ def installed_rule_name(name):
 
 
 def gadget_instance_pattern(instance):
-    """The configuration of the device's USB gadget in NVIDIA's flashing initrd of ``instance``.
-
-    ``wait_for_booting`` matches ``RNDIS+L4T<instance>.*``, so its instance 1 also takes an
-    ``L4T10`` interface; this pattern is exact, to name every interface a run could pick.
-    """
-    return re.compile(r'^RNDIS\+L4T%d(?![0-9])' % int(instance))
+    """What NVIDIA's ``wait_for_booting`` takes for the device of ``instance``: the first
+    interface whose configuration starts with ``RNDIS+L4T<instance>`` (a prefix: instance 1 also
+    takes an ``L4T10`` interface). Every interface it matches is one a run could talk to."""
+    return re.compile(r'^RNDIS\+L4T%d' % int(instance))
 
 
 class StationHost(object):

@@ -168,6 +168,7 @@ class FactoryLab:  # pylint: disable=too-many-instance-attributes
             'jetson_l4t_dir': self.bundle,
             'jetson_usb_sysfs_root': self.sysfs,
             'jetson_station_root': self.host_root,
+            'flash_image_space_mb': 1,  # the lab's images are a few kilobytes
             'rootfs_sample_tarball': self.sample_rootfs,
             'rootfs_default_user': SERVICE_USER,
             'identity_conf_owner': SERVICE_USER,

@@ -2,18 +2,20 @@
 # Copyright: Azaion
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """azaion.jetson.l4t_flash, run as Ansible runs it, against the lab's fake Linux_for_Tegra bundle
-(real bash scripts with NVIDIA's syntax) and a fake USB sysfs tree."""
+(real bash scripts with NVIDIA's syntax and NVIDIA's host-wide side effects), the lab station's
+host root (NFS exports, udev rules, USB gadget interfaces) and a fake USB sysfs tree."""
 
 import json
 import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
-from lab import l4t_bundle, labkit
-from lab.usb_sysfs import add_device, make_usb_sysfs
+from lab import l4t_bundle, l4t_host, labkit
+from lab.usb_sysfs import make_usb_sysfs
 
 from ansible_collections.azaion.jetson.plugins.module_utils._l4t import clone_tree
 from ansible_collections.azaion.jetson.plugins.modules.l4t_flash import main
@@ -23,21 +25,27 @@ EMAIL = 'azaion-jetson-0042@azaion.com'
 PASSWORD = '0123456789abcdef0123456789abcdef'
 NEW_PASSWORD = 'fedcba9876543210fedcba9876543210'
 PRIVATE = ['bootloader', 'tools/kernel_flash', 'rootfs/boot']
-R36_INITRD = ['tools/kernel_flash/l4t_initrd_flash.sh', '--usb-instance', '1-3', '--external-device', 'nvme0n1p1',
-              '-c', 'tools/kernel_flash/flash_l4t_t234_nvme.xml', '-p',
-              '-c bootloader/generic/cfg/flash_t234_qspi.xml', '--showlogs', '--network', 'usb0', NANO, 'internal']
+INTERNAL = 'tools/kernel_flash/l4t_initrd_flash_internal.sh'
+R36_NVME = ['--external-device', 'nvme0n1p1', '-c', 'tools/kernel_flash/flash_l4t_t234_nvme.xml']
+R36_GENERATE = ([INTERNAL, '--no-flash', '--massflash', '4'] + R36_NVME
+                + ['-p', '-c bootloader/generic/cfg/flash_t234_qspi.xml', '--network', 'usb0', NANO, 'internal'])
+# What the generation saves and the flash passes on (the -c value keeps NVIDIA's quotes in the file).
+R36_SAVED = R36_NVME + ['--network', 'usb0', NANO, 'internal']
 MODULE_PATH = os.path.join(labkit.REPO_ROOT, 'plugins', 'modules', 'l4t_flash.py')
 
 
 class Lab:
     """A bundle, a fake USB bus, and per-port working trees holding each device's device.conf."""
 
-    def __init__(self, root, devices, flash_seconds=0.0):
+    def __init__(self, root, devices, flash_seconds=0.0, boot_seconds=0.2):
         self.root = str(root)
         self.state = os.path.join(self.root, 'lab-state')
+        self.host = l4t_host.make_host_root(os.path.join(self.root, 'host'), self.state)
         self.sysfs = make_usb_sysfs(os.path.join(self.root, 'sysfs'), devices)
+        self.devices = dict(devices)
         self.bundle = l4t_bundle.make_bundle(os.path.join(self.root, 'bundle'), self.state, self.sysfs,
-                                             flash_seconds=flash_seconds)
+                                             flash_seconds=flash_seconds, host_root=self.host,
+                                             boot_seconds=boot_seconds)
         self.work = os.path.join(self.root, 'work')
 
     def tree(self, port, email=EMAIL, password=PASSWORD):
@@ -63,7 +71,7 @@ class Lab:
         args = dict(l4t_dir=os.path.join(self.work, 'ports', port, 'Linux_for_Tegra'), usb_instance=port,
                     serial=serial, usb_sysfs_root=self.sysfs, log_dir=os.path.join(self.work, 'logs'),
                     state_file=os.path.join(self.work, 'devices', serial, 'state.json'),
-                    slots_dir=os.path.join(self.work, 'flash-slots'))
+                    slots_dir=os.path.join(self.work, 'flash-slots'), station_root=self.host, settle_timeout=2)
         args.update(extra)
         return args
 
@@ -75,13 +83,19 @@ class Lab:
         with open(os.path.join(l4t_bundle.device_storage(self.state, port), 'etc', 'azaion', 'device.conf')) as conf:
             return conf.read()
 
-    def replug(self, port, product='7523'):
-        """Put the device back in recovery mode. The fake flash unlinks only the device's entry
-        and leaves its interface entries, which add_device would trip over."""
-        for name in os.listdir(self.sysfs):
-            if name.startswith(port + ':'):
-                os.unlink(os.path.join(self.sysfs, name))
-        add_device(self.sysfs, port, product)
+    def replug(self, port):
+        """The operator's power cycle: the device waits in recovery mode again."""
+        l4t_host.power_cycle_into_recovery(self.state, self.host, self.sysfs, port, self.devices[port])
+
+    def station_is_clean(self):
+        """No export, gadget interface or slot of a flash left on the station; only the
+        collection's own udev rules."""
+        assert l4t_host.exports(self.host) == []
+        assert [name for name in os.listdir(os.path.join(self.host, 'etc', 'exports.d'))] == []
+        assert l4t_host.gadget_interfaces(self.host) == []
+        assert l4t_host.udev_rules(self.host) in ([], ['10-azaion-jetson-l4t-usb-msd.rules',
+                                                       '99-azaion-jetson-l4t-host.rules'])
+        return True
 
     def in_recovery(self, port):
         return os.path.lexists(os.path.join(self.sysfs, port))
@@ -100,7 +114,11 @@ def secret_free(*texts):
         assert PASSWORD not in text and NEW_PASSWORD not in text
 
 
-def test_flashes_the_trees_rootfs_to_the_device_on_the_port(module_runner, lab):
+def flash_command(port, instance):
+    return [INTERNAL, '--usb-instance', port, '--device-instance', str(instance), '--flash-only'] + R36_SAVED
+
+
+def test_generates_in_the_tree_then_flashes_as_the_slots_device_instance(module_runner, lab):
     tree = lab.tree('1-3')
     bundle_image = open(os.path.join(lab.bundle, 'bootloader', 'system.img'), 'rb').read()
 
@@ -108,16 +126,29 @@ def test_flashes_the_trees_rootfs_to_the_device_on_the_port(module_runner, lab):
 
     assert result['changed'] and not result.get('failed'), result['msg']
     assert (result['board'], result['board_config']) == ('orin-nano-8gb', NANO)
-    assert result['command'] == R36_INITRD
+    assert result['generate_command'] == R36_GENERATE and result['generated'] is True
+    assert result['command'] == flash_command('1-3', 0)
+    assert result['board_identity'] == {'BOARDID': '3767', 'FAB': '300', 'BOARDSKU': '0003', 'BOARDREV': 'A.0',
+                                        'FUSELEVEL': 'fuselevel_production'}
     assert result['skipped_reason'] is None and result['slot'] == 0 and result['slot_wait_seconds'] < 1
     assert len(result['fingerprint']) == 64
-    # What reached the device is this tree's rootfs, flashed from this tree, and it left recovery.
+    # Generation, then the flash, both by the internal script in this tree; never the outer one.
+    assert [(call['tool'], call['argv'], call['cwd'], call['exit']) for call in lab.calls()] == [
+        ('l4t_initrd_flash_internal.sh', R36_GENERATE[1:], tree, 0),
+        ('l4t_initrd_flash_internal.sh', flash_command('1-3', 0)[1:], tree, 0)]
+    # The board identity kept generation off the bus, and the shim kept the NFS server up.
+    assert l4t_host.probes(lab.state) == []
+    assert not [event for event in l4t_host.host_events(lab.state)
+                if event['program'] == 'service' and 'restart' in event['argv']]
+    # What reached the device is this tree's rootfs, through instance 0, and it left recovery.
     assert lab.stored_conf('1-3') == 'AZAION_DEVICE_EMAIL=%s\nAZAION_DEVICE_PASSWORD=%s\n' % (EMAIL, PASSWORD)
-    call = lab.calls()[-1]
-    assert (call['argv'], call['cwd'], call['exit']) == (R36_INITRD[1:], tree, 0)
-    assert [run['tree'] for run in l4t_bundle.flash_runs(lab.state)] == [tree]
+    assert [(run['tree'], run['usb_instance'], run['device'], run['instance'])
+            for run in l4t_bundle.flash_runs(lab.state)] == [(tree, '1-3', '1-3', 0)]
     assert not lab.in_recovery('1-3')
     assert open(os.path.join(lab.bundle, 'bootloader', 'system.img'), 'rb').read() == bundle_image
+    # NVIDIA's massflash package (more copies of the device.conf) is gone; the station is clean.
+    assert [name for name in os.listdir(tree) if name.startswith('mfi_')] == []
+    assert lab.station_is_clean() and l4t_host.udev_rules(lab.host) != []
     # The trace on the station.
     phase = lab.phase()
     assert phase['status'] == 'done' and phase['fingerprint'] == result['fingerprint']
@@ -134,6 +165,7 @@ def test_second_run_is_skipped_without_looking_at_the_bus(module_runner, lab):
     first = module_runner(main, lab.args())
     calls = len(lab.calls())
     assert not lab.in_recovery('1-3')  # a scan now would fail: the skip must not need one
+    assert first['changed'] and not first.get('failed'), first['msg']
 
     again = module_runner(main, lab.args())
     assert not again['changed'] and not again.get('failed')
@@ -185,11 +217,12 @@ def test_check_mode_never_runs_the_tool(module_runner, lab):
     lab.tree('1-3')
     predicted = module_runner(main, lab.args(l4t_release='r35', extra_args=['--erase-all']), check_mode=True)
     assert predicted['changed'] and 'would flash' in predicted['msg']
-    assert predicted['command'][5:8] == ['-c', 'tools/kernel_flash/flash_l4t_external.xml', '-p']
-    assert predicted['command'][8] == '-c bootloader/t186ref/cfg/flash_t234_qspi.xml'
-    assert predicted['command'][-3:] == ['--erase-all', NANO, 'internal']
+    assert predicted['generate_command'][6:9] == ['-c', 'tools/kernel_flash/flash_l4t_external.xml', '-p']
+    assert predicted['generate_command'][9] == '-c bootloader/t186ref/cfg/flash_t234_qspi.xml'
+    assert predicted['generate_command'][-3:] == ['--erase-all', NANO, 'internal']
     assert lab.calls() == [] and lab.in_recovery('1-3')
     assert not os.path.exists(os.path.join(lab.work, 'devices'))
+    assert lab.station_is_clean() and l4t_host.udev_rules(lab.host) == []
 
     os.unlink(os.path.join(lab.sysfs, '1-3'))  # the device is not in recovery: a warning only
     # In its own process, as Ansible runs it (in pytest's process warnings go to the display).
@@ -211,20 +244,23 @@ def test_missing_device_is_a_clear_error(module_runner, lab):
     assert phase['status'] == 'failed' and 'USB port 1-4' in phase['error']
 
 
-def test_a_failed_flash_is_recorded_with_the_log_tail(module_runner, lab):
+def test_a_failed_flash_is_recorded_with_the_log_tail_and_retried_without_generating_again(module_runner, lab):
     lab.tree('1-3')
     l4t_bundle.plant_failure(lab.state, '1-3', kind='usb-timeout')
     failed = module_runner(main, lab.args())
     assert failed['failed']
-    assert 'flashing AZJN-0042 on USB port 1-3 failed: exit code 1' in failed['msg']
+    assert 'flashing AZJN-0042 on USB port 1-3 failed: exit code 1; a USB write timed out' in failed['msg']
     assert 'ERROR: might be timeout in USB write.' in failed['msg']
     assert failed['log_path'] in failed['msg']
     phase = lab.phase()
     assert (phase['status'], phase['rc']) == ('failed', 1) and 'exit code 1' in phase['error']
+    assert lab.station_is_clean()
     secret_free(failed['msg'], json.dumps(phase))
 
     retried = module_runner(main, lab.args())  # the device is still in recovery mode
     assert retried['changed'] and lab.phase()['status'] == 'done'
+    assert retried['generated'] is False
+    assert len([call for call in lab.calls() if '--no-flash' in call['argv']]) == 1
 
 
 def test_a_hanging_flash_is_stopped_at_the_timeout(module_runner, lab):
@@ -256,6 +292,9 @@ def test_bad_inputs_fail_before_anything_runs(module_runner, lab):
     lab.tree('1-3')
     assert 'not a USB port path' in module_runner(main, lab.args(usb_instance='1-3/../x'))['msg']
     assert 'not usable in a file name' in module_runner(main, lab.args(serial='../AZJN'))['msg']
+    assert 'between 1 and 10' in module_runner(main, lab.args(concurrency=11))['msg']
+    assert 'unknown key \'FABRIC\'' in module_runner(main, lab.args(board_identity={'FABRIC': '300'}))['msg']
+    assert 'not a plain value' in module_runner(main, lab.args(board_identity={'FAB': '300; reboot'}))['msg']
     assert 'make the working tree first' in module_runner(main, lab.args(l4t_dir=lab.work + '/none'))['msg']
     assert lab.calls() == []
 
@@ -288,6 +327,10 @@ def test_the_station_limits_simultaneous_flashes(tmp_path, concurrency, overlap)
     runs = sorted(l4t_bundle.flash_runs(lab.state), key=lambda run: run['start'])
     assert [run['exit'] for run in runs] == [0, 0] and l4t_bundle.collisions(lab.state) == []
     assert {run['tree'] for run in runs} == {os.path.join(lab.work, 'ports', port, 'Linux_for_Tegra') for port in jobs}
+    # Each flash reached its own device, through the instance of its slot.
+    assert all(run['device'] == run['usb_instance'] for run in runs)
+    assert {run['usb_instance']: run['instance'] for run in runs} == {port: results[port]['slot'] for port in jobs}
+    assert lab.station_is_clean()
     if overlap:
         assert runs[1]['start'] < runs[0]['end']
         assert {result['slot'] for result in results.values()} == {0, 1}
@@ -295,3 +338,91 @@ def test_the_station_limits_simultaneous_flashes(tmp_path, concurrency, overlap)
         assert runs[0]['end'] <= runs[1]['start']
         assert max(result['slot_wait_seconds'] for result in results.values()) >= 0.5
     assert results['1-4']['board'] == 'orin-nano-4gb'
+
+
+def plant_gadget(host_root, name, port, instance):
+    """A Jetson left in NVIDIA's flashing initrd on ``port`` as ``instance``, as the lab's tools
+    leave it (see lab_enter_initrd in lab_common.sh): its gadget interface on the station."""
+    device = os.path.join(host_root, 'sys', 'devices', 'lab', port, port + ':1.0')
+    os.makedirs(device, exist_ok=True)
+    interface = os.path.join(host_root, 'sys', 'class', 'net', name)
+    os.makedirs(interface)
+    os.symlink(os.path.relpath(device, interface), os.path.join(interface, 'device'))
+    for attribute, value in (('serial', 'lab-' + port), ('operstate', 'up'), ('lab_addresses', ''),
+                             ('configuration', 'RNDIS+L4T%d' % instance)):
+        with open(os.path.join(interface, attribute), 'w') as attribute_file:
+            attribute_file.write(value + '\n')
+
+
+def test_a_device_left_in_the_flashing_initrd_keeps_its_instance_from_being_used(module_runner, lab):
+    lab.tree('1-3')
+    plant_gadget(lab.host, 'usb0', '1-4', 0)
+    result = module_runner(main, lab.args())
+    assert result['failed']
+    assert ('a Jetson is still in NVIDIA\'s flashing initrd as that instance (usb0 on USB port 1-4), left by an'
+            ' interrupted flash' in result['msg'])
+    assert 'power-cycle the device on USB port 1-4 into recovery mode, then re-run' in result['msg']
+    assert l4t_bundle.flash_runs(lab.state) == [] and lab.in_recovery('1-3')
+    assert lab.phase()['status'] == 'failed'
+
+
+def test_a_flash_that_reached_another_device_fails_even_when_the_tool_says_success(module_runner, tmp_path):
+    lab = Lab(tmp_path, {'1-3': '7523'}, boot_seconds=1.5)
+    lab.tree('1-3')
+    busy = os.path.join(lab.state, 'busy', '1-3')
+
+    def another_device_comes_up_as_instance_0():
+        deadline = time.monotonic() + 30
+        while not os.path.exists(busy) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        plant_gadget(lab.host, 'usb0', '1-4', 0)  # while this device is still RCM-booting
+
+    intruder = threading.Thread(target=another_device_comes_up_as_instance_0)
+    intruder.start()
+    result = module_runner(main, lab.args())
+    intruder.join(30)
+    assert result['failed'], result['msg']
+    assert ('NVIDIA\'s tool reported success, but the device on USB port 1-3 is still in NVIDIA\'s flashing initrd'
+            ' (usb1): the flash in device instance 0 went to another device, and AZJN-0042 was not written'
+            in result['msg'])
+    run = l4t_bundle.flash_runs(lab.state)[-1]
+    assert (run['usb_instance'], run['device'], run['exit']) == ('1-3', '1-4', 0)
+    assert lab.phase()['status'] == 'failed'
+
+    lab.replug('1-3')  # the operator power-cycles it; the retry reaches it
+    retried = module_runner(main, lab.args())
+    assert retried['changed'] and not retried.get('failed'), retried['msg']
+    assert l4t_bundle.flash_runs(lab.state)[-1]['device'] == '1-3'
+    assert 'AZAION_DEVICE_PASSWORD=%s' % PASSWORD in lab.stored_conf('1-3')
+
+
+def test_the_exports_of_a_killed_flash_are_removed_by_the_next_one(module_runner, lab):
+    lab.tree('1-3')
+    stale = os.path.join(lab.host, 'etc', 'exports.d', 'azaion-jetson-slot-1.exports')
+    with open(stale, 'w') as exports:
+        exports.write('/gone/Linux_for_Tegra/rootfs fc00:1:1::/48(rw,no_root_squash)\n')
+    result = module_runner(main, lab.args(concurrency=2))
+    assert result['changed'] and not result.get('failed'), result['msg']
+    assert not os.path.exists(stale) and lab.station_is_clean()
+
+
+def test_a_killed_module_takes_its_tool_down(tmp_path):
+    lab = Lab(tmp_path, {'1-3': '7523'}, flash_seconds=30.0)
+    lab.tree('1-3')
+    env = dict(os.environ, PYTHONPATH=labkit.COLLECTIONS_ROOT)
+    module = subprocess.Popen([sys.executable, MODULE_PATH, json.dumps({'ANSIBLE_MODULE_ARGS': lab.args()})],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while not l4t_bundle.flash_runs(lab.state) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert l4t_bundle.flash_runs(lab.state), 'the flash never started'
+    finally:
+        module.kill()  # SIGKILL: no clean-up of its own runs
+        module.wait()
+    deadline = time.monotonic() + 15
+    while l4t_bundle.flash_runs(lab.state)[-1]['end'] is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run = l4t_bundle.flash_runs(lab.state)[-1]
+    assert run['end'] is not None and run['end'] - run['start'] < 20, 'the tool outlived its module'
+    assert lab.calls()[-1]['exit'] == 143  # SIGTERM, so NVIDIA's exit trap ran
