@@ -846,9 +846,15 @@ lab_nfs_mounted() {  # <device address>
     lab_nfs_serves "${LAB_TREE}/rootfs" "$1" && lab_nfs_serves "${LAB_TREE}/tools/kernel_flash" "$1"
 }
 
+# The run talks to the device behind the gadget it found (LAB_GADGET): if that device reboots
+# or is power-cycled meanwhile (the interface goes), the run loses it.
 lab_flash_over_nfs() {  # <device address> <seconds>
     local remaining=$2 missed=0
     while :; do
+        if [[ ! -d ${LAB_GADGET} ]]; then
+            lab_say "ssh: connect to host $1 port 22: No route to host"
+            lab_fail "Flash failure"
+        fi
         if lab_nfs_mounted "$1"; then
             missed=0
         else
