@@ -19,7 +19,8 @@ where it matters to the roles:
   the lab station's host root (``l4t_host.make_host_root``), which every bundle of one station
   shares, as the trees of a real station share ``/`` (see docs/l4t-parallel-flash.md).
 
-The tools need no environment variables: ``make_bundle`` writes the lab settings into
+The tools need no lab environment variables (they read NVIDIA's own, such as BOARDSKU, FAB and
+FUSELEVEL, as the real ones do): ``make_bundle`` writes the lab settings into
 ``Linux_for_Tegra/.lab/config`` (read-only), which every tool reads through ``lab_common.sh``
 of the tree it was run from. What the tools did lands in ``lab_state``, a directory outside the
 bundle; the helpers below read it (see ``lab_common.sh`` for the layout). Standard library only.
