@@ -1,25 +1,32 @@
 """azaion.jetson.provision end to end over the lab: fake L4T bundle, fake USB tree, Loaders."""
 
 import csv
+import fcntl
+import glob
 import hashlib
 import json
 import os
 import secrets
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 from conftest import assert_ok
-from lab import l4t_bundle, labkit, usb_sysfs
+from lab import l4t_bundle, l4t_host, labkit, usb_sysfs
 from sweep import ProcessArgumentWatcher, everything_written_under, sweep_env
 
 
 class ProvisionBatch:
     """A lab station with devices on ports, an inventory over it, and a way to run the playbook."""
 
-    def __init__(self, root, api, token, ports, flash_seconds=0.0, serials=None, extra_vars=None, host_vars=None):
+    def __init__(self, root, api, token, ports, flash_seconds=0.0, serials=None, extra_vars=None, host_vars=None,
+                 boot_seconds=0.2):
         self.api = api
         self.token = token
-        self.lab = labkit.FactoryLab(root, ports, flash_seconds=flash_seconds)
+        self.lab = labkit.FactoryLab(root, ports, flash_seconds=flash_seconds, boot_seconds=boot_seconds)
         self.lab.start_loaders(api.url)
         self.serials = serials or dict((port, 'AZJN-%04d' % (index + 1)) for index, port in enumerate(ports))
         self.default_user_password = secrets.token_hex(12)
@@ -37,15 +44,57 @@ class ProvisionBatch:
     def write_inventory(self):
         labkit.write_inventory(self.inventory, self.host_vars, self.group_vars)
 
-    def run(self, *args, **env):
+    def command(self, args, env):
         environment = {'AZAION_ADMIN_API_URL': self.api.url, 'AZAION_ADMIN_API_TOKEN': self.token,
                        'ANSIBLE_FORKS': '12'}
         environment.update(env)
         # A secret given on the command line would be in the process arguments: a vars file.
-        args = list(args) + ['-e', '@' + self.secrets_file]
+        return list(args) + ['-e', '@' + self.secrets_file], environment
+
+    def run(self, *args, **env):
+        args, environment = self.command(args, env)
         result = labkit.run_playbook(self.inventory, args=args, env=environment)
         result.recap = labkit.play_recap(result.stdout)
         return result
+
+    def start(self, *args, **env):
+        """The playbook in the background, in a process group of its own (to be killed whole)."""
+        args, environment = self.command(args, env)
+        command = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', self.inventory,
+                   os.path.join(labkit.PLAYBOOKS_DIR, 'provision.yml')] + args
+        return subprocess.Popen(command, env=labkit.ansible_env(environment), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    def flash_state(self, serial):
+        with open(os.path.join(self.lab.workdir, 'devices', serial, 'state.json')) as state:
+            return json.load(state)['phases']['flash']
+
+    def flash_runs(self, port=None):
+        return [run for run in l4t_bundle.flash_runs(self.lab.lab_state) if port in (None, run['usb_instance'])]
+
+    def holds_its_own_identity(self):
+        """Every device's storage holds its own device.conf, and its account has that password."""
+        users = self.api.users()
+        for port, serial in self.serials.items():
+            conf = labkit.read_device_conf(self.lab.storage(port))
+            email = 'azaion-jetson-%s@azaion.com' % serial.rsplit('-', 1)[1]
+            assert conf['AZAION_DEVICE_EMAIL'] == email, port
+            assert users[email]['password'] == conf['AZAION_DEVICE_PASSWORD'], port
+        return True
+
+    def station_is_clean(self):
+        """Nothing of a flash is left on the station: exports, gadget interfaces, held slots,
+        NVIDIA's udev rule names, massflash packages."""
+        host = self.lab.host_root
+        assert l4t_host.exports(host) == []
+        assert os.listdir(os.path.join(host, 'etc', 'exports.d')) == []
+        assert l4t_host.gadget_interfaces(host) == []
+        assert l4t_host.udev_rules(host) == ['10-azaion-jetson-l4t-usb-msd.rules', '99-azaion-jetson-l4t-host.rules']
+        assert glob.glob(os.path.join(self.lab.workdir, 'ports', '*', 'Linux_for_Tegra', 'mfi_*')) == []
+        for lock in glob.glob(os.path.join(self.lab.workdir, 'flash-slots', '*.lock')):
+            with open(lock) as slot:
+                fcntl.flock(slot, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises when a slot is still held
+        return True
 
     def report(self):
         with open(os.path.join(self.lab.workdir, 'reports', 'batch.json')) as report:
@@ -82,18 +131,21 @@ def make_provision(tmp_path, admin_api, api_token):
 SIX_PORTS = {'1-1': '7523', '1-2': '7523', '1-3': '7623', '1-4': '7323', '1-5': '7423', '1-6': '7523'}
 
 
-def test_six_devices_on_six_ports_end_to_end_then_a_rerun_does_nothing(make_provision):
-    batch = make_provision(SIX_PORTS, flash_seconds=2.0)
+def overlapping(runs):
+    return [(a, b) for a in runs for b in runs
+            if a['usb_instance'] < b['usb_instance'] and a['start'] < b['end'] and b['start'] < a['end']]
+
+
+def test_six_devices_on_six_ports_with_three_slots_each_get_their_own_identity_then_a_rerun_does_nothing(
+        make_provision):
+    batch = make_provision(SIX_PORTS, flash_seconds=2.0, extra_vars={'jetson_flash_concurrency': 3})
     bundle_before = tree_checksums(batch.lab.bundle)
 
     first = batch.run()
     assert_ok(first)
-    users = batch.api.users()
+    assert batch.holds_its_own_identity()
     for port, serial in batch.serials.items():
-        conf = labkit.read_device_conf(batch.lab.storage(port))  # what the device holds
         email = 'azaion-jetson-%s@azaion.com' % serial.rsplit('-', 1)[1]
-        assert conf['AZAION_DEVICE_EMAIL'] == email
-        assert users[email]['password'] == conf['AZAION_DEVICE_PASSWORD']
         assert os.stat(os.path.join(batch.lab.storage(port), 'etc', 'azaion', 'device.conf')).st_mode & 0o777 == 0o600
         assert batch.lab.loaders.loader(port).login_attempts() == [{'email': email, 'ok': True}]
     report = batch.report()
@@ -103,15 +155,26 @@ def test_six_devices_on_six_ports_end_to_end_then_a_rerun_does_nothing(make_prov
     with open(os.path.join(batch.lab.workdir, 'reports', 'batch.csv')) as report_csv:
         assert sorted(row['serial'] for row in csv.DictReader(report_csv) if row['result'] == 'done') == sorted(batch.serials.values())
 
-    # Parallel, without sharing a tree, and the bundle untouched.
-    runs = l4t_bundle.flash_runs(batch.lab.lab_state)
+    # In parallel, each flash reaching its own device through the instance of its slot: never
+    # two flashes in flight on one instance, never more than three at once.
+    runs = batch.flash_runs()
     assert len(runs) == 6 and all(run['exit'] == 0 for run in runs)
+    assert all(run['device'] == run['usb_instance'] for run in runs)
     assert len(set(run['tree'] for run in runs)) == 6
+    assert {run['instance'] for run in runs} <= {0, 1, 2}
+    assert overlapping(runs), 'no two flashes overlapped in time'
+    assert all(a['instance'] != b['instance'] for a, b in overlapping(runs))
+    assert max(sum(1 for other in runs if other['start'] <= run['start'] < other['end']) for run in runs) <= 3
+    # Nothing that NVIDIA's scripts share was left to chance: no board probe, no NFS restart,
+    # no outer script; the station is left clean and the bundle untouched.
+    assert l4t_host.probes(batch.lab.lab_state) == []
+    assert not [event for event in l4t_host.host_events(batch.lab.lab_state)
+                if event['program'] == 'service' and 'restart' in event['argv']]
+    assert batch.tool_calls('l4t_initrd_flash.sh') == []
+    generations = [call for call in batch.tool_calls('l4t_initrd_flash_internal.sh') if '--no-flash' in call['argv']]
+    assert len(generations) == 6 and all(call['argv'][:3] == ['--no-flash', '--massflash', '3'] for call in generations)
+    assert batch.station_is_clean()
     assert l4t_bundle.collisions(batch.lab.lab_state) == []
-    overlapping = [(a['usb_instance'], b['usb_instance']) for a in runs for b in runs
-                   if a['usb_instance'] < b['usb_instance'] and a['start'] < b['end'] and b['start'] < a['end']]
-    assert overlapping, 'no two flashes overlapped in time'
-    assert max(sum(1 for other in runs if other['start'] <= run['start'] < other['end']) for run in runs) <= 4
     assert tree_checksums(batch.lab.bundle) == bundle_before
     assert batch.tool_calls('odmfuse.sh') == []
 
@@ -120,9 +183,127 @@ def test_six_devices_on_six_ports_end_to_end_then_a_rerun_does_nothing(make_prov
     again = batch.run()
     assert_ok(again)
     assert all(counts['changed'] == 0 for counts in again.recap.values()), again.recap
-    assert len(l4t_bundle.flash_runs(batch.lab.lab_state)) == flashes
+    assert len(batch.flash_runs()) == flashes
     assert batch.api.write_count() == writes
     assert 'the batch was already finished: nothing to do' in again.stdout
+
+
+def wait_until(condition, timeout=120, what='the lab'):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, 'timed out waiting for ' + what
+        time.sleep(0.05)
+
+
+def finish(playbook, timeout=600):
+    output, _unused = playbook.communicate(timeout=timeout)
+    playbook.stdout_text = output
+    playbook.recap = labkit.play_recap(output)
+    return playbook
+
+
+def test_a_lost_export_fails_only_that_device_naming_the_cause_and_the_rerun_converges(make_provision):
+    batch = make_provision({'1-1': '7523', '1-2': '7523'}, flash_seconds=4.0)
+    playbook = batch.start()
+    wait_until(lambda: any(run['end'] is None for run in batch.flash_runs('1-1')), what='the flash of 1-1')
+    # Someone tidies the station's NFS exports while 1-1 flashes.
+    tree = os.path.join(batch.lab.workdir, 'ports', '1-1', 'Linux_for_Tegra')
+    for exports in glob.glob(os.path.join(batch.lab.host_root, 'etc', 'exports.d', '*.exports')):
+        with open(exports) as listed:
+            if tree in listed.read():
+                os.unlink(exports)
+    subprocess.run([os.path.join(batch.lab.host_root, 'usr', 'sbin', 'exportfs'), '-ra'], check=True)
+
+    finish(playbook)
+    assert playbook.returncode != 0
+    assert playbook.recap['AZJN-0001']['failed'] == 1 and playbook.recap['AZJN-0002']['failed'] == 0
+    error = batch.report()['AZJN-0001']['error']
+    assert 'the device lost the NFS export of its tree during the flash' in error, error
+    assert 'cannot mount the NFS server' in error
+    assert batch.report()['AZJN-0002']['result'] == 'done'
+
+    batch.lab.power_cycle('1-1')  # it was left in the flashing initrd
+    assert_ok(batch.run())
+    assert batch.flash_runs('1-1')[-1]['exit'] == 0 and batch.flash_runs('1-1')[-1]['device'] == '1-1'
+    assert batch.holds_its_own_identity() and batch.station_is_clean()
+    assert all(row['result'] == 'done' for row in batch.report().values())
+
+
+def test_a_board_probe_during_a_flash_fails_that_device_naming_the_cause_and_the_rerun_converges(
+        make_provision, tmp_path):
+    batch = make_provision({'1-1': '7523'}, boot_seconds=3.0)
+    stray_tree = l4t_bundle.make_bundle(str(tmp_path / 'stray'), batch.lab.lab_state, batch.lab.sysfs,
+                                        host_root=batch.lab.host_root)
+    playbook = batch.start()
+    wait_until(lambda: os.path.exists(os.path.join(batch.lab.lab_state, 'busy', '1-1')), what='the RCM boot of 1-1')
+    # Someone builds an image by hand, without the board identity: flash.sh probes the first
+    # Jetson in recovery mode on the station, the one being booted.
+    stray = subprocess.run([os.path.join(stray_tree, 'flash.sh'), '--no-flash', 'jetson-orin-nano-devkit',
+                            'internal'], cwd=stray_tree, capture_output=True, text=True, check=False)
+    assert [probe['disrupted'] for probe in l4t_host.probes(batch.lab.lab_state)
+            if probe['kind'] == 'eeprom'][:1] == [True], stray.stdout + stray.stderr
+
+    finish(playbook)
+    assert playbook.returncode != 0 and playbook.recap['AZJN-0001']['failed'] == 1
+    # (A batch whose every device failed writes no report yet: the device's state says it.)
+    error = batch.flash_state('AZJN-0001')['error']
+    assert 'the device was reset while it booted the flashing initrd, usually by a board probe' in error, error
+    assert 'the device was reset while it booted' in playbook.stdout_text
+
+    assert_ok(batch.run())  # the probe put it back in recovery mode
+    assert batch.holds_its_own_identity() and batch.station_is_clean()
+    assert batch.report()['AZJN-0001']['result'] == 'done'
+
+
+def process_tree(pid):
+    """``pid`` and all its descendants (whatever their session), from /proc."""
+    children = {}
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            try:
+                with open('/proc/%s/stat' % entry) as stat:
+                    parent = int(stat.read().rsplit(')', 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def kill_everything(playbook):
+    """kill -9 the run: the controller, its workers (each in a session of its own), the modules
+    on the station and NVIDIA's tools, none of which gets to clean up."""
+    for _attempt in range(5):
+        for pid in process_tree(playbook.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    finish(playbook, timeout=60)
+
+
+def test_a_run_killed_mid_flash_leaves_no_held_slot_and_the_rerun_converges(make_provision):
+    batch = make_provision({'1-1': '7523', '1-2': '7523'}, flash_seconds=6.0)
+    playbook = batch.start()
+    wait_until(lambda: len(l4t_host.gadget_interfaces(batch.lab.host_root)) == 2, what='both devices in the initrd')
+    kill_everything(playbook)
+    assert [run['end'] for run in batch.flash_runs()] == [None, None]
+    # What the killed run could not take down: the exports of both trees in flight.
+    assert len(os.listdir(os.path.join(batch.lab.host_root, 'etc', 'exports.d'))) == 2
+    assert [batch.flash_state(serial)['status'] for serial in ('AZJN-0001', 'AZJN-0002')] == ['running', 'running']
+
+    for port in batch.serials:
+        batch.lab.power_cycle(port)  # both were left in the flashing initrd
+    # No manual clean-up of the station: the re-run flashes both again and leaves it clean.
+    assert_ok(batch.run())
+    assert [(run['usb_instance'], run['device'], run['exit']) for run in batch.flash_runs()][2:] in (
+        [('1-1', '1-1', 0), ('1-2', '1-2', 0)], [('1-2', '1-2', 0), ('1-1', '1-1', 0)])
+    assert batch.holds_its_own_identity() and batch.station_is_clean()
+    assert all(row['result'] == 'done' for row in batch.report().values())
 
 
 def test_a_flash_failure_stops_only_that_device_and_the_rerun_flashes_only_it(make_provision):
@@ -162,8 +343,8 @@ def test_fusing_runs_only_when_enabled_dry_run_first_read_back_after_and_never_t
     assert calls == [('odmfuse.sh', True), ('odmfuse.sh', False), ('odmfuseread.sh', False)]
     assert l4t_bundle.burned_fuses(batch.lab.lab_state, '1-1')
     assert batch.report()['AZJN-0001']['fuse'] == 'done'
-    # A PKC-fused device only takes an image flashed with its key.
-    assert '-u' in batch.tool_calls('l4t_initrd_flash.sh')[-1]['argv']
+    # A PKC-fused device only takes an image made and flashed with its key.
+    assert all('-u' in call['argv'] for call in batch.tool_calls('l4t_initrd_flash_internal.sh'))
     assert batch.report()['AZJN-0001']['result'] == 'done'
 
     again = batch.run()
@@ -187,7 +368,8 @@ def test_fusing_is_refused_with_two_devices_in_recovery_on_the_station(make_prov
     assert batch.report()['AZJN-0002']['result'] == 'done'
 
 
-@pytest.mark.parametrize('problem', ['duplicate port', 'colliding e-mails', 'missing bundle', 'admin API down'])
+@pytest.mark.parametrize('problem', ['duplicate port', 'colliding e-mails', 'missing bundle', 'admin API down',
+                                     'no NFS server', 'IPv6 off'])
 def test_a_bad_inventory_fails_the_batch_check_naming_the_devices_with_nothing_written(make_provision, problem):
     batch = make_provision({'1-1': '7523', '1-2': '7523'})
     if problem == 'duplicate port':
@@ -196,6 +378,14 @@ def test_a_bad_inventory_fails_the_batch_check_naming_the_devices_with_nothing_w
     elif problem == 'colliding e-mails':
         batch.host_vars['AZXX-0001'] = batch.host_vars.pop('AZJN-0002')
         expected = 'AZJN-0001 (serial AZJN-0001) and AZXX-0001 (serial AZXX-0001)'
+    elif problem == 'no NFS server':
+        os.unlink(os.path.join(batch.lab.host_root, 'usr', 'sbin', 'exportfs'))
+        expected = 'usr/sbin/exportfs is missing: install nfs-kernel-server'
+    elif problem == 'IPv6 off':
+        with open(os.path.join(batch.lab.host_root, 'proc', 'sys', 'net', 'ipv6', 'conf', 'all', 'disable_ipv6'),
+                  'w') as flag:
+            flag.write('1\n')
+        expected = 'IPv6 is off on the station'
     elif problem == 'missing bundle':
         batch.host_vars['AZJN-0002']['jetson_l4t_dir'] = batch.lab.bundle + '-missing'
         expected = 'AZJN-0002: the L4T bundle on localhost is missing or incomplete'
