@@ -272,6 +272,7 @@ def test_a_hanging_flash_is_stopped_at_the_timeout(module_runner, lab):
     phase = lab.phase()
     assert phase['status'] == 'failed' and phase['timed_out'] is True and phase['seconds'] >= 2
     assert lab.calls()[-1]['exit'] == 143
+    assert lab.station_is_clean()
 
 
 def test_the_device_conf_of_another_device_is_refused(module_runner, lab):
