@@ -353,7 +353,9 @@ def test_two_flashes_in_one_tree_collide(tmp_path):
 
 
 def test_flashes_in_separate_trees_run_at_the_same_time(tmp_path):
-    lab = make_slow_lab(tmp_path)
+    # Long enough that the initrd flash (image generation, NFS set-up, RCM boot first) starts
+    # flashing before flash.sh ends, even on a loaded station.
+    lab = make_slow_lab(tmp_path, flash_seconds=3.0)
     clone = str(tmp_path / 'port-1-8.4' / 'Linux_for_Tegra')
     os.makedirs(os.path.dirname(clone))
     subprocess.run(['cp', '-a', lab.tree, clone], check=True)

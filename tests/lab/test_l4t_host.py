@@ -454,7 +454,7 @@ def test_two_outer_runs_at_once_lose_the_udev_rules(tmp_path):
 @pytest.mark.parametrize('ports', [('1-3', '1-4'), ('1-3', '1-4', '1-5')])
 def test_overlapping_single_device_runs_of_the_outer_script_go_wrong(tmp_path, ports):
     station = Station(tmp_path, dict((port, '7523') for port in ports))
-    trees = dict((port, station.tree('tree-' + port, conf=conf_of(port), flash_seconds=1.5)) for port in ports)
+    trees = dict((port, station.tree('tree-' + port, conf=conf_of(port), flash_seconds=3.0)) for port in ports)
     runs = {}
     for port in ports:
         # Each run starts while the one before is mid-flash: that one's device runs the flashing
@@ -498,7 +498,7 @@ def prepare_right(station, trees, modules):
 def test_concurrent_runs_with_one_device_instance_flash_the_wrong_device(tmp_path):
     modules = {'1-3': '7523', '1-4': '7523'}
     station = Station(tmp_path, modules)
-    trees = {'1-3': station.tree('tree-1-3', conf=conf_of('1-3'), flash_seconds=3.0),
+    trees = {'1-3': station.tree('tree-1-3', conf=conf_of('1-3'), flash_seconds=4.0),
              '1-4': station.tree('tree-1-4', conf=conf_of('1-4'), flash_seconds=0.5)}
     saved = prepare_right(station, trees, modules)
     first = station.start(trees['1-3'], INTERNAL, '--usb-instance', '1-3', '--device-instance', '0',
@@ -526,7 +526,7 @@ def test_concurrent_runs_with_one_device_instance_flash_the_wrong_device(tmp_pat
 def test_per_tree_exports_a_service_shim_and_distinct_instances_flash_every_device_right(tmp_path):
     modules = {'1-3': '7523', '1-4': '7623', '1-5': '7323'}  # three different modules
     station = Station(tmp_path, modules)
-    trees = dict((port, station.tree('tree-' + port, conf=conf_of(port), flash_seconds=1.0)) for port in modules)
+    trees = dict((port, station.tree('tree-' + port, conf=conf_of(port), flash_seconds=2.0)) for port in modules)
     for port, tree in trees.items():
         write_service_shim(tree)
         write_exports_d(station.host, 'azaion-' + port, tree)
