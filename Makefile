@@ -24,11 +24,12 @@ $(STAMP): tests/requirements.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	touch $@
 
+# Two workers: the tests wait on simulated flashes more than they compute (CI has 2 cores).
 units: $(STAMP)
-	$(BIN)/python -m pytest tests/unit tests/lab -q
+	$(BIN)/python -m pytest tests/unit tests/lab -q -n 2
 
 integration: $(STAMP)
-	$(BIN)/python -m pytest tests/integration -q
+	$(BIN)/python -m pytest tests/integration -q -n 2
 
 # Every sanity test that applies to the collection, with no ignore file.
 sanity: $(STAMP)

@@ -233,7 +233,7 @@ notes:
   - After a failed flash the device usually has to re-enter recovery mode (power-cycle with
     the REC button held) before a retry.
   - Nothing else may run NVIDIA's C(l4t_initrd_flash.sh) on the station while this module
-    flashes: its NFS restart and exit trap would take the exports of flashes in flight.
+    flashes, because its NFS restart and exit trap would take the exports of flashes in flight.
 seealso:
   - module: azaion.jetson.l4t_workspace
   - module: azaion.jetson.device_conf
@@ -899,8 +899,8 @@ class Flasher(object):
         detected = RECOVERY_PRODUCTS[product]
         if params['board'] and params['board'] != detected:
             self.fail('the device in recovery mode on USB port %s is a %s (0955:%s), not the %s given for %s: check'
-                      ' which device is on this port, or fix its board' % (self.port, detected, product,
-                                                                          params['board'], self.serial))
+                      ' which device is on this port, or fix its board'
+                      % (self.port, detected, product, params['board'], self.serial))
         self.plan(detected)
         if module.check_mode:
             module.exit_json(**self.result(changed=True, msg='would flash %s on USB port %s (%s, %s)'
@@ -940,8 +940,8 @@ class Flasher(object):
                                                       RECOVERY_HINT))
         self.state.record(PHASE, status='done', finished=time.time(), seconds=seconds, error=None, rc=0)
         module.exit_json(**self.result(
-            changed=True, msg='flashed %s on USB port %s (%s, %s) in %.1f s' % (self.serial, self.port, self.board,
-                                                                               self.board_config, seconds)))
+            changed=True, msg='flashed %s on USB port %s (%s, %s) in %.1f s'
+                              % (self.serial, self.port, self.board, self.board_config, seconds)))
 
 
 def main():

@@ -16,11 +16,11 @@ description:
   - Reads, and changes nothing. Fails with every problem found, each with its fix, when the
     station lacks what flashing O(concurrency) devices at once with NVIDIA's initrd flasher
     needs.
-  - The NFS server (C(<station_root>/usr/sbin/exportfs), package C(nfs-kernel-server)): the
-    device mounts its tree from the station while it is flashed.
+  - The NFS server (C(<station_root>/usr/sbin/exportfs), package C(nfs-kernel-server)), from
+    which the device mounts its tree while it is flashed.
   - C(<station_root>/usr/sbin/service) and C(<station_root>/usr/bin/udevadm).
-  - IPv6 on (C(<station_root>/proc/sys/net/ipv6/conf/all/disable_ipv6) is C(0)): the station
-    reaches the flashing initrd at C(fc00:1:1:<instance>::2).
+  - IPv6 on (C(<station_root>/proc/sys/net/ipv6/conf/all/disable_ipv6) is C(0)), since the
+    station reaches the flashing initrd at C(fc00:1:1:<instance>::2).
   - Free disk under O(workdir) for the images of two devices per flash slot (one generating
     its images while another flashes), O(image_space_mb) each.
   - NVIDIA's host udev rules in the bundle O(l4t_dir) (C(tools/kernel_flash/host_udev)), and

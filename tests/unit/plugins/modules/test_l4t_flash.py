@@ -91,7 +91,7 @@ class Lab:
         """No export, gadget interface or slot of a flash left on the station; only the
         collection's own udev rules."""
         assert l4t_host.exports(self.host) == []
-        assert [name for name in os.listdir(os.path.join(self.host, 'etc', 'exports.d'))] == []
+        assert os.listdir(os.path.join(self.host, 'etc', 'exports.d')) == []
         assert l4t_host.gadget_interfaces(self.host) == []
         assert l4t_host.udev_rules(self.host) in ([], ['10-azaion-jetson-l4t-usb-msd.rules',
                                                        '99-azaion-jetson-l4t-host.rules'])
