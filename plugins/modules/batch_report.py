@@ -102,7 +102,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.azaion.jetson.plugins.module_utils._files import write_file_atomic
-from ansible_collections.azaion.jetson.plugins.module_utils._l4t import DeviceState
+from ansible_collections.azaion.jetson.plugins.module_utils._device_state import DeviceState
 
 FINISHED = ('done', 'skipped')
 

@@ -94,7 +94,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.azaion.jetson.plugins.module_utils._l4t import DeviceState
+from ansible_collections.azaion.jetson.plugins.module_utils._device_state import DeviceState
 
 
 def main():

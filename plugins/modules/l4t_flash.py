@@ -401,21 +401,21 @@ from ansible_collections.azaion.jetson.plugins.module_utils._device_conf import 
     resolve_in_rootfs,
 )
 from ansible_collections.azaion.jetson.plugins.module_utils._files import write_file_atomic
-from ansible_collections.azaion.jetson.plugins.module_utils._l4t import (
+from ansible_collections.azaion.jetson.plugins.module_utils._device_state import DeviceState, DeviceStateError
+from ansible_collections.azaion.jetson.plugins.module_utils._slots import FlashSlots
+from ansible_collections.azaion.jetson.plugins.module_utils._tool_runner import log_tail, run_tool
+from ansible_collections.azaion.jetson.plugins.module_utils._usb import (
     BOARD_CONFIGS,
     BOARD_IDENTITY,
     BOARD_IDENTITY_KEYS,
     DEFAULT_FUSELEVEL,
     RECOVERY_PRODUCTS,
     USB_PORT_PATTERN,
-    DeviceState,
-    DeviceStateError,
-    FlashSlots,
-    log_tail,
-    read_workspace_marker,
     recovery_devices,
+)
+from ansible_collections.azaion.jetson.plugins.module_utils._workspace import (
+    read_workspace_marker,
     remove_tree,
-    run_tool,
     source_stamp,
 )
 from ansible_collections.azaion.jetson.plugins.module_utils._station_host import (

@@ -253,13 +253,12 @@ from ansible_collections.azaion.jetson.plugins.module_utils._fuse import (
     unverifiable_fuses,
     verifiable_fuses,
 )
-from ansible_collections.azaion.jetson.plugins.module_utils._l4t import (
+from ansible_collections.azaion.jetson.plugins.module_utils._device_state import DeviceState
+from ansible_collections.azaion.jetson.plugins.module_utils._tool_runner import log_tail, run_tool
+from ansible_collections.azaion.jetson.plugins.module_utils._usb import (
     BOARD_CONFIGS,
     RECOVERY_PRODUCTS,
-    DeviceState,
-    log_tail,
     recovery_devices,
-    run_tool,
 )
 
 PHASE = 'fuse'

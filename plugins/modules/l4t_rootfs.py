@@ -110,7 +110,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.azaion.jetson.plugins.module_utils._files import write_file_atomic
-from ansible_collections.azaion.jetson.plugins.module_utils._l4t import log_tail, run_tool
+from ansible_collections.azaion.jetson.plugins.module_utils._tool_runner import log_tail, run_tool
 
 STAMP_NAME = '.azaion-staging.json'
 

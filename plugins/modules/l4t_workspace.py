@@ -174,7 +174,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.azaion.jetson.plugins.module_utils._l4t import (
+from ansible_collections.azaion.jetson.plugins.module_utils._workspace import (
     WORKSPACE_MARKER,
     clone_tree,
     normalize_relpaths,

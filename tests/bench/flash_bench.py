@@ -31,7 +31,7 @@ from lab.admin_api import LabAdminAPI  # noqa: E402  pylint: disable=wrong-impor
 
 labkit.link_collection()
 sys.path.insert(0, labkit.COLLECTIONS_ROOT)
-from ansible_collections.azaion.jetson.plugins.module_utils._l4t import clone_tree  # noqa: E402  pylint: disable=wrong-import-position,import-error
+from ansible_collections.azaion.jetson.plugins.module_utils._workspace import clone_tree  # noqa: E402  pylint: disable=wrong-import-position,import-error
 
 DEVICES = int(os.environ.get('BENCH_FLASH_DEVICES', '12'))
 CONCURRENCY = int(os.environ.get('BENCH_FLASH_CONCURRENCY', '4'))

@@ -17,22 +17,17 @@ import pytest
 from lab import l4t_bundle
 from lab.usb_sysfs import add_device, make_usb_sysfs
 
-from ansible_collections.azaion.jetson.plugins.module_utils import _l4t
-from ansible_collections.azaion.jetson.plugins.module_utils._l4t import (
+from ansible_collections.azaion.jetson.plugins.module_utils import _workspace
+from ansible_collections.azaion.jetson.plugins.module_utils._device_state import DeviceState, DeviceStateError
+from ansible_collections.azaion.jetson.plugins.module_utils._slots import FlashSlotTimeout, FlashSlots
+from ansible_collections.azaion.jetson.plugins.module_utils._tool_runner import ToolRun, log_tail, run_tool
+from ansible_collections.azaion.jetson.plugins.module_utils._usb import (
     BOARD_CONFIGS,
     NVIDIA_VENDOR,
     RECOVERY_PRODUCTS,
-    DeviceState,
-    DeviceStateError,
-    FlashSlots,
-    FlashSlotTimeout,
-    ToolRun,
-    clone_tree,
-    log_tail,
     recovery_devices,
-    run_tool,
-    source_stamp,
 )
+from ansible_collections.azaion.jetson.plugins.module_utils._workspace import clone_tree, source_stamp
 
 NANO = 'jetson-orin-nano-devkit'
 PRIVATE = ['bootloader', 'tools/kernel_flash', 'rootfs/boot']
@@ -398,7 +393,7 @@ def test_clone_discards_interrupted_clones_and_restores_an_interrupted_swap(lab)
 def test_clone_copies_when_hard_links_fail(lab, monkeypatch):
     def no_links(*_args, **_kwargs):
         raise OSError(errno.EXDEV, 'Invalid cross-device link')
-    monkeypatch.setattr(_l4t.os, 'link', no_links)
+    monkeypatch.setattr(_workspace.os, 'link', no_links)
     dest = os.path.join(lab.work, 'elsewhere', 'Linux_for_Tegra')
     stats = clone_tree(lab.tree, dest, PRIVATE)
     assert stats['files_linked'] == 0 and stats['files_copied'] == len(checksums(lab.tree))

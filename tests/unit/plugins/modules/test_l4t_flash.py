@@ -17,7 +17,7 @@ import pytest
 from lab import l4t_bundle, l4t_host, labkit
 from lab.usb_sysfs import make_usb_sysfs
 
-from ansible_collections.azaion.jetson.plugins.module_utils._l4t import clone_tree
+from ansible_collections.azaion.jetson.plugins.module_utils._workspace import clone_tree
 from ansible_collections.azaion.jetson.plugins.modules.l4t_flash import main
 
 NANO = 'jetson-orin-nano-devkit'

@@ -12,7 +12,7 @@ import pytest
 from lab import l4t_bundle
 from lab.usb_sysfs import make_usb_sysfs
 
-from ansible_collections.azaion.jetson.plugins.module_utils._l4t import clone_tree
+from ansible_collections.azaion.jetson.plugins.module_utils._workspace import clone_tree
 from ansible_collections.azaion.jetson.plugins.modules.l4t_workspace import main
 
 CONF = 'AZAION_DEVICE_EMAIL=azaion-jetson-0042@azaion.com\nAZAION_DEVICE_PASSWORD=0123456789abcdef0123456789abcdef\n'

@@ -1,0 +1,138 @@
+# -*- coding: utf-8 -*-
+# Copyright: Azaion
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+# This module_utils is PRIVATE to the azaion.jetson collection: it may change without notice.
+
+"""Station-wide slots: how many flashes (or image generations) run at once, across processes."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import errno
+import fcntl
+import os
+import time
+
+from ansible_collections.azaion.jetson.plugins.module_utils._tool_runner import log_line, utc_stamp
+
+
+class FlashSlotTimeout(Exception):
+    """No flash slot became free within the wait timeout."""
+
+
+class FlashSlots(object):
+    """Hold one of ``count`` flash slots of the station while the ``with`` block runs.
+
+    A slot is the lock file ``<slots_dir>/<name>-<n>.lock`` held with ``fcntl.flock``: every
+    process on the station that flashes (whatever Ansible's forks) takes one first, so at most
+    ``count`` flashes run at once. Another ``name`` is another set of slots (image generation
+    has its own). All slots are tried without blocking, then again every
+    ``poll`` seconds, for at most ``wait_timeout`` seconds (None: until one is free; a holder's
+    flash is itself time-limited, and the kernel frees the lock of a process that dies).
+
+    After entering: ``slot`` (the slot number), ``path`` (its lock file) and ``wait_seconds``
+    (how long it took). The lock file holds the holder's pid and label, for a person to read.
+    """
+
+    def __init__(self, slots_dir, count, wait_timeout=None, label=None, poll=0.2, name='slot'):
+        if int(count) < 1:
+            raise ValueError('the number of flash slots must be 1 or more, not %r' % (count,))
+        self.slots_dir = slots_dir
+        self.count = int(count)
+        self.wait_timeout = wait_timeout
+        self.label = label
+        self.poll = poll
+        self.name = name
+        self.slot = None
+        self.path = None
+        self.wait_seconds = None
+        self._fd = None
+
+    def lock_path(self, number):
+        return os.path.join(self.slots_dir, '%s-%d.lock' % (self.name, number))
+
+    def _lock(self, number):
+        """The open, locked lock file of slot ``number``, or None when someone holds it."""
+        fd = os.open(self.lock_path(number), os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (IOError, OSError) as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                return None
+            raise
+        return fd
+
+    def for_each_free(self, action):
+        """Call ``action(number)`` for every other slot that nobody holds, holding it meanwhile:
+        what a slot's last holder left behind can be cleaned up without racing a new holder."""
+        os.makedirs(self.slots_dir, exist_ok=True)
+        for number in range(self.count):
+            if number == self.slot:
+                continue
+            fd = self._lock(number)
+            if fd is None:
+                continue
+            try:
+                action(number)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+    def _try(self, number):
+        fd = self._lock(number)
+        if fd is None:
+            return False
+        path = self.lock_path(number)
+        self._fd, self.slot, self.path = fd, number, path
+        try:
+            os.ftruncate(fd, 0)
+            log_line(fd, '%d %s %s' % (os.getpid(), self.label or '-', utc_stamp()))
+        except (IOError, OSError):
+            pass  # the note is for people; the lock is what counts
+        return True
+
+    def acquire(self):
+        os.makedirs(self.slots_dir, exist_ok=True)
+        started = time.monotonic()
+        while True:
+            for number in range(self.count):
+                if self._try(number):
+                    self.wait_seconds = time.monotonic() - started
+                    return self
+            waited = time.monotonic() - started
+            if self.wait_timeout is not None and waited >= self.wait_timeout:
+                raise FlashSlotTimeout(
+                    'all %d flash slots in %s stayed busy for %.1f s (holders: %s)'
+                    % (self.count, self.slots_dir, waited, '; '.join(self.holders()) or 'unknown'))
+            time.sleep(self.poll)
+
+    def release(self):
+        if self._fd is not None:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self._fd)
+                self._fd = None
+
+    def holders(self):
+        """What the slot files say about their holders (pid label time), for messages."""
+        notes = []
+        for number in range(self.count):
+            try:
+                with open(self.lock_path(number)) as note:
+                    text = note.read().strip()
+            except (IOError, OSError):
+                continue
+            if text:
+                notes.append('slot %d: %s' % (number, text))
+        return notes
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        self.release()
+        return False

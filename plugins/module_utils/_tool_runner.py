@@ -1,0 +1,150 @@
+# -*- coding: utf-8 -*-
+# Copyright: Azaion
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+# This module_utils is PRIVATE to the azaion.jetson collection: it may change without notice.
+
+"""Running NVIDIA's long, noisy tools with a log and a hard time limit."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import collections
+import ctypes
+import errno
+import os
+import signal
+import subprocess
+import time
+
+
+DEFAULT_KILL_GRACE = 5.0
+
+
+ToolRun = collections.namedtuple('ToolRun', ['rc', 'timed_out', 'seconds', 'log_path'])
+ToolRun.__doc__ = """What run_tool did: ``rc`` (exit status; -N when killed by signal N, 126/127 when
+the program could not be started), ``timed_out`` (bool), ``seconds`` (wall time, float) and
+``log_path`` (where its output went)."""
+
+
+def utc_stamp(epoch=None):
+    return time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(epoch))
+
+
+def _open_log(log_path):
+    directory = os.path.dirname(log_path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    os.fchmod(fd, 0o640)
+    return fd
+
+
+def log_line(fd, text):
+    data = (text + '\n').encode('utf-8', 'replace')
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def _signal_group(pgid, signum):
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _terminate_with_parent():
+    """In the tool's process, before exec: SIGTERM when the module dies, even by SIGKILL.
+
+    The tool runs in a session of its own (so that a timeout can kill its whole group), which
+    also takes it out of reach of a signal sent to the module's process group. Without this, a
+    controller killed mid-flash would leave the tool flashing with nobody to clean up after it.
+    Linux only; elsewhere the tool simply outlives a killed module.
+    """
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def run_tool(argv, cwd, log_path, timeout, env=None, kill_grace=DEFAULT_KILL_GRACE):
+    """Run ``argv`` in ``cwd`` and return a ToolRun; never raises because the tool failed.
+
+    The program runs in a new session (its own process group) with stdin from /dev/null and
+    stdout and stderr appended to ``log_path`` (parent directories created, mode 0640), after a
+    header line naming the command. After ``timeout`` seconds the whole process group gets
+    SIGTERM (NVIDIA's tools clean up their udev rules and mounts on it), then SIGKILL after
+    ``kill_grace`` seconds; whatever is left of the group is killed once the tool has exited.
+    A program that cannot be started gives rc 127 (not found) or 126, with the reason logged.
+    The tool gets SIGTERM when the module's process dies, however it dies.
+    """
+    argv = [str(arg) for arg in argv]
+    log_fd = _open_log(log_path)
+    started = time.monotonic()
+    try:
+        log_line(log_fd, '==> %s azaion.jetson: running %s (in %s, time limit %s s)'
+                  % (utc_stamp(), ' '.join(argv), cwd, timeout))
+        try:
+            process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log_fd,
+                                       stderr=subprocess.STDOUT, close_fds=True, start_new_session=True,
+                                       preexec_fn=_terminate_with_parent)
+        except (IOError, OSError) as exc:
+            rc = 127 if exc.errno == errno.ENOENT else 126
+            log_line(log_fd, '==> %s azaion.jetson: cannot run %s: %s' % (utc_stamp(), argv[0], exc.strerror or exc))
+            return ToolRun(rc, False, time.monotonic() - started, log_path)
+        timed_out = False
+        try:
+            try:
+                rc = process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _signal_group(process.pid, signal.SIGTERM)
+                try:
+                    rc = process.wait(timeout=kill_grace)
+                except subprocess.TimeoutExpired:
+                    _signal_group(process.pid, signal.SIGKILL)
+                    rc = process.wait()
+                # Children that outlived the tool (or ignored SIGTERM) go too.
+                _signal_group(process.pid, signal.SIGKILL)
+        except BaseException:
+            # Interrupted (e.g. the module is being killed): take the tool down with us.
+            _signal_group(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=kill_grace)
+            except subprocess.TimeoutExpired:
+                pass
+            _signal_group(process.pid, signal.SIGKILL)
+            raise
+        seconds = time.monotonic() - started
+        if timed_out:
+            log_line(log_fd, '==> %s azaion.jetson: timed out after %s s; process group killed (exit %s)'
+                      % (utc_stamp(), timeout, rc))
+        else:
+            log_line(log_fd, '==> %s azaion.jetson: exit %s after %.1f s' % (utc_stamp(), rc, seconds))
+        return ToolRun(rc, timed_out, seconds, log_path)
+    finally:
+        os.close(log_fd)
+
+
+def log_tail(path, lines=25):
+    """The last ``lines`` lines of the log at ``path`` as text ('' when it does not exist)."""
+    try:
+        with open(path, 'rb') as log:
+            log.seek(0, os.SEEK_END)
+            size = log.tell()
+            chunk = 8192
+            data = b''
+            while size > 0 and data.count(b'\n') <= lines:
+                step = min(chunk, size)
+                size -= step
+                log.seek(size)
+                data = log.read(step) + data
+                chunk *= 2
+    except (IOError, OSError):
+        return ''
+    text = data.decode('utf-8', 'replace')
+    return '\n'.join(text.splitlines()[-lines:]) if lines > 0 else ''
