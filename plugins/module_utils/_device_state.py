@@ -12,8 +12,12 @@ __metaclass__ = type
 
 import json
 import os
+import re
 
 from ansible_collections.azaion.jetson.plugins.module_utils._files import write_file_atomic
+
+# A serial names the device's directory, logs and records on the station.
+SERIAL_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
 
 
 class DeviceStateError(ValueError):

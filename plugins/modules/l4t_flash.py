@@ -401,7 +401,11 @@ from ansible_collections.azaion.jetson.plugins.module_utils._device_conf import 
     resolve_in_rootfs,
 )
 from ansible_collections.azaion.jetson.plugins.module_utils._files import write_file_atomic
-from ansible_collections.azaion.jetson.plugins.module_utils._device_state import DeviceState, DeviceStateError
+from ansible_collections.azaion.jetson.plugins.module_utils._device_state import (
+    SERIAL_PATTERN,
+    DeviceState,
+    DeviceStateError,
+)
 from ansible_collections.azaion.jetson.plugins.module_utils._slots import FlashSlots
 from ansible_collections.azaion.jetson.plugins.module_utils._tool_runner import log_tail, run_tool
 from ansible_collections.azaion.jetson.plugins.module_utils._usb import (
@@ -436,7 +440,6 @@ RELEASE_LAYOUTS = {
 }
 # NVIDIA's massflash stops at MAX_MASSFLASH (10): no boot image exists for a higher instance.
 MAX_INSTANCES = 10
-SERIAL_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
 IDENTITY_VALUE_PATTERN = re.compile(r'^[A-Za-z0-9._-]+$')
 PHASE = 'flash'
 LOG_TAIL_LINES = 20

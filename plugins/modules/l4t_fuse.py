@@ -253,17 +253,16 @@ from ansible_collections.azaion.jetson.plugins.module_utils._fuse import (
     unverifiable_fuses,
     verifiable_fuses,
 )
-from ansible_collections.azaion.jetson.plugins.module_utils._device_state import DeviceState
+from ansible_collections.azaion.jetson.plugins.module_utils._device_state import SERIAL_PATTERN, DeviceState
 from ansible_collections.azaion.jetson.plugins.module_utils._tool_runner import log_tail, run_tool
 from ansible_collections.azaion.jetson.plugins.module_utils._usb import (
     BOARD_CONFIGS,
     RECOVERY_PRODUCTS,
+    USB_PORT_PATTERN,
     recovery_devices,
 )
 
 PHASE = 'fuse'
-_SERIAL = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
-_PORT = re.compile(r'^[1-9][0-9]*-[1-9][0-9]*(?:\.[1-9][0-9]*)*$')
 _CHIP_ID = re.compile(r'^0[xX][0-9a-fA-F]+$')
 _BOARD = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._+-]*$')
 
@@ -349,10 +348,10 @@ class Fuser(object):
     def check_inputs(self):
         """Everything odmfuse.sh would not check for us, before any tool runs."""
         params = self.params
-        if not _SERIAL.match(params['serial']):
+        if not SERIAL_PATTERN.match(params['serial']):
             self.fail('serial %r may hold letters, digits, ".", "_" and "-" only (it names the log file)'
                       % params['serial'])
-        if not _PORT.match(params['usb_instance']):
+        if not USB_PORT_PATTERN.match(params['usb_instance']):
             self.fail('usb_instance %r is not a USB port path such as 1-3 or 1-8.4' % params['usb_instance'])
         if not _CHIP_ID.match(params['chip_id']):
             self.fail('chip_id %r is not a hexadecimal Tegra id such as 0x23 (Orin)' % params['chip_id'])
