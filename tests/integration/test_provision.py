@@ -369,7 +369,7 @@ def test_fusing_is_refused_with_two_devices_in_recovery_on_the_station(make_prov
 
 
 @pytest.mark.parametrize('problem', ['duplicate port', 'colliding e-mails', 'missing bundle', 'admin API down',
-                                     'no NFS server', 'IPv6 off'])
+                                     'no NFS server', 'IPv6 off', 'second station without the admin API'])
 def test_a_bad_inventory_fails_the_batch_check_naming_the_devices_with_nothing_written(make_provision, problem):
     batch = make_provision({'1-1': '7523', '1-2': '7523'})
     if problem == 'duplicate port':
@@ -389,15 +389,28 @@ def test_a_bad_inventory_fails_the_batch_check_naming_the_devices_with_nothing_w
     elif problem == 'missing bundle':
         batch.host_vars['AZJN-0002']['jetson_l4t_dir'] = batch.lab.bundle + '-missing'
         expected = 'AZJN-0002: the L4T bundle on localhost is missing or incomplete'
+    elif problem == 'second station without the admin API':
+        # A second station (this machine again) whose devices reach the API at an address where
+        # nothing answers: the first station's check alone would let the batch start.
+        batch.host_vars['AZJN-0002'].update(jetson_station='station-b', azaion_admin_api_url='http://127.0.0.1:9')
+        expected = 'Connection refused'
     else:
         batch.api.stop()
         expected = 'Connection refused'
     batch.write_inventory()
+    if problem == 'second station without the admin API':
+        with open(batch.inventory) as inventory_file:
+            inventory = json.load(inventory_file)
+        inventory['all'] = {'hosts': {'station-b': {'ansible_connection': 'local',
+                                                    'ansible_python_interpreter': sys.executable}}}
+        with open(batch.inventory, 'w') as inventory_file:
+            json.dump(inventory, inventory_file)
     result = batch.run()
     assert result.returncode != 0
     assert expected in result.stdout, result.stdout[-3000:]
     assert not os.path.exists(batch.lab.workdir)
-    assert batch.api.request_log() == []
+    # At most the reachability check of a station that reaches the API, without credentials.
+    assert all((request['method'], request['status']) == ('GET', 401) for request in batch.api.request_log())
     assert l4t_bundle.tool_calls(batch.lab.lab_state) == []
 
 
