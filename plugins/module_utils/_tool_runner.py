@@ -87,7 +87,7 @@ def run_tool(argv, cwd, log_path, timeout, env=None, kill_grace=DEFAULT_KILL_GRA
     started = time.monotonic()
     try:
         log_line(log_fd, '==> %s azaion.jetson: running %s (in %s, time limit %s s)'
-                  % (utc_stamp(), ' '.join(argv), cwd, timeout))
+                 % (utc_stamp(), ' '.join(argv), cwd, timeout))
         try:
             process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log_fd,
                                        stderr=subprocess.STDOUT, close_fds=True, start_new_session=True,
@@ -122,7 +122,7 @@ def run_tool(argv, cwd, log_path, timeout, env=None, kill_grace=DEFAULT_KILL_GRA
         seconds = time.monotonic() - started
         if timed_out:
             log_line(log_fd, '==> %s azaion.jetson: timed out after %s s; process group killed (exit %s)'
-                      % (utc_stamp(), timeout, rc))
+                     % (utc_stamp(), timeout, rc))
         else:
             log_line(log_fd, '==> %s azaion.jetson: exit %s after %.1f s' % (utc_stamp(), rc, seconds))
         return ToolRun(rc, timed_out, seconds, log_path)
