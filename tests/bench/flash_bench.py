@@ -118,11 +118,11 @@ def main():
     serial_run, serial_span = batch_makespan(1)
     print('batch makespan: N=%d devices on %d ports, simulated generation G=%.0f s and flash T=%.0f s each'
           % (DEVICES, DEVICES, GENERATE_SECONDS, FLASH_SECONDS))
-    print('%-38s %12s %14s' % ('', 'makespan s', 'whole run s'))
-    print('%-38s %12.1f %14s' % ('ideal ceil(N/P) x (G+T), P=%d' % CONCURRENCY, ideal, '-'))
-    print('%-38s %12.1f %14.1f' % ('azaion.jetson.provision, P=%d' % CONCURRENCY, parallel_span, parallel_run))
-    print('%-38s %12.1f %14.1f' % ('one slot, P=1 (generation still overlaps)', serial_span, serial_run))
-    print('%-38s %12.1f %14s' % ('strictly one after another, N x (G+T)', DEVICES * (GENERATE_SECONDS + FLASH_SECONDS),
+    print('%-44s %12s %14s' % ('', 'makespan s', 'whole run s'))
+    print('%-44s %12.1f %14s' % ('ideal ceil(N/P) x (G+T), P=%d' % CONCURRENCY, ideal, '-'))
+    print('%-44s %12.1f %14.1f' % ('azaion.jetson.provision, P=%d' % CONCURRENCY, parallel_span, parallel_run))
+    print('%-44s %12.1f %14.1f' % ('one slot, P=1 (generation still overlaps)', serial_span, serial_run))
+    print('%-44s %12.1f %14s' % ('strictly one after another, N x (G+T)', DEVICES * (GENERATE_SECONDS + FLASH_SECONDS),
                                  '-'))
     print('ratios: makespan P=%d / ideal %.2f (goal <= 1.10); P=%d / one at a time: makespan %.2f, whole run %.2f'
           % (CONCURRENCY, parallel_span / ideal, CONCURRENCY, parallel_span / serial_span, parallel_run / serial_run))

@@ -27,7 +27,6 @@ bundle; the helpers below read it (see ``lab_common.sh`` for the layout). Standa
 """
 
 import io
-import json
 import os
 import shlex
 import shutil
@@ -252,14 +251,14 @@ def flash_runs(lab_state):
 def collisions(lab_state):
     """Runs that found another flash running in their tree: dicts with time, tool, pid, tree,
     usb_instance (as requested, may be empty), holder_pid and holder_tool."""
-    return _records(lab_state, 'collisions.log')
+    return l4t_host.read_records(lab_state, 'collisions.log')
 
 
 def fuse_events(lab_state):
     """odmfuse/odmfuseread events, oldest first: dicts with time, event ('test', 'burn',
     'silent', 'refused', 'read', 'multi-device', 'noburn'), tool, tree, devices (the ports in
     recovery mode then) and usb_instance (the device acted on)."""
-    return _records(lab_state, 'fuse-events.log')
+    return l4t_host.read_records(lab_state, 'fuse-events.log')
 
 
 def device_storage(lab_state, usb_instance):
@@ -330,26 +329,10 @@ def _plant(lab_state, kind_dir, usb_instance, times, kind):
     _write(os.path.join(directory, _port(usb_instance)), '%d %s\n' % (times, kind))
 
 
-def _records(lab_state, name):
-    """The JSON lines of a log; a line torn by a killed tool is skipped, not fatal."""
-    try:
-        with open(os.path.join(lab_state, name), encoding='utf-8', errors='replace') as log:
-            lines = log.read().splitlines()
-    except FileNotFoundError:
-        return []
-    records = []
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
-    return records
-
-
 def _paired_records(lab_state, name):
     """Merge start/end records by id into one dict each (start, end, exit), in start order."""
     by_id = {}
-    for record in _records(lab_state, name):
+    for record in l4t_host.read_records(lab_state, name):
         if record.get('event') == 'start':
             entry = dict(record, start=record.get('time'), end=None, exit=None)
             by_id[record['id']] = entry

@@ -108,13 +108,13 @@ def probes(lab_state):
     """Every board probe the fake flash.sh runs made, oldest first: dicts with time, tool, pid,
     tree, kind ('fuselevel' or 'eeprom'), usb_instance (the device probed) and disrupted (True
     when an EEPROM probe rebooted a device another run was RCM-booting)."""
-    return _records(lab_state, 'probes.log')
+    return read_records(lab_state, 'probes.log')
 
 
 def host_events(lab_state):
     """Every call of the fake host programs, oldest first: dicts with time, program
     ('exportfs', 'service', 'udevadm'), pid and argv (list)."""
-    return _records(lab_state, 'host-events.log')
+    return read_records(lab_state, 'host-events.log')
 
 
 def exports(host_root):
@@ -180,8 +180,9 @@ def _parse_table(path):
     return entries
 
 
-def _records(lab_state, name):
-    """The JSON lines of a log; a line torn by a killed process is skipped, not fatal."""
+def read_records(lab_state, name):
+    """The JSON lines of a log in the lab state; a line torn by a killed process is skipped, not
+    fatal. Every lab log is read with it."""
     try:
         with open(os.path.join(lab_state, name), encoding='utf-8', errors='replace') as log:
             lines = log.read().splitlines()
