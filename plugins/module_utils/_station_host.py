@@ -51,6 +51,7 @@ HOST_COMMAND_TIMEOUT = 120
 EXPORTFS = 'usr/sbin/exportfs'
 SERVICE = 'usr/sbin/service'
 UDEVADM = 'usr/bin/udevadm'
+IP = 'usr/sbin/ip'
 DISABLE_IPV6 = 'proc/sys/net/ipv6/conf/all/disable_ipv6'
 NET_CLASS = 'sys/class/net'
 
@@ -201,6 +202,21 @@ class StationHost(object):
         pattern = gadget_instance_pattern(instance)
         return [interface for interface in self.gadget_interfaces() if pattern.match(interface['configuration'])]
 
+    def remove_gadget_addresses(self, instance):
+        """Take the host address of ``instance`` (``fc00:1:1:<instance>::1/64``, which NVIDIA's
+        run adds to the interface it talks to and never removes) off every gadget interface of
+        that instance; return the interfaces that had it. Left on the interface of a device stuck
+        in the flashing initrd, it would route that instance's next flash to the stuck device."""
+        address = 'fc00:1:1:%d::1/64' % int(instance)
+        removed = []
+        for interface in self.interfaces_of_instance(instance):
+            try:
+                self.run(IP, '-6', 'addr', 'del', address, 'dev', interface['name'])
+            except StationHostError:
+                continue  # the interface does not have it (or is gone already)
+            removed.append(interface['name'])
+        return removed
+
     # -- the service shim -----------------------------------------------------------------------
 
     def write_service_shim(self, tree):
@@ -234,7 +250,7 @@ class StationHost(object):
         the fix."""
         problems = []
         for relpath, package in ((EXPORTFS, 'nfs-kernel-server'), (SERVICE, 'init-system-helpers'),
-                                 (UDEVADM, 'udev')):
+                                 (UDEVADM, 'udev'), (IP, 'iproute2')):
             if not os.access(self.path(relpath), os.X_OK):
                 problems.append('%s is missing: install %s (apt-get install %s); NVIDIA\'s initrd flasher needs it'
                                 % (self.path(relpath), package, package))

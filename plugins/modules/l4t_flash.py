@@ -34,8 +34,9 @@ description:
     this one fails. A failure names the cause found in the log (a lost NFS export, a device
     reset by a board probe, no USB network) and the fix.
   - The station is left clean after success, failure or timeout (no export of this flash, no
-    held slot); the exports left by a killed run are removed by the next flash on the station,
-    and a tool whose module is killed gets SIGTERM.
+    host address of its device instance on a USB network interface, no held slot); what a
+    killed run left is removed by the next flash on the station, and a tool whose module is
+    killed gets SIGTERM.
   - Re-running is cheap. The image's identity (a SHA-256 fingerprint of the working tree's
     source identity, a digest of its device.conf, the board, its identity, the board config,
     the tool, the command and O(fingerprint_extra)) is kept in the device's state file
@@ -166,8 +167,8 @@ options:
     description:
       - The station's file system root for the host-wide state the initrd flash touches
         (C(etc/exports.d), C(etc/udev/rules.d), C(sys/class/net)) and the host programs run
-        for it (C(usr/sbin/exportfs), C(usr/sbin/service), C(usr/bin/udevadm)). Tests point it
-        at a fake host root.
+        for it (C(usr/sbin/exportfs), C(usr/sbin/service), C(usr/bin/udevadm), C(usr/sbin/ip)).
+        Tests point it at a fake host root.
     type: path
     default: /
   log_dir:
@@ -841,6 +842,7 @@ class Flasher(object):
         instance = slots.slot
         stale = self.host.interfaces_of_instance(instance)
         if stale:
+            self.host.remove_gadget_addresses(instance)
             self.fail('not flashing %s on USB port %s as device instance %d: a Jetson is still in NVIDIA\'s flashing'
                       ' initrd as that instance (%s), left by an interrupted flash, and the flash would go to it:'
                       ' power-cycle the device on USB port %s into recovery mode, then re-run'
@@ -859,6 +861,7 @@ class Flasher(object):
             return self.run(self.argv)
         finally:
             self.host.unexport(instance)
+            self.host.remove_gadget_addresses(instance)
 
     def settled(self):
         """After a reported success: wait until this port's device has left the flashing initrd

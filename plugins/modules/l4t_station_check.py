@@ -18,7 +18,8 @@ description:
     needs.
   - The NFS server (C(<station_root>/usr/sbin/exportfs), package C(nfs-kernel-server)), from
     which the device mounts its tree while it is flashed.
-  - C(<station_root>/usr/sbin/service) and C(<station_root>/usr/bin/udevadm).
+  - C(<station_root>/usr/sbin/service), C(<station_root>/usr/bin/udevadm) and
+    C(<station_root>/usr/sbin/ip).
   - IPv6 on (C(<station_root>/proc/sys/net/ipv6/conf/all/disable_ipv6) is C(0)), since the
     station reaches the flashing initrd at C(fc00:1:1:<instance>::2).
   - Free disk under O(workdir) for the images of two devices per flash slot (one generating

@@ -7,6 +7,7 @@ docs/l4t-parallel-flash.md): NVIDIA's scripts meet on the station itself, throug
   ``var/lib/nfs/etab`` (one export a line, ``<dir> <client>(<options>)``, the client without
   brackets), changed by the fake ``usr/sbin/exportfs`` and ``usr/sbin/service`` in it;
 * the udev rules in ``etc/udev/rules.d`` (``usr/bin/udevadm`` records and succeeds);
+* the addresses of the gadget interfaces (``usr/sbin/ip -6 addr show|del``);
 * the USB gadget network interfaces in ``sys/class/net`` that a device running NVIDIA's
   flashing initrd brings up: one directory per interface (``usb0``, ``usb1``..., the lowest
   free number), with ``configuration`` (``RNDIS+L4T<instance>``), ``serial``, ``operstate``,
@@ -34,6 +35,7 @@ HOST_PROGRAMS = {
     'exportfs.sh': 'usr/sbin/exportfs',
     'service.sh': 'usr/sbin/service',
     'udevadm.sh': 'usr/bin/udevadm',
+    'ip.sh': 'usr/sbin/ip',
 }
 EXPORTS_HEADER = ('# /etc/exports: the access control list for filesystems which may be exported\n'
                   '#\t\tto NFS clients.  See exports(5).\n#\n')

@@ -213,6 +213,25 @@ def test_runtime_exports_vanish_on_restart_and_reexport_while_exports_d_stays(tm
     assert events[-1]['argv'] == ['monitor'] and events[-1]['program'] == 'udevadm'
 
 
+def test_ip_shows_and_deletes_the_addresses_of_a_gadget_interface(tmp_path):
+    station = Station(tmp_path, {})
+    interface = os.path.join(station.host, 'sys', 'class', 'net', 'usb0')
+    os.makedirs(interface)
+    for name, value in (('operstate', 'up\n'), ('lab_addresses', 'fc00:1:1:0::1/64\nfe80::2\n')):
+        with open(os.path.join(interface, name), 'w') as attribute:
+            attribute.write(value)
+    shown = station.host_run('ip', '-6', 'addr', 'show', 'dev', 'usb0')
+    assert shown.returncode == 0 and 'inet6 fc00:1:1:0::1/64' in shown.stdout
+    assert station.host_run('ip', '-6', 'addr', 'del', 'fc00:1:1:0::1/64', 'dev', 'usb0').returncode == 0
+    with open(os.path.join(interface, 'lab_addresses')) as addresses:
+        assert addresses.read() == 'fe80::2\n'
+    again = station.host_run('ip', '-6', 'addr', 'del', 'fc00:1:1:0::1/64', 'dev', 'usb0')
+    assert again.returncode == 2 and 'Cannot assign requested address' in again.stderr
+    assert station.host_run('ip', '-6', 'addr', 'show', 'dev', 'usb9').returncode == 1
+    assert [event['argv'][2] for event in l4t_host.host_events(station.state) if event['program'] == 'ip'] == [
+        'show', 'del', 'del', 'show']
+
+
 def test_the_outer_scripts_exit_trap_cleans_the_stations_exports_and_rules(tmp_path):
     station = Station(tmp_path, {'1-3': '7523'})
     tree = station.tree('a')

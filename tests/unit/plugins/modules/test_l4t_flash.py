@@ -427,3 +427,17 @@ def test_a_killed_module_takes_its_tool_down(tmp_path):
     run = l4t_bundle.flash_runs(lab.state)[-1]
     assert run['end'] is not None and run['end'] - run['start'] < 20, 'the tool outlived its module'
     assert lab.calls()[-1]['exit'] == 143  # SIGTERM, so NVIDIA's exit trap ran
+
+
+def test_a_flash_stopped_mid_flash_leaves_no_gadget_address_of_its_instance(module_runner, tmp_path):
+    lab = Lab(tmp_path, {'1-3': '7523'}, flash_seconds=30.0)
+    lab.tree('1-3')
+    result = module_runner(main, lab.args(timeout=4))
+    assert result['failed'] and 'timed out after 4 s' in result['msg']
+    # The device is stuck in the flashing initrd (a power cycle is the operator's), but the
+    # host address NVIDIA's run gave its interface is gone, and so is the export.
+    assert [(item['port'], item['configuration'], item['addresses'])
+            for item in l4t_host.gadget_interfaces(lab.host)] == [('1-3', 'RNDIS+L4T0', [])]
+    assert l4t_host.exports(lab.host) == [] and os.listdir(os.path.join(lab.host, 'etc', 'exports.d')) == []
+    assert any(event['program'] == 'ip' and event['argv'][:3] == ['-6', 'addr', 'del']
+               for event in l4t_host.host_events(lab.state))
