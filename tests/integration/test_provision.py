@@ -36,13 +36,14 @@ class ProvisionBatch:
         self.inventory = os.path.join(str(root), 'hosts.yml')
         self.group_vars = dict(self.lab.group_vars(), identity_api_retry_backoff=0.05, verify_health_timeout=30)
         self.group_vars.update(extra_vars or {})
+        self.station_vars = None  # the station's own host variables (localhost)
         self.host_vars = dict((serial, self.lab.host_vars(port)) for port, serial in self.serials.items())
         for serial, extra in (host_vars or {}).items():
             self.host_vars[serial].update(extra)
         self.write_inventory()
 
     def write_inventory(self):
-        labkit.write_inventory(self.inventory, self.host_vars, self.group_vars)
+        labkit.write_inventory(self.inventory, self.host_vars, self.group_vars, station_vars=self.station_vars)
 
     def command(self, args, env):
         environment = {'AZAION_ADMIN_API_URL': self.api.url, 'AZAION_ADMIN_API_TOKEN': self.token,
@@ -306,6 +307,20 @@ def test_a_run_killed_mid_flash_leaves_no_held_slot_and_the_rerun_converges(make
     assert all(row['result'] == 'done' for row in batch.report().values())
 
 
+def test_per_station_settings_set_on_the_station_host_reach_every_device(make_provision):
+    batch = make_provision({'1-1': '7523', '1-2': '7623'})
+    station_settings = ('jetson_l4t_dir', 'jetson_workdir', 'jetson_usb_sysfs_root', 'jetson_flash_concurrency',
+                        'jetson_station_root')
+    batch.station_vars = dict((name, batch.group_vars.pop(name, 2)) for name in station_settings)
+    # Named in the inventory, localhost is a host like any other: it needs its connection.
+    batch.station_vars.update(ansible_connection='local', ansible_python_interpreter=sys.executable)
+    batch.write_inventory()
+    assert_ok(batch.run())
+    assert batch.holds_its_own_identity() and batch.station_is_clean()
+    assert all(row['result'] == 'done' for row in batch.report().values())
+    assert {run['instance'] for run in batch.flash_runs()} <= {0, 1}  # the station's two slots
+
+
 def test_a_flash_failure_stops_only_that_device_and_the_rerun_flashes_only_it(make_provision):
     batch = make_provision({'1-1': '7523', '1-2': '7523', '1-3': '7523'})
     l4t_bundle.plant_failure(batch.lab.lab_state, '1-2', times=1, kind='usb-timeout')
@@ -369,7 +384,8 @@ def test_fusing_is_refused_with_two_devices_in_recovery_on_the_station(make_prov
 
 
 @pytest.mark.parametrize('problem', ['duplicate port', 'colliding e-mails', 'missing bundle', 'admin API down',
-                                     'no NFS server', 'IPv6 off', 'second station without the admin API'])
+                                     'no NFS server', 'IPv6 off', 'second station without the admin API',
+                                     'device contradicts its station'])
 def test_a_bad_inventory_fails_the_batch_check_naming_the_devices_with_nothing_written(make_provision, problem):
     batch = make_provision({'1-1': '7523', '1-2': '7523'})
     if problem == 'duplicate port':
@@ -389,6 +405,11 @@ def test_a_bad_inventory_fails_the_batch_check_naming_the_devices_with_nothing_w
     elif problem == 'missing bundle':
         batch.host_vars['AZJN-0002']['jetson_l4t_dir'] = batch.lab.bundle + '-missing'
         expected = 'AZJN-0002: the L4T bundle on localhost is missing or incomplete'
+    elif problem == 'device contradicts its station':
+        batch.station_vars = {'jetson_flash_concurrency': 2}
+        batch.host_vars['AZJN-0002']['jetson_flash_concurrency'] = 3
+        expected = ('AZJN-0002: jetson_flash_concurrency is 3 on the device but 2 on its station localhost; set each of'
+                    ' these either on the station\'s host or on its devices')
     elif problem == 'second station without the admin API':
         # A second station (this machine again) whose devices reach the API at an address where
         # nothing answers: the first station's check alone would let the batch start.
