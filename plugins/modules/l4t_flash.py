@@ -43,7 +43,8 @@ description:
     O(state_file). When the last flash of this device succeeded with the same fingerprint,
     nothing is done and the USB bus is not even looked at (a flashed device has left recovery
     mode). Any change, such as a new device.conf, flashes again. Images already generated for
-    this fingerprint (a failed flash) are not generated again.
+    this fingerprint (a failed flash) are not generated again; after a successful flash they are
+    removed from the tree (tens of gigabytes, each with a copy of the device.conf).
   - The tool runs in its own process group with a time limit (O(timeout)); on timeout the whole
     group is stopped (SIGTERM, then SIGKILL). Its output goes to
     C(<log_dir>/<serial>-flash-<UTC time>.log). The outcome, timings, board, slot, log and any
@@ -434,6 +435,8 @@ FLASH_SCRIPT = 'flash.sh'
 # image it generated (this collection's).
 SAVED_PARAMS = 'tools/kernel_flash/initrdflashparam.txt'
 IMAGES_RECORD = 'tools/kernel_flash/.azaion-images.json'
+# The images a generation leaves in the tree: tens of gigabytes, each holding the device.conf.
+GENERATED_IMAGES = ('tools/kernel_flash/images', 'bootloader/system.img', 'bootloader/system.img.raw')
 # The partition layouts of NVIDIA's standard NVMe command, per release family.
 RELEASE_LAYOUTS = {
     'r36': ('tools/kernel_flash/flash_l4t_t234_nvme.xml', '-c bootloader/generic/cfg/flash_t234_qspi.xml'),
@@ -863,6 +866,12 @@ class Flasher(object):
             self.host.unexport(instance)
             self.host.remove_gadget_addresses(instance)
 
+    def remove_images(self):
+        """After a successful flash the tree's images are of no more use (another flash of this
+        device means a new image), and each holds a copy of the device.conf: remove them."""
+        for relpath in (IMAGES_RECORD,) + GENERATED_IMAGES:
+            remove_tree(os.path.join(self.l4t_dir, relpath))
+
     def settled(self):
         """After a reported success: wait until this port's device has left the flashing initrd
         and recovery mode; return what still holds it, or None."""
@@ -944,6 +953,7 @@ class Flasher(object):
                           ' instance %d went to another device, and %s was not written. Let nothing else flash on'
                           ' this station, then %s' % (self.port, holding, self.fields['slot'], self.serial,
                                                       RECOVERY_HINT))
+            self.remove_images()
         self.state.record(PHASE, status='done', finished=time.time(), seconds=seconds, error=None, rc=0)
         module.exit_json(**self.result(
             changed=True, msg='flashed %s on USB port %s (%s, %s) in %.1f s'

@@ -146,8 +146,14 @@ def test_generates_in_the_tree_then_flashes_as_the_slots_device_instance(module_
             for run in l4t_bundle.flash_runs(lab.state)] == [(tree, '1-3', '1-3', 0)]
     assert not lab.in_recovery('1-3')
     assert open(os.path.join(lab.bundle, 'bootloader', 'system.img'), 'rb').read() == bundle_image
-    # NVIDIA's massflash package (more copies of the device.conf) is gone; the station is clean.
+    # NVIDIA's massflash package and, after the flash, the images (more copies of the
+    # device.conf) are gone from the tree; the station is clean.
     assert [name for name in os.listdir(tree) if name.startswith('mfi_')] == []
+    for image in ('tools/kernel_flash/images', 'bootloader/system.img', 'tools/kernel_flash/.azaion-images.json'):
+        assert not os.path.lexists(os.path.join(tree, image)), image
+    assert PASSWORD.encode() not in b''.join(open(os.path.join(root, name), 'rb').read()
+                                            for root, _dirs, names in os.walk(tree) for name in names
+                                            if name != 'device.conf' and not os.path.islink(os.path.join(root, name)))
     assert lab.station_is_clean() and l4t_host.udev_rules(lab.host) != []
     # The trace on the station.
     phase = lab.phase()
