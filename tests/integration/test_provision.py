@@ -321,6 +321,20 @@ def test_per_station_settings_set_on_the_station_host_reach_every_device(make_pr
     assert {run['instance'] for run in batch.flash_runs()} <= {0, 1}  # the station's two slots
 
 
+def test_each_station_discovers_its_python_once(make_provision):
+    batch = make_provision({'1-1': '7523', '1-2': '7523'})
+    # A station named in the inventory, with no interpreter given: Ansible discovers it. It tries
+    # its fallback list in order, and this machine has pythons early in the default list that are
+    # only shims: the station's list holds one that works.
+    batch.station_vars = {'ansible_connection': 'local', 'ansible_interpreter_python_fallback': [sys.executable]}
+    batch.write_inventory()
+    result = batch.run('-vvv', ANSIBLE_PYTHON_INTERPRETER='auto')
+    assert_ok(result)
+    assert result.stdout.count('Attempting python interpreter discovery') == 1, result.stdout.count(
+        'Attempting python interpreter discovery')
+    assert batch.holds_its_own_identity()
+
+
 def test_a_flash_failure_stops_only_that_device_and_the_rerun_flashes_only_it(make_provision):
     batch = make_provision({'1-1': '7523', '1-2': '7523', '1-3': '7523'})
     l4t_bundle.plant_failure(batch.lab.lab_state, '1-2', times=1, kind='usb-timeout')
