@@ -151,9 +151,9 @@ def test_generates_in_the_tree_then_flashes_as_the_slots_device_instance(module_
     assert [name for name in os.listdir(tree) if name.startswith('mfi_')] == []
     for image in ('tools/kernel_flash/images', 'bootloader/system.img', 'tools/kernel_flash/.azaion-images.json'):
         assert not os.path.lexists(os.path.join(tree, image)), image
-    assert PASSWORD.encode() not in b''.join(open(os.path.join(root, name), 'rb').read()
-                                            for root, _dirs, names in os.walk(tree) for name in names
-                                            if name != 'device.conf' and not os.path.islink(os.path.join(root, name)))
+    copies = [os.path.join(root, name) for root, _dirs, names in os.walk(tree) for name in names
+              if name != 'device.conf' and not os.path.islink(os.path.join(root, name))]
+    assert [path for path in copies if PASSWORD.encode() in open(path, 'rb').read()] == []
     assert lab.station_is_clean() and l4t_host.udev_rules(lab.host) != []
     # The trace on the station.
     phase = lab.phase()
