@@ -46,6 +46,8 @@ EXPORTED_TREE_PATHS = ('rootfs', 'tools/kernel_flash')
 UDEV_RULES_DIR = 'tools/kernel_flash/host_udev'
 UDEV_RULES = ('99-l4t-host.rules', '10-l4t-usb-msd.rules')
 SERVICE_SHIM = 'tools/kernel_flash/bin/service'
+# NVIDIA's internal initrd flash script: what image generation and each flash run.
+INTERNAL_SCRIPT = 'tools/kernel_flash/l4t_initrd_flash_internal.sh'
 HOST_COMMAND_TIMEOUT = 120
 
 EXPORTFS = 'usr/sbin/exportfs'

@@ -425,11 +425,11 @@ from ansible_collections.azaion.jetson.plugins.module_utils._workspace import (
     source_stamp,
 )
 from ansible_collections.azaion.jetson.plugins.module_utils._station_host import (
+    INTERNAL_SCRIPT,
     StationHost,
     StationHostError,
 )
 
-INTERNAL_SCRIPT = 'tools/kernel_flash/l4t_initrd_flash_internal.sh'
 FLASH_SCRIPT = 'flash.sh'
 # What image generation leaves in the tree: the saved flash parameters, and the record of which
 # image it generated (this collection's).

@@ -92,12 +92,12 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.azaion.jetson.plugins.module_utils._station_host import (
+    INTERNAL_SCRIPT,
     UDEV_RULES,
     UDEV_RULES_DIR,
     StationHost,
 )
 
-INTERNAL_SCRIPT = 'tools/kernel_flash/l4t_initrd_flash_internal.sh'
 MEBIBYTE = 1024 * 1024
 
 
