@@ -67,7 +67,7 @@ demo: $(STAMP)
 	$(BIN)/python tests/lab/demo.py
 
 bench: $(STAMP)
-	$(BIN)/python tests/bench/identity_bench.py
+	$(BIN)/python tests/bench/provision_bench.py
 	$(BIN)/python tests/bench/flash_bench.py
 
 clean:

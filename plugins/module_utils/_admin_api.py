@@ -23,10 +23,12 @@ import random
 import re
 import socket
 import ssl
+import threading
 import time
 
 from urllib.error import HTTPError, URLError
 from urllib.parse import quote, quote_plus, urlencode, urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 from ansible.module_utils.basic import env_fallback
 from ansible.module_utils.urls import Request, SSLValidationError, make_context
@@ -267,11 +269,19 @@ class AdminAPIClient(object):
     ``calls`` is a list of ``{method, path, status}`` (one entry per attempt; ``status`` None
     when no answer came).  ``secrets`` are scrubbed from every message; the token is always
     one of them, and callers add the device password with :meth:`add_secret`.
+
+    With ``keep_alive`` each thread keeps one HTTP(S) connection open and sends all its
+    requests over it (a station run makes a few requests for each of up to a hundred devices;
+    a TLS handshake per request would be most of the work). A connection the server dropped
+    fails the attempt as any connection error does, and the next attempt opens a new one.
+    Through a proxy, or with credentials in ``api_url``, every request takes the ordinary
+    one-connection-per-request path, which knows about both. One client may be shared by
+    threads: the call log and the secrets are guarded by a lock.
     """
 
     def __init__(self, api_url, api_token=None, client_cert=None, client_key=None, ca_path=None,
                  validate_certs=True, timeout=30, retries=5, retry_backoff=1.0, backoff_cap=BACKOFF_CAP,
-                 user_agent=USER_AGENT, sleep=time.sleep, rand=random.random):
+                 user_agent=USER_AGENT, sleep=time.sleep, rand=random.random, keep_alive=False):
         self.secrets = set()
         if api_token:
             self.secrets.add(api_token)
@@ -297,6 +307,11 @@ class AdminAPIClient(object):
         self.calls = []
         self._sleep = sleep
         self._rand = rand
+        self._lock = threading.Lock()
+        self._parts = parts
+        self.keep_alive = keep_alive and not parts.username and not _proxied(parts)
+        self._local = threading.local()  # .connection: this thread's kept-alive connection
+        self._connections = []  # every kept-alive connection, for close()
         # One TLS context for all requests (Request would load the trust store on every call).
         try:
             context = make_context(cafile=ca_path, validate_certs=validate_certs,
@@ -309,6 +324,8 @@ class AdminAPIClient(object):
         headers = {'Accept': 'application/json'}
         if self.token:
             headers['Authorization'] = 'Bearer %s' % self.token
+        self._context = context
+        self._headers = dict(headers, **{'User-Agent': user_agent})
         self._request = Request(headers=headers, timeout=timeout, validate_certs=validate_certs,
                                 http_agent=user_agent, follow_redirects='none', use_netrc=False,
                                 context=context)
@@ -325,7 +342,9 @@ class AdminAPIClient(object):
     def add_secret(self, value):
         """Scrub ``value`` from every message from now on."""
         if value:
-            self.secrets.add(value)
+            with self._lock:
+                # A new set, not add(): another thread may be iterating the current one.
+                self.secrets = self.secrets | {value}
 
     def scrub(self, text):
         return scrub(text, self.secrets)
@@ -333,14 +352,24 @@ class AdminAPIClient(object):
     @property
     def requests(self):
         """A copy of the call log: list of ``{method, path, status}``."""
-        return [dict(call) for call in self.calls]
+        with self._lock:
+            return [dict(call) for call in self.calls]
 
-    def request(self, method, path, body=None, query=None, expected=(200,), want_json=False):
+    def close(self):
+        """Close every kept-alive connection (a later request opens a new one)."""
+        with self._lock:
+            connections, self._connections = self._connections, []
+            self._local = threading.local()  # so that a later request opens (and tracks) a new one
+        for connection in connections:
+            connection.close()
+
+    def request(self, method, path, body=None, query=None, expected=(200,), want_json=False, calls=None):
         """Call ``method path`` with the JSON ``body``; return an AdminAPIResponse.
 
         Statuses in ``expected`` are returned to the caller.  Connection errors, timeouts, 429
         and 5xx are retried up to ``retries`` times; anything else raises AdminAPIError.  With
-        ``want_json`` the body must be JSON (``response.data``).
+        ``want_json`` the body must be JSON (``response.data``).  ``calls``: a list that gets
+        this request's attempts too (the log of one device when threads share the client).
         """
         method = method.upper()
         shown_path = path + ('?' + urlencode(query) if query else '')
@@ -357,7 +386,7 @@ class AdminAPIClient(object):
                 self._sleep(compute_backoff(attempt - 1, self.retry_backoff, self.backoff_cap,
                                             last.retry_after if last else None, self._rand))
             try:
-                response = self._attempt(method, shown_path, url, data, headers, expected, want_json)
+                response = self._attempt(method, shown_path, url, data, headers, expected, want_json, calls)
             except _Retriable as exc:
                 last = exc
                 continue
@@ -373,18 +402,25 @@ class AdminAPIClient(object):
 
     # -- internals ------------------------------------------------------------------------
 
-    def _attempt(self, method, shown_path, url, data, headers, expected, want_json):
+    def _attempt(self, method, shown_path, url, data, headers, expected, want_json, calls):
         call = {'method': method, 'path': shown_path, 'status': None}
-        self.calls.append(call)
+        with self._lock:
+            self.calls.append(call)
+        if calls is not None:
+            calls.append(call)
         try:
-            try:
-                response = self._request.open(method, url, data=data, headers=headers)
-            except HTTPError as exc:
-                response = exc
-            status = response.getcode()
-            call['status'] = status
-            text = _read(response)
-            response_headers = response.headers or {}
+            if self.keep_alive:
+                status, text, response_headers = self._exchange(method, shown_path, data, headers)
+            else:
+                try:
+                    response = self._request.open(method, url, data=data, headers=headers)
+                except HTTPError as exc:
+                    response = exc
+                status = response.getcode()
+                text = _read(response)
+                response_headers = response.headers or {}
+            with self._lock:
+                call['status'] = status
         except (URLError, SSLValidationError, http.client.HTTPException, OSError, ValueError) as exc:
             if isinstance(exc, ValueError) and not isinstance(exc, ssl.SSLError):
                 raise AdminAPIError(self.scrub('invalid request to %s: %s; check api_url'
@@ -410,6 +446,33 @@ class AdminAPIClient(object):
             raise _Retriable(self.scrub(message), status, 'http', retry_after, said)
         raise AdminAPIError(self.scrub(message), status=status, kind='http', server_message=said)
 
+    def _exchange(self, method, shown_path, data, headers):
+        """One request over this thread's kept-alive connection: ``(status, text, headers)``.
+
+        Any error closes the connection, so the next attempt starts on a fresh one.
+        """
+        connection = getattr(self._local, 'connection', None)
+        if connection is None:
+            parts = self._parts
+            if parts.scheme == 'https':
+                connection = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=self.timeout,
+                                                         context=self._context)
+            else:
+                connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=self.timeout)
+            self._local.connection = connection
+            with self._lock:
+                self._connections.append(connection)
+        try:
+            connection.request(method, self._parts.path + shown_path, body=data, headers=dict(self._headers, **headers))
+            response = connection.getresponse()
+            text = _read(response)
+            if not response.isclosed():  # a body longer than MAX_BODY: the rest would garble the next answer
+                connection.close()
+            return response.status, text, response.headers
+        except BaseException:
+            connection.close()
+            raise
+
     def _parse_json(self, status, text, headers, method, shown_path):
         try:
             return json.loads(text) if text.strip() else None
@@ -427,6 +490,11 @@ class _Retriable(AdminAPIError):
     def __init__(self, message, status, kind, retry_after, said=None):
         super(_Retriable, self).__init__(message, status=status, kind=kind, retriable=True, server_message=said)
         self.retry_after = retry_after
+
+
+def _proxied(parts):
+    """Whether the environment sends requests to this URL through a proxy (as urllib would)."""
+    return bool(getproxies().get(parts.scheme)) and not proxy_bypass(parts.hostname or '')
 
 
 def _read(response):

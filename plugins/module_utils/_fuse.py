@@ -4,12 +4,13 @@
 
 # This module_utils is PRIVATE to the azaion.jetson collection: it may change without notice.
 
-"""Fuse configurations (NVIDIA genericfuse XML), odmfuseread.sh's ``fuse_info.txt`` and the
-comparison of what was meant to be burned with what a device really holds.
+"""Fuse configurations (NVIDIA genericfuse XML), odmfuseread.sh's ``fuse_info.txt``, the
+comparison of what was meant to be burned with what a device really holds, and the fusing of one
+device (:class:`Fuser`, the work of azaion.jetson.l4t_fuse and of each device of
+azaion.jetson.station_fuse).
 
-Pure logic: no tool is run here. Values of secret key fuses (SecureBootKey, OemK1...) never
-appear in an error message or a mismatch; the caller gets them from :func:`secret_values` so it
-can mask them.
+Values of secret key fuses (SecureBootKey, OemK1...) never appear in an error message or a
+mismatch; :func:`secret_values` gives them to whoever must mask them.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -18,7 +19,17 @@ __metaclass__ = type
 
 import os
 import re
+import time
 from xml.etree import ElementTree
+
+from ansible_collections.azaion.jetson.plugins.module_utils._device_state import SERIAL_PATTERN, DeviceState
+from ansible_collections.azaion.jetson.plugins.module_utils._tool_runner import log_tail, run_tool
+from ansible_collections.azaion.jetson.plugins.module_utils._usb import (
+    BOARD_CONFIGS,
+    RECOVERY_PRODUCTS,
+    USB_PORT_PATTERN,
+    recovery_devices,
+)
 
 FUSE_MAGIC = '0x45535546'
 FUSE_INFO_RELPATH = os.path.join('bootloader', 'fuse_info.txt')
@@ -247,3 +258,359 @@ def redact_file(path, secrets):
     with open(path, 'wb') as log:
         log.write(redacted)
     return True
+
+
+# The phase of the device's state file that records the burn.
+FUSE_PHASE = 'fuse'
+_CHIP_ID = re.compile(r'^0[xX][0-9a-fA-F]+$')
+_BOARD = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._+-]*$')
+
+
+def fuse_argument_spec():
+    """The options of azaion.jetson.l4t_fuse (and of each device of azaion.jetson.station_fuse)."""
+    return dict(
+        l4t_dir=dict(type='path', required=True),
+        fuse_config=dict(type='path', required=True),
+        board_config=dict(type='str', required=True),
+        chip_id=dict(type='str', default='0x23'),
+        pkc_key=dict(type='path', no_log=False),
+        sbk_key=dict(type='path', no_log=False),
+        usb_instance=dict(type='str', required=True),
+        usb_sysfs_root=dict(type='path', default='/sys/bus/usb/devices'),
+        state_file=dict(type='path', required=True),
+        serial=dict(type='str', required=True),
+        log_dir=dict(type='path', required=True),
+        timeout=dict(type='int', default=600),
+    )
+
+
+def _utc(epoch):
+    """An epoch time of the state file, for a person (UTC)."""
+    try:
+        return time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(float(epoch)))
+    except (TypeError, ValueError):
+        return str(epoch)
+
+
+class Fuser(object):
+    """One device's fusing (one call of azaion.jetson.l4t_fuse): the checks, the tools and the state
+    records. :meth:`main` ends with ``module.exit_json`` or ``module.fail_json``."""
+
+    def __init__(self, module):
+        self.module = module
+        self.params = module.params
+        self.commands = []
+        self.log_path = None
+        self.dry_run_ok = False
+        self.secrets = []
+        self.state = None
+        self.started = None
+
+    # -- results -------------------------------------------------------------------------------
+
+    def _result(self, **fields):
+        result = dict(changed=False, fused=False, dry_run_ok=self.dry_run_ok, mismatches=[],
+                      log_path=self.log_path, commands=self.commands)
+        result.update(fields)
+        return result
+
+    def fail(self, msg, **fields):
+        self.module.fail_json(msg=msg, **self._result(**fields))
+
+    def exit(self, msg, **fields):
+        self.module.exit_json(msg=msg, **self._result(**fields))
+
+    def _with_log(self, msg):
+        if self.log_path:
+            tail = log_tail(self.log_path)
+            if tail:
+                msg += '\nLast lines of %s:\n%s' % (self.log_path, tail)
+        return msg
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def record(self, status, **fields):
+        record = dict(status=status, started=self.started, log_path=self.log_path)
+        if status == 'running':
+            record.update(finished=None, seconds=None)
+        else:
+            finished = time.time()
+            record.update(finished=finished, seconds=round(finished - self.started, 3))
+        record.update(fields)
+        try:
+            self.state.record(FUSE_PHASE, **record)
+        except (IOError, OSError, ValueError) as exc:
+            self.fail(self._with_log('cannot record the fuse phase in %s: %s'
+                                     % (self.params['state_file'], exc)),
+                      fused=record.get('fused', False))
+
+    # -- checks --------------------------------------------------------------------------------
+
+    def check_inputs(self):
+        """Everything odmfuse.sh would not check for us, before any tool runs."""
+        params = self.params
+        if not SERIAL_PATTERN.match(params['serial']):
+            self.fail('serial %r may hold letters, digits, ".", "_" and "-" only (it names the log file)'
+                      % params['serial'])
+        if not USB_PORT_PATTERN.match(params['usb_instance']):
+            self.fail('usb_instance %r is not a USB port path such as 1-3 or 1-8.4' % params['usb_instance'])
+        if not _CHIP_ID.match(params['chip_id']):
+            self.fail('chip_id %r is not a hexadecimal Tegra id such as 0x23 (Orin)' % params['chip_id'])
+        if params['timeout'] <= 0:
+            self.fail('timeout must be a positive number of seconds, not %d' % params['timeout'])
+        board = params['board_config']
+        if board != 'auto' and (not _BOARD.match(board) or board.endswith('.conf')):
+            self.fail('board_config %r is not a board configuration name: give the name of a .conf '
+                      'file in l4t_dir without the suffix, such as jetson-orin-nano-devkit' % board)
+
+        try:
+            fuses = parse_fuse_config(params['fuse_config'])
+        except FuseError as exc:
+            self.fail('refusing to fuse: %s' % exc)
+        self.secrets = secret_values(fuses)
+        for secret in self.secrets:
+            self.module.no_log_values.add(secret)
+        if not verifiable_fuses(fuses):
+            self.fail('refusing to fuse: %s names only secret key fuses (%s), which odmfuseread.sh never '
+                      'reads back, so the burn could not be verified; burn them together with the other '
+                      'fuses (SecurityMode, BootSecurityInfo...) in one configuration'
+                      % (params['fuse_config'], ', '.join(unverifiable_fuses(fuses))))
+
+        for option, flag in (('pkc_key', '-k'), ('sbk_key', '-S')):
+            path = params[option]
+            if path is not None and not os.path.isfile(path):
+                self.fail('refusing to fuse: %s %s does not exist or is not a file (it is passed to the '
+                          'tools as %s)' % (option, path, flag))
+        for fuse, option in keys_needed(fuses):
+            if params[option] is None:
+                self.fail('refusing to fuse: %s burns %s, after which the device answers only tools given '
+                          'its key: give %s so that the fuses can be read back'
+                          % (params['fuse_config'], fuse, option))
+
+        l4t_dir = params['l4t_dir']
+        if not os.path.isdir(l4t_dir):
+            self.fail('refusing to fuse: l4t_dir %s is not a directory; give the device\'s Linux_for_Tegra '
+                      'working tree' % l4t_dir)
+        for tool in ('odmfuse.sh', 'odmfuseread.sh'):
+            path = os.path.join(l4t_dir, tool)
+            if not os.path.isfile(path) or not os.access(path, os.X_OK):
+                self.fail('refusing to fuse: %s has no executable %s; is it a Linux_for_Tegra tree?'
+                          % (l4t_dir, tool))
+        if board != 'auto':
+            self.check_board(board)
+        return fuses
+
+    def check_board(self, board):
+        if not os.path.isfile(os.path.join(self.params['l4t_dir'], board + '.conf')):
+            self.fail('refusing to fuse: %s has no %s.conf; give the board configuration of this device'
+                      % (self.params['l4t_dir'], board))
+
+    def check_usb(self):
+        """The only Jetson in recovery mode must be on usb_instance; its product id is returned."""
+        wanted = self.params['usb_instance']
+        root = self.params['usb_sysfs_root']
+        if not os.path.isdir(root):
+            self.fail('refusing to fuse: usb_sysfs_root %s is not a directory' % root)
+        try:
+            found = recovery_devices(root)
+        except (IOError, OSError) as exc:
+            self.fail('refusing to fuse: cannot scan %s for Jetsons in recovery mode: %s' % (root, exc))
+        ports = list(found)  # in port order
+        if not ports:
+            self.fail('refusing to fuse: no Jetson is in recovery mode on this station (expected one on '
+                      'USB port %s); put the device in recovery mode' % wanted)
+        if len(ports) > 1:
+            self.fail('refusing to fuse %s: %d Jetsons are in recovery mode on this station (USB ports %s); '
+                      'odmfuse.sh cannot choose a USB port: disconnect or power off the others '
+                      'and keep only the one on %s. Nothing was burned.'
+                      % (self.params['serial'], len(ports), ', '.join(ports), wanted))
+        if ports[0] != wanted:
+            self.fail('refusing to fuse %s: the Jetson in recovery mode is on USB port %s, not on %s '
+                      '(usb_instance); odmfuse.sh cannot choose a USB port: disconnect or power off the '
+                      'others and put this device in recovery mode on %s. Nothing was burned.'
+                      % (self.params['serial'], ports[0], wanted, wanted))
+        return found[wanted]
+
+    def resolve_board(self, product):
+        board = self.params['board_config']
+        if board != 'auto':
+            return board
+        key = RECOVERY_PRODUCTS.get(product)
+        config = BOARD_CONFIGS.get(key) if key else None
+        if not config:
+            self.fail('refusing to fuse: board_config is auto but the module on %s (USB product 0955:%s) '
+                      'has no known board configuration; name it in board_config'
+                      % (self.params['usb_instance'], product))
+        self.check_board(config)
+        return config
+
+    # -- tools ---------------------------------------------------------------------------------
+
+    def open_log(self):
+        log_dir = self.params['log_dir']
+        try:
+            if not os.path.isdir(log_dir):
+                os.makedirs(log_dir, 0o750)
+        except OSError as exc:
+            self.fail('cannot create log_dir %s: %s' % (log_dir, exc.strerror or exc))
+        stamp = time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(self.started))
+        self.log_path = os.path.join(log_dir, '%s-fuse-%s.log' % (self.params['serial'], stamp))
+
+    def run(self, argv):
+        self.commands.append(list(argv))
+        try:
+            result = run_tool(argv, cwd=self.params['l4t_dir'], log_path=self.log_path,
+                              timeout=self.params['timeout'])
+        except (IOError, OSError) as exc:
+            self.fail('cannot run %s (log %s): %s' % (os.path.basename(argv[0]), self.log_path, exc))
+        finally:
+            redact_file(self.log_path, self.secrets)
+        return result
+
+    def tool_args(self, board, with_sbk):
+        args = ['-i', self.params['chip_id']]
+        if self.params['pkc_key']:
+            args += ['-k', self.params['pkc_key']]
+        if with_sbk and self.params['sbk_key']:
+            args += ['-S', self.params['sbk_key']]
+        return args + [board]
+
+    @staticmethod
+    def describe_run(name, run, timeout):
+        if run.timed_out:
+            return '%s did not finish within %d seconds and was killed' % (name, timeout)
+        return '%s exited with %s' % (name, run.rc)
+
+    def read_back(self, fuses, board):
+        """Run odmfuseread.sh and compare: (mismatches, error message or None)."""
+        info_path = os.path.join(self.params['l4t_dir'], FUSE_INFO_RELPATH)
+        try:
+            os.unlink(info_path)  # a stale read-back must never pass for this one
+        except OSError:
+            pass
+        argv = [os.path.join(self.params['l4t_dir'], 'odmfuseread.sh')] + self.tool_args(board, True)
+        run = self.run(argv)
+        if run.rc != 0 or run.timed_out:
+            return None, self.describe_run('odmfuseread.sh', run, self.params['timeout'])
+        try:
+            read = parse_fuse_info(info_path)
+        except FuseError as exc:
+            return None, str(exc)
+        return compare_fuses(fuses, read), None
+
+    # -- the flow ------------------------------------------------------------------------------
+
+    def main(self):
+        params = self.params
+        # The tools run in l4t_dir: every path they are given must not depend on the cwd.
+        for option in ('l4t_dir', 'fuse_config', 'pkc_key', 'sbk_key', 'usb_sysfs_root', 'state_file', 'log_dir'):
+            if params[option] is not None:
+                params[option] = os.path.abspath(params[option])
+        serial, port = params['serial'], params['usb_instance']
+        self.state = DeviceState(params['state_file'], serial=serial)
+        try:
+            self.state.load()
+            phase = self.state.phase(FUSE_PHASE) or {}
+        except (IOError, OSError, ValueError) as exc:
+            self.fail('cannot read the state file %s: %s; fix or move it, the module never fuses '
+                      'without knowing whether the device is fused' % (params['state_file'], exc))
+
+        if phase.get('status') == 'done' and phase.get('fused'):
+            self.exit('%s is already fused (recorded in %s at %s); a device is never fused twice'
+                      % (serial, params['state_file'], _utc(phase['finished']) if phase.get('finished') else 'an earlier run'), fused=True)
+
+        if self.module.check_mode and not os.path.isdir(params['l4t_dir']):
+            # In a check run, the task that makes the device's working tree did not run either.
+            self.exit('would fuse %s once its working tree %s is made; nothing was run in check mode'
+                      % (serial, params['l4t_dir']), changed=True)
+        fuses = self.check_inputs()
+        product = self.check_usb()
+        board = self.resolve_board(product)
+        burn_started = phase.get('burn_started')
+        verify_only = bool(burn_started)
+        verifiable = verifiable_fuses(fuses)
+
+        if self.module.check_mode:
+            if verify_only:
+                self.exit('an earlier run started burning %s at %s without a verified result: a real run '
+                          'would only read the fuses back (never burn again); nothing was run in check mode'
+                          % (serial, _utc(burn_started)))
+            self.exit('would fuse %s on %s with %s (%s): odmfuse.sh --test, the burn, then a read-back; '
+                      'nothing was run in check mode' % (serial, port, params['fuse_config'], board),
+                      changed=True)
+
+        self.started = time.time()
+        self.open_log()
+
+        if verify_only:
+            self.verify_earlier_burn(fuses, board, burn_started, verifiable)
+
+        self.record('running', fused=False, burn_started=None, dry_run_ok=False, mismatches=[], error=None)
+        common = ['-X', params['fuse_config']] + self.tool_args(board, False)
+        odmfuse = os.path.join(params['l4t_dir'], 'odmfuse.sh')
+
+        dry_run = self.run([odmfuse, '--test'] + common)
+        if dry_run.rc != 0 or dry_run.timed_out:
+            error = 'the dry run failed (%s); nothing was burned' % self.describe_run(
+                'odmfuse.sh --test', dry_run, params['timeout'])
+            self.record('failed', fused=False, error=error)
+            self.fail(self._with_log('%s: %s. Fix the cause and run again.' % (serial, error)))
+        self.dry_run_ok = True
+
+        # From here on the burn may happen: a crash leaves this record, and the next run refuses
+        # to burn blindly.
+        self.record('running', fused=False, dry_run_ok=True, burn_started=time.time())
+        burn = self.run([odmfuse] + common)
+        burn_ok = burn.rc == 0 and not burn.timed_out
+        burn_said = self.describe_run('odmfuse.sh', burn, params['timeout'])
+
+        mismatches, read_error = self.read_back(fuses, board)
+        if read_error is not None:
+            error = ('%s, then the read-back failed (%s): whether fuses were burned is unknown'
+                     % ('odmfuse.sh reported success' if burn_ok else burn_said, read_error))
+            self.record('failed', fused=False, error=error)
+            self.fail(self._with_log('%s: %s; do not retry blindly: check the device (serial console, '
+                                     'odmfuseread.sh) before anything else. The next run only reads the '
+                                     'fuses back.' % (serial, error)))
+        if mismatches:
+            what = describe_mismatches(mismatches)
+            if burn_ok:
+                error = 'odmfuse.sh reported success but the read-back differs: %s' % what
+            else:
+                error = '%s and the read-back differs: %s' % (burn_said, what)
+            self.record('failed', fused=False, error=error, mismatches=mismatches)
+            self.fail(self._with_log('%s: %s; do not retry blindly: check the device (serial console, '
+                                     'odmfuseread.sh). The next run never burns it again, it only reads '
+                                     'the fuses back.' % (serial, error)), mismatches=mismatches)
+
+        self.record('done', fused=True, error=None, mismatches=[])
+        msg = 'fused %s on %s and verified %d fuse%s by reading them back' % (
+            serial, port, len(verifiable), '' if len(verifiable) == 1 else 's')
+        if not burn_ok:
+            msg += ' (%s, but the device holds the configured fuses: it was fused already)' % burn_said
+        unverified = unverifiable_fuses(fuses)
+        if unverified:
+            msg += '; %s never read back and were not compared' % ', '.join(unverified)
+        self.exit(msg, changed=burn_ok, fused=True)
+
+    def verify_earlier_burn(self, fuses, board, burn_started, verifiable):
+        """An earlier run started the burn and recorded no verified result: read back only."""
+        serial = self.params['serial']
+        self.record('running', fused=False, burn_started=burn_started, readback_only=True)
+        mismatches, read_error = self.read_back(fuses, board)
+        if read_error is None and not mismatches:
+            self.record('done', fused=True, burn_started=burn_started, error=None, mismatches=[])
+            self.exit('%s: an earlier run started burning at %s; the read-back now matches %d fuse%s, so the '
+                      'device is recorded as fused (nothing was burned by this run)'
+                      % (serial, _utc(burn_started), len(verifiable), '' if len(verifiable) == 1 else 's'),
+                      fused=True)
+        if read_error is not None:
+            error = 'an earlier run started burning at %s and the read-back failed (%s)' % (_utc(burn_started), read_error)
+        else:
+            error = ('an earlier run started burning at %s and the read-back differs: %s'
+                     % (_utc(burn_started), describe_mismatches(mismatches)))
+        self.record('failed', fused=False, burn_started=burn_started, error=error, mismatches=mismatches or [])
+        self.fail(self._with_log(
+            '%s: %s. The module never burns a device twice: a person must check it (serial console, '
+            'odmfuseread.sh) and, if it still needs fusing, burn it by hand with odmfuse.sh; a re-run then '
+            'verifies it and records it as fused.' % (serial, error)), mismatches=mismatches or [])

@@ -57,6 +57,19 @@ def _signal_group(pgid, signum):
 PR_SET_PDEATHSIG = 1
 
 
+def _libc_prctl():
+    """libc's prctl, or None (not Linux). Looked up here, in the module's process: the forked
+    child of a threaded module must not load libraries (another thread may have held the
+    loader's lock at the fork)."""
+    try:
+        return ctypes.CDLL(None).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _libc_prctl()
+
+
 def _terminate_with_parent():
     """In the tool's process, before exec: SIGTERM when the module dies, even by SIGKILL.
 
@@ -64,11 +77,14 @@ def _terminate_with_parent():
     also takes it out of reach of a signal sent to the module's process group. Without this, a
     controller killed mid-flash would leave the tool flashing with nobody to clean up after it.
     Linux only; elsewhere the tool simply outlives a killed module.
+
+    Linux sends the signal when the THREAD that started the tool ends, not the process:
+    run_tool waits for the tool in that thread, so it ends only after the tool (or with the
+    module). A module with several threads that dies hands the tool on from thread to dying
+    thread, and the tool may get SIGTERM once per hop.
     """
-    try:
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def run_tool(argv, cwd, log_path, timeout, env=None, kill_grace=DEFAULT_KILL_GRACE):

@@ -158,137 +158,25 @@ msg:
   sample: wrote /srv/jetson/AZJN-0042/rootfs/etc/azaion/device.conf (new file; password generated)
 '''
 
-import os
-import stat
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.azaion.jetson.plugins.module_utils._device_conf import (
-    DEVICE_CONF_RELPATH,
-    DeviceConfError,
-    check_email,
-    check_writable,
-    describe_write_error,
-    format_mode,
-    lookup_id,
-    make_dirs,
-    mask_device_conf,
-    parse_mode,
-    plan_device_conf,
-    read_existing,
-    resolve_in_rootfs,
+    device_conf_argument_spec,
+    write_device_conf,
 )
-from ansible_collections.azaion.jetson.plugins.module_utils._files import write_file_atomic
-
-
-def _argument_spec():
-    return dict(
-        rootfs_dir=dict(type='path', required=True),
-        email=dict(type='str', required=True),
-        owner=dict(type='str', default='root'),
-        group=dict(type='str', default='root'),
-        mode=dict(type='raw', default='0600'),
-        rotate=dict(type='bool', default=False),
-    )
 
 
 def _keep_result(kwargs):
     return kwargs
 
 
-def _describe(plan, existed, content_changed, attrs_changed, path, check_mode):
-    """The human-readable ``msg``."""
-    password = 'password %s' % plan['password_state']
-    if existed and plan['password_state'] != 'kept':
-        password += ': ' + plan['reason']
-    if not existed:
-        verb, what = ('would write', 'wrote'), '%s (new file; %s)' % (path, password)
-    elif content_changed:
-        verb, what = ('would update', 'updated'), '%s (%s)' % (path, password)
-    elif attrs_changed:
-        verb, what = (('would fix', 'fixed'),
-                      'the owner, group or mode of %s (content unchanged; %s)' % (path, password))
-    else:
-        return '%s is up to date (%s)' % (path, password)
-    return '%s %s' % (verb[0] if check_mode else verb[1], what)
-
-
 def main():
-    module = AnsibleModule(argument_spec=_argument_spec(), supports_check_mode=True)
+    module = AnsibleModule(argument_spec=device_conf_argument_spec(), supports_check_mode=True)
     # exit_json would add the stat of the path with owner/group NAMES from the station's own
     # account database (wrong for the image's users) and overwrite RV(mode) with the current mode
     # (wrong in check mode): this module reports the rootfs's numeric ids and the wanted mode.
     module.add_path_info = _keep_result
-    params = module.params
-    rootfs_dir = params['rootfs_dir']
-    email = params['email']
-
-    if not os.path.exists(rootfs_dir):
-        if module.check_mode:
-            # In a check run, the task that stages the rootfs did not run either.
-            module.warn('rootfs_dir %s does not exist yet; a real run writes device.conf once it is staged' % rootfs_dir)
-            module.exit_json(changed=True, email=email, path=os.path.join(rootfs_dir, DEVICE_CONF_RELPATH),
-                             password_state='generated', msg='would write device.conf once the rootfs is staged')
-        module.fail_json(msg='rootfs_dir %s does not exist; stage the rootfs first or fix the path' % rootfs_dir)
-    if not os.path.isdir(rootfs_dir):
-        module.fail_json(msg='rootfs_dir %s is not a directory; give the staged rootfs directory' % rootfs_dir)
-    root = os.path.realpath(rootfs_dir)
-
-    # Everything is checked before anything is written.
-    try:
-        check_email(email)
-        mode = parse_mode(params['mode'])
-        uid = lookup_id(root, params['owner'], 'passwd')
-        gid = lookup_id(root, params['group'], 'group')
-        target = resolve_in_rootfs(root, DEVICE_CONF_RELPATH)
-        existing = read_existing(target.path) if target.exists else None
-        plan = plan_device_conf(existing, email, rotate=params['rotate'], path=target.path)
-    except DeviceConfError as exc:
-        module.fail_json(msg=str(exc))
-    # Defence in depth: the result sanitiser strips these values should one ever slip in.
-    for secret in plan['secrets']:
-        module.no_log_values.add(secret)
-
-    existed = existing is not None
-    content_changed = existing != plan['text']
-    attrs_changed = False
-    if existed and not content_changed:
-        current = os.stat(target.path)
-        attrs_changed = (current.st_uid, current.st_gid, stat.S_IMODE(current.st_mode)) != (uid, gid, mode)
-    changed = content_changed or attrs_changed
-
-    if changed and not module.check_mode:
-        try:
-            check_writable(target.path)
-            make_dirs(target.missing_dirs)
-            if content_changed:
-                write_file_atomic(target.path, plan['text'].encode('utf-8'), mode=mode, uid=uid, gid=gid)
-            else:
-                os.chown(target.path, uid, gid, follow_symlinks=False)
-                os.chmod(target.path, mode)
-        except DeviceConfError as exc:
-            module.fail_json(msg=str(exc))
-        except OSError as exc:
-            module.fail_json(msg=describe_write_error(target.path, exc))
-
-    result = dict(
-        changed=changed,
-        path=target.path,
-        email=email,
-        password_state=plan['password_state'],
-        owner_uid=uid,
-        group_gid=gid,
-        mode=format_mode(mode),
-        msg=_describe(plan, existed, content_changed, attrs_changed, target.path, module.check_mode),
-    )
-    if module._diff:
-        result['diff'] = dict(
-            before=mask_device_conf(existing),
-            after=mask_device_conf(plan['text'], new_password=plan['password_changed']),
-            before_header=target.path if existed else '%s (absent)' % target.path,
-            after_header=target.path,
-        )
-    module.exit_json(**result)
+    write_device_conf(module)
 
 
 if __name__ == '__main__':

@@ -90,11 +90,10 @@ phase:
   type: dict
 '''
 
-import time
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.azaion.jetson.plugins.module_utils._device_state import DeviceState
+from ansible_collections.azaion.jetson.plugins.module_utils._station_run import keeps_record, phase_fields, record_phase
 
 
 def main():
@@ -125,26 +124,17 @@ def main():
     if not params['status']:
         module.exit_json(**result)
 
-    # A phase done (or skipped) before stays as it was recorded then: its time is when the
-    # work happened, and a re-run of a finished batch changes nothing.
-    if params['status'] == current.get('status') and params['status'] in ('done', 'skipped') \
-            and all(current.get(key) == value for key, value in params['details'].items()):
+    if keeps_record(current, params['status'], params['details']):
         module.exit_json(**result)
-
-    now = time.time()
-    record = dict(params['details'])
-    record.update(status=params['status'], finished=now,
-                  error=params['error'] if params['status'] == 'failed' else None)
-    if params['started'] is not None:
-        record.update(started=params['started'], seconds=round(now - params['started'], 3))
-    updated = dict(current, **record)
-    result.update(changed=True, phase=updated)
-    result['phases'] = dict(phases, **{phase_name: updated})
+    updated = dict(current, **phase_fields(params['status'], params['started'], params['error'], params['details']))
     if not module.check_mode:
         try:
-            state.record(phase_name, **record)
+            updated = record_phase(state, phase_name, params['status'], params['started'], previous=current,
+                                   error=params['error'], details=params['details'])
         except (IOError, OSError) as exc:
             module.fail_json(msg='cannot write %s: %s' % (params['path'], exc.strerror or exc))
+    result.update(changed=True, phase=updated)
+    result['phases'] = dict(phases, **{phase_name: updated})
     module.exit_json(**result)
 
 

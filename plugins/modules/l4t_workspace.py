@@ -170,144 +170,20 @@ msg:
   sample: built /var/lib/azaion-jetson/ports/1-3/Linux_for_Tegra from /srv/l4t/r36.4/Linux_for_Tegra (51234 files linked, 812 copied)
 '''
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.azaion.jetson.plugins.module_utils._workspace import (
-    WORKSPACE_MARKER,
-    clone_tree,
-    normalize_relpaths,
-    read_workspace_marker,
-    remove_tree,
-    source_stamp,
-    stale_temporary_trees,
-)
-
-EMPTY_STATS = dict(files_linked=0, files_copied=0, bytes_copied=0, symlinks=0, skipped=0, seconds=0.0)
-
-
-def _argument_spec():
-    return dict(
-        src=dict(type='path', required=True),
-        dest=dict(type='path', required=True),
-        private_paths=dict(type='list', elements='str', default=['bootloader', 'tools/kernel_flash', 'rootfs/boot']),
-        preserve=dict(type='list', elements='str', default=['rootfs/etc/azaion']),
-        state=dict(type='str', choices=['present', 'absent'], default='present'),
-        force=dict(type='bool', default=False),
-    )
+from ansible_collections.azaion.jetson.plugins.module_utils._workspace import make_workspace, workspace_argument_spec
 
 
 def _keep_result(kwargs):
     return kwargs
 
 
-def _inside(path, directory):
-    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
-
-
-def _why_outdated(marker, src, stamp, private):
-    """Why the working tree described by ``marker`` is not a current clone of ``src`` (None: it is)."""
-    if marker is None:
-        return 'it was not made by this module (no %s)' % WORKSPACE_MARKER
-    if marker.get('source') != src:
-        return 'it was made from %s' % marker.get('source')
-    if marker.get('private_paths') != private:
-        return 'its private paths were %s' % (', '.join(marker.get('private_paths') or []) or 'none')
-    if marker.get('source_stamp') != stamp:
-        return 'the source changed since it was made'
-    return None
-
-
-def _absent(module, dest):
-    leftovers = stale_temporary_trees(dest)
-    exists = os.path.lexists(dest)
-    if exists and os.path.isdir(dest) and not os.path.islink(dest) and read_workspace_marker(dest) is None \
-            and os.listdir(dest) and not module.params['force']:
-        module.fail_json(msg='%s is not a working tree made by azaion.jetson.l4t_workspace (no %s), so it is'
-                             ' not removed; remove it yourself or set force=true' % (dest, WORKSPACE_MARKER))
-    changed = exists or bool(leftovers)
-    if changed and not module.check_mode:
-        for path in ([dest] if exists else []) + leftovers:
-            remove_tree(path)
-    if not changed:
-        msg = '%s does not exist' % dest
-    else:
-        msg = '%s %s' % ('would remove' if module.check_mode else 'removed', dest if exists else 'the leftovers of '
-                         'interrupted runs next to %s' % dest)
-    module.exit_json(changed=changed, dest=dest, rebuilt=False, stats=dict(EMPTY_STATS), msg=msg)
-
-
 def main():
-    module = AnsibleModule(argument_spec=_argument_spec(), supports_check_mode=True)
+    module = AnsibleModule(argument_spec=workspace_argument_spec(), supports_check_mode=True)
     # exit_json would add a stat of RV(dest) (owner, mode, size...) as if it were one file.
     module.add_path_info = _keep_result
-    params = module.params
-    src = os.path.abspath(params['src'])
-    dest = os.path.abspath(params['dest'])
-    try:
-        private = normalize_relpaths(params['private_paths'], 'private_paths entry')
-        preserve = normalize_relpaths(params['preserve'], 'preserve entry')
-    except ValueError as exc:
-        module.fail_json(msg=str(exc))
-
-    real_src = os.path.realpath(src)
-    real_dest = os.path.realpath(dest)
-    if _inside(real_dest, real_src) or _inside(real_src, real_dest):
-        module.fail_json(msg='dest %s and src %s must not contain each other: a working tree inside the bundle (or'
-                             ' around it) would clone itself; put the working trees next to the bundle, under'
-                             ' the station\'s work directory' % (dest, src))
-    if params['state'] == 'absent':
-        _absent(module, dest)
-
-    if not os.path.isdir(src) and module.check_mode and os.path.isabs(src):
-        # In a check run, the task that makes src (the station's staging tree) did not run either.
-        module.exit_json(changed=True, dest=dest, rebuilt=os.path.exists(dest), stats={},
-                         msg='would make %s once %s exists' % (dest, src))
-    if not os.path.isdir(src):
-        module.fail_json(msg='src %s does not exist or is not a directory; give the Linux_for_Tegra directory'
-                             ' of the bundle (or the staging tree)' % src)
-    if not os.path.isfile(os.path.join(src, 'flash.sh')):
-        module.fail_json(msg='src %s is not a Linux_for_Tegra tree (it has no flash.sh); give the directory'
-                             ' that holds flash.sh' % src)
-
-    try:
-        stamp = source_stamp(src)
-    except (IOError, OSError) as exc:
-        module.fail_json(msg='cannot read the identity of %s: %s' % (src, exc.strerror or exc))
-    exists = os.path.lexists(dest)
-    marker = read_workspace_marker(dest) if exists else None
-    if exists:
-        if not os.path.isdir(dest) or os.path.islink(dest):
-            if not params['force']:
-                module.fail_json(msg='dest %s exists and is not a directory; remove it or set force=true' % dest)
-        elif marker is None and os.listdir(dest) and not params['force']:
-            module.fail_json(msg='dest %s exists and is not a working tree made by azaion.jetson.l4t_workspace (no'
-                                 ' %s); remove it, choose another dest, or set force=true to replace it'
-                                 % (dest, WORKSPACE_MARKER))
-        reason = 'rebuild requested (force=true)' if params['force'] else _why_outdated(marker, src, stamp, private)
-    else:
-        reason = 'it does not exist'
-
-    if reason is None:
-        module.exit_json(changed=False, dest=dest, rebuilt=False, stats=dict(EMPTY_STATS),
-                         msg='%s is up to date with %s' % (dest, src))
-
-    rebuilt = exists
-    if module.check_mode:
-        module.exit_json(changed=True, dest=dest, rebuilt=rebuilt, stats=dict(EMPTY_STATS),
-                         msg='would %s %s from %s: %s' % ('rebuild' if rebuilt else 'build', dest, src, reason))
-    try:
-        stats = clone_tree(src, dest, private, preserve=preserve)
-    except (IOError, OSError) as exc:
-        module.fail_json(msg='cannot make the working tree %s from %s: %s%s'
-                             % (dest, src, exc.strerror or exc,
-                                ' (%s)' % exc.filename if getattr(exc, 'filename', None) else ''))
-    module.exit_json(
-        changed=True, dest=dest, rebuilt=rebuilt, stats=stats,
-        msg='%s %s from %s (%s; %d files linked, %d copied, %d bytes copied, %.1f s)'
-            % ('rebuilt' if rebuilt else 'built', dest, src, reason, stats['files_linked'], stats['files_copied'],
-               stats['bytes_copied'], stats['seconds']))
+    make_workspace(module)
 
 
 if __name__ == '__main__':

@@ -61,7 +61,7 @@ def batch_problems(devices, email_prefix=DEFAULT_EMAIL_PREFIX, email_domain=DEFA
     """Return every reason why this batch must not start, as sentences naming the devices.
 
     ``devices`` is a list of dicts, one per inventory host: ``name`` (the host) and, where
-    known, ``serial``, ``station``, ``rootfs_dir`` and ``usb_instance``. The checks: a serial
+    known, ``serial``, ``station``, ``rootfs`` (or ``rootfs_dir``) and ``usb_instance``. The checks: a serial
     that cannot make an e-mail, two devices with one serial, two serials that map to one
     e-mail (``AZJN-0042`` and ``AZXX-0042``), two devices sharing a staging rootfs on one
     station, and two devices on one USB port of one station.
@@ -79,8 +79,9 @@ def batch_problems(devices, email_prefix=DEFAULT_EMAIL_PREFIX, email_domain=DEFA
             problems.append('%s: %s' % (name, exc))
         else:
             by_email.setdefault(email, []).append('%s (serial %s)' % (name, serial))
-        if device.get('rootfs_dir'):
-            key = (station, os.path.normpath(device['rootfs_dir']))
+        rootfs_dir = device.get('rootfs') or device.get('rootfs_dir')
+        if rootfs_dir:
+            key = (station, os.path.normpath(rootfs_dir))
             by_rootfs.setdefault(key, []).append(name)
         if device.get('usb_instance'):
             by_port.setdefault((station, str(device['usb_instance'])), []).append(name)

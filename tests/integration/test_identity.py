@@ -29,7 +29,8 @@ def test_ten_devices_get_accounts_and_a_rerun_changes_nothing(make_batch):
     first = batch.run()
     assert_ok(first)
     assert_consistent(batch)
-    assert all(counts['changed'] == 2 for counts in first.recap.values()), first.recap
+    # Each device reports its own change; the first one also ran the station's work for all ten.
+    assert all(counts['changed'] >= 1 for counts in first.recap.values()), first.recap
     posts = [entry for entry in batch.api.request_log() if entry['method'] == 'POST']
     assert [entry['status'] for entry in posts] == [201] * 10
 
@@ -52,8 +53,9 @@ def test_a_deleted_device_conf_is_regenerated_and_the_account_patched(make_batch
 
     rerun = batch.run()
     assert_ok(rerun)
-    assert rerun.recap['AZJN-0002']['changed'] == 2
-    assert rerun.recap['AZJN-0001']['changed'] == 0
+    assert rerun.recap['AZJN-0002']['changed'] == 1
+    assert rerun.recap['AZJN-0003']['changed'] == 0
+    assert 'AZJN-0002: identity changed' in rerun.stdout and 'AZJN-0003: identity ok' in rerun.stdout
     new_requests = [(entry['method'], entry['path'], entry['status']) for entry in batch.api.request_log()[seen:]]
     assert new_requests == [('POST', '/users', 409), ('PATCH', '/users/password', 200)]
     assert batch.conf('AZJN-0002')['AZAION_DEVICE_PASSWORD'] != old_password
@@ -64,7 +66,7 @@ def test_check_mode_writes_nothing_and_predicts_the_changes(make_batch):
     batch = make_batch(3)
     result = batch.run('--check', '--diff')
     assert_ok(result)
-    assert all(counts['changed'] == 2 for counts in result.recap.values()), result.recap
+    assert all(counts['changed'] >= 1 for counts in result.recap.values()), result.recap
     assert not any(os.path.exists(batch.conf_path(device)) for device in batch.devices)
     assert batch.api.write_count() == 0
     assert batch.api.users() == {}

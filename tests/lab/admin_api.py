@@ -173,6 +173,7 @@ class LabAdminAPI(LoopbackService):
             self._writes = 0
             self._faults = []
             self._random = random.Random(self._seed)
+            self._connections_accepted = 0
 
     def add_user(self, email, password, role):
         """Pre-seed a user (not validated, so tests can plant odd data); returns a copy."""
@@ -199,6 +200,16 @@ class LabAdminAPI(LoopbackService):
         """POST /users and PATCH /users/password requests received, faulted or not."""
         with self._lock:
             return self._writes
+
+    def connection_count(self):
+        """TCP connections accepted (lab routes' included); a client that keeps its connections
+        alive makes one per thread, not one per request."""
+        with self._lock:
+            return self._connections_accepted
+
+    def _connection_accepted(self):
+        with self._lock:
+            self._connections_accepted += 1
 
     def state(self):
         """Everything ``GET /_lab/state`` returns."""
@@ -437,6 +448,10 @@ class _Server(ThreadingHTTPServer):
         self._connections = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def process_request(self, request, client_address):
+        self.lab_api._connection_accepted()  # in the accept loop, once per TCP connection
+        super().process_request(request, client_address)
 
     def finish_request(self, request, client_address):
         # ThreadingMixIn calls this in the connection's own thread, so the TLS handshake of a

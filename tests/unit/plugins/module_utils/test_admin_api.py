@@ -393,3 +393,102 @@ def test_tls_with_required_client_certificate(pki):
         assert len(server.request_log()) == 1  # only the authenticated request reached the API
     assert caught.value.kind in ('tls', 'connection')
     assert 'set client_cert and client_key' in str(caught.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# keep-alive: one connection per thread
+
+def test_keep_alive_sends_every_request_over_one_connection():
+    with LabAdminAPI(token=TOKEN) as server:
+        client = client_for(server.url + '/', api_token=TOKEN, keep_alive=True)
+        assert client.keep_alive is True
+        body = {'email': EMAIL, 'password': PASSWORD, 'role': 'CompanionPC'}
+        assert client.request('POST', '/users', body=body, expected=(201, 409)).status == 201
+        assert client.request('POST', '/users', body=body, expected=(201, 409)).status == 409
+        response = client.request('GET', '/users', query={'searchEmail': EMAIL}, want_json=True)
+        assert response.data == [{'id': 1, 'email': EMAIL, 'role': 'CompanionPC'}]
+        assert client.request('PATCH', '/users/password', body={'email': EMAIL, 'password': PASSWORD}).status == 200
+        assert server.connection_count() == 1
+        client.close()
+    assert [call['status'] for call in client.requests] == [201, 409, 200, 200]
+
+
+def test_keep_alive_reconnects_after_the_server_restarts(lab):
+    client = client_for(lab.url, keep_alive=True)
+    assert client.request('GET', '/users').status == 200
+    lab.stop()  # closes the kept connection, as a real restart does
+    lab.start()
+    assert client.request('GET', '/users').status == 200
+    # the dead connection fails one attempt, retried on a new one
+    assert [call['status'] for call in client.requests] == [200, None, 200]
+    assert lab.connection_count() == 2
+
+
+def test_keep_alive_retries_a_dropped_reply_and_a_timeout_on_a_new_connection(lab):
+    lab.set_faults([{'method': 'GET', 'drop': 'before', 'times': 1}])
+    client = client_for(lab.url, keep_alive=True, timeout=0.2)
+    assert client.request('GET', '/users').status == 200
+    lab.set_faults([{'method': 'POST', 'latency': 0.5, 'times': 1}])
+    # the late answer to the first attempt must not be read as the answer to the second
+    response = client.request('POST', '/users', body={'email': EMAIL, 'password': PASSWORD, 'role': 30},
+                              expected=(201, 409), want_json=True)
+    assert response.status in (201, 409)
+    assert [call['status'] for call in client.requests] == [None, 200, None, response.status]
+    assert lab.connection_count() == 3
+
+
+def test_keep_alive_errors_are_those_of_a_plain_client(lab):
+    lab.set_faults([{'status': 301}])
+    client = client_for(lab.url, keep_alive=True)
+    with pytest.raises(AdminAPIError) as caught:
+        client.request('POST', '/users', body={})
+    assert caught.value.status == 301 and 'set api_url to the final URL' in str(caught.value)
+    lab.set_faults([{'status': 500, 'body': 'password %s rejected' % PASSWORD}])
+    client.add_secret(PASSWORD)
+    with pytest.raises(AdminAPIError) as caught:
+        client.request('GET', '/users')
+    assert 'after 4 attempts' in str(caught.value) and PASSWORD not in str(caught.value)
+    assert lab.connection_count() == 1  # error answers keep the connection
+
+
+def test_keep_alive_is_shared_by_threads_with_one_connection_each(lab):
+    client = client_for(lab.url, keep_alive=True)
+    logs = [[] for dummy in range(4)]
+
+    def work(log, number):
+        for attempt in range(5):
+            client.add_secret('%032x' % (number * 100 + attempt))  # while other threads scrub
+            client.request('GET', '/users', calls=log)
+
+    threads = [threading.Thread(target=work, args=(log, number)) for number, log in enumerate(logs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    client.close()
+    assert [len(log) for log in logs] == [5, 5, 5, 5]
+    assert len(client.requests) == 20 and all(call['status'] == 200 for call in client.requests)
+    assert lab.connection_count() == 4
+
+
+def test_keep_alive_tls_with_required_client_certificate(pki):
+    with LabAdminAPI(tls_cert=pki['server.crt'], tls_key=pki['server.key'], client_ca=pki['ca.pem']) as server:
+        client = client_for(server.url, ca_path=pki['ca.pem'], client_cert=pki['station.crt'],
+                            client_key=pki['station.key'], keep_alive=True)
+        for dummy in range(3):
+            assert client.request('GET', '/users').status == 200
+        assert server.connection_count() == 1
+        untrusted = client_for(server.url, keep_alive=True)
+        with pytest.raises(AdminAPIError) as caught:
+            untrusted.request('GET', '/users')
+    assert caught.value.kind == 'tls' and 'ca_path' in str(caught.value)
+    assert len(untrusted.requests) == 1  # a verification failure is not retried
+
+
+def test_keep_alive_is_left_to_urllib_through_a_proxy(monkeypatch):
+    for name in ('no_proxy', 'NO_PROXY', 'http_proxy', 'HTTP_PROXY'):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv('https_proxy', 'http://proxy.example.com:3128')
+    assert client_for('https://admin.example.com', keep_alive=True).keep_alive is False
+    assert client_for('http://admin.example.com', keep_alive=True).keep_alive is True
+    assert client_for('http://user:secret@admin.example.com', keep_alive=True).keep_alive is False

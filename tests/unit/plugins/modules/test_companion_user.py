@@ -12,7 +12,7 @@ import pytest
 from lab.admin_api import LabAdminAPI
 
 from ansible_collections.azaion.jetson.plugins.modules import companion_user
-from ansible_collections.azaion.jetson.plugins.modules.companion_user import (
+from ansible_collections.azaion.jetson.plugins.module_utils._companion_user import (
     build_record,
     coerce_role,
     password_digest,

@@ -17,7 +17,6 @@ import stat
 import pytest
 
 from ansible_collections.azaion.jetson.plugins.module_utils import _device_conf as dc
-from ansible_collections.azaion.jetson.plugins.modules import device_conf
 from ansible_collections.azaion.jetson.plugins.modules.device_conf import main
 
 EMAIL = 'azaion-jetson-0042@azaion.com'
@@ -299,7 +298,7 @@ def test_read_only_tree_fails_before_writing(module_runner, rootfs, monkeypatch)
 def test_permission_denied_on_write_is_explained(module_runner, rootfs, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(errno.EACCES, 'Permission denied')
-    monkeypatch.setattr(device_conf, 'write_file_atomic', denied)
+    monkeypatch.setattr(dc, 'write_file_atomic', denied)
     result = run(module_runner, rootfs)
     assert result['failed'] is True
     assert 'permission denied (EACCES)' in result['msg'] and 'read-only for this user' in result['msg']
@@ -424,7 +423,7 @@ def test_diff_when_kept_shows_no_new_marker(module_runner, rootfs):
 def test_passwords_are_registered_as_no_log_values(module_runner, rootfs, monkeypatch):
     """Defence in depth: even an unmasked diff would be scrubbed by Ansible's sanitiser."""
     write_conf(rootfs, 'AZAION_DEVICE_EMAIL=%s\nAZAION_DEVICE_PASSWORD=%s\n' % (EMAIL, PW))
-    monkeypatch.setattr(device_conf, 'mask_device_conf', lambda text, new_password=False: text or '')
+    monkeypatch.setattr(dc, 'mask_device_conf', lambda text, new_password=False: text or '')
     result = run(module_runner, rootfs, diff=True, rotate=True)
     new = password_in(conf_path(rootfs))
     assert 'AZAION_DEVICE_PASSWORD=' in result['diff']['after']  # the unmasked text did reach the result

@@ -1,0 +1,97 @@
+# -*- coding: utf-8 -*-
+# Copyright: Azaion
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+    # The options of every station module (one run for all of a station's devices). The device
+    # context is made on the controller by the azaion.jetson.device_contexts filter; keep this in
+    # step with DEVICE_OPTIONS in plugins/module_utils/_station_run.py.
+    DOCUMENTATION = r'''
+options:
+  devices:
+    description:
+      - The station's devices, one device context each, as the P(azaion.jetson.device_contexts#filter)
+        filter makes them from the inventory. Each module uses the keys it needs.
+      - One device's failure does not fail the task; its result in RV(devices) says why.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      name:
+        description: The device's inventory host name; the key of its result in RV(devices).
+        type: str
+        required: true
+      serial:
+        description: The device's serial (C(jetson_serial)).
+        type: str
+        required: true
+      email:
+        description: The device's e-mail on the admin API.
+        type: str
+        required: true
+      station:
+        description: The station the device is on (C(jetson_station)).
+        type: str
+      usb_instance:
+        description: The USB port of the device's cable (C(jetson_usb_instance)).
+        type: str
+      board:
+        description: The board (C(jetson_board)); empty to detect it from the USB product id.
+        type: str
+      board_identity:
+        description: Overrides of the board identity for image generation (C(flash_board_identity)).
+        type: dict
+      own_rootfs:
+        description: The device's own staging rootfs (C(jetson_rootfs_dir)), when it has one.
+        type: path
+      rootfs:
+        description: The staging rootfs device.conf goes into.
+        type: path
+      device_conf:
+        description: That rootfs's C(etc/azaion/device.conf).
+        type: path
+      port_tree:
+        description: The working tree of the device's USB port.
+        type: path
+      state_file:
+        description: The device's state file on the station.
+        type: path
+        required: true
+      sync_record:
+        description: The record of the device's last account sync.
+        type: path
+      loader_url:
+        description: The device's Loader after first boot (C(jetson_loader_url)).
+        type: str
+      fuse_enabled:
+        description: Whether the device is to be fused (C(jetson_fuse_enabled)).
+        type: bool
+      fuse_config:
+        description: The fuse XML on the station (C(jetson_fuse_config)).
+        type: path
+      pkc_key:
+        description: The PKC key on the station (C(jetson_pkc_key)).
+        type: path
+      sbk_key:
+        description: The SBK key on the station (C(jetson_sbk_key)).
+        type: path
+      settings:
+        description:
+          - The station's settings (C(l4t_dir), C(workdir), C(usb_sysfs_root), C(flash_concurrency),
+            C(station_root)) and the station paths derived from them. Not used by the modules,
+            which take them as their own options.
+        type: dict
+      problems:
+        description: What the batch check found wrong with the device. Not used by the modules.
+        type: list
+        elements: str
+  parallel:
+    description: How many devices' work runs at once.
+    type: int
+    default: 8
+'''

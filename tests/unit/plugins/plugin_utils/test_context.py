@@ -1,0 +1,94 @@
+"""The device context, the batch check over contexts, and a device's outcome."""
+
+import pytest
+
+from ansible_collections.azaion.jetson.plugins.plugin_utils._context import (
+    batch_check,
+    device_context,
+    device_contexts,
+    device_outcome,
+    station_leaders,
+)
+
+
+def test_a_context_holds_what_every_phase_needs_worked_out_once():
+    context = device_context('AZJN-0042', {'jetson_usb_instance': '1-3', 'jetson_workdir': '/w', 'jetson_board': 'orin-nano-8gb',
+                                           'jetson_loader_url': 'http://10.0.0.42:8080', 'jetson_fuse_enabled': 'yes',
+                                           'flash_board_identity': {'FAB': '301'}})
+    assert context['problems'] == []
+    assert (context['serial'], context['email'], context['station']) == ('AZJN-0042', 'azaion-jetson-0042@azaion.com', 'localhost')
+    assert context['port_tree'] == '/w/ports/1-3/Linux_for_Tegra'
+    assert context['rootfs'] == '/w/ports/1-3/Linux_for_Tegra/rootfs'
+    assert context['device_conf'] == '/w/ports/1-3/Linux_for_Tegra/rootfs/etc/azaion/device.conf'
+    assert context['state_file'] == '/w/devices/AZJN-0042/state.json'
+    assert context['own_rootfs'] == ''
+    assert context['fuse_enabled'] is True and context['board_identity'] == {'FAB': '301'}
+    assert context['settings']['flash_concurrency'] == 4 and context['settings']['logs'] == '/w/logs'
+
+
+def test_a_device_takes_its_stations_settings_and_a_contradiction_is_a_problem_naming_both():
+    station = {'jetson_workdir': '/srv/w', 'jetson_flash_concurrency': 2}
+    taken = device_context('AZJN-0001', {'jetson_station': 'st-a'}, station)
+    assert taken['settings']['workdir'] == '/srv/w' and taken['state_file'].startswith('/srv/w/')
+    contradicting = device_context('AZJN-0002', {'jetson_station': 'st-a', 'jetson_flash_concurrency': 3}, station)
+    assert contradicting['problems'] == [
+        'AZJN-0002: jetson_flash_concurrency is 3 on the device but 2 on its station st-a; set it either on the '
+        'station\'s host or on its devices, not differently on both']
+
+
+@pytest.mark.parametrize('device_vars, words', [
+    ({'jetson_serial': 'AZJN0042'}, 'has no hyphen'),
+    ({'jetson_fuse_enabled': 'treu'}, 'jetson_fuse_enabled is \'treu\', which is neither true nor false'),
+    ({'jetson_workdir': 'relative'}, 'must be an absolute path'),
+])
+def test_a_bad_input_is_a_problem_naming_the_device(device_vars, words):
+    problems = device_context('AZJN-0042', device_vars)['problems']
+    assert len(problems) == 1 and problems[0].startswith('AZJN-0042: ') and words in problems[0], problems
+
+
+HOSTVARS = {
+    'AZJN-0001': {'jetson_station': 'st-a', 'jetson_usb_instance': '1-1'},
+    'AZJN-0002': {'jetson_station': 'st-b', 'jetson_usb_instance': '1-1'},
+    'AZJN-0003': {'jetson_station': 'st-a', 'jetson_usb_instance': '1-2'},
+    'st-a': {'jetson_workdir': '/a'},
+}
+
+
+def test_contexts_of_one_station_and_only_for_the_host_that_runs_its_work():
+    hosts = ['AZJN-0001', 'AZJN-0002', 'AZJN-0003']
+    assert [context['name'] for context in device_contexts(hosts, HOSTVARS)] == hosts
+    on_a = device_contexts(hosts, HOSTVARS, station='st-a')
+    assert [context['name'] for context in on_a] == ['AZJN-0001', 'AZJN-0003']
+    assert all(context['settings']['workdir'] == '/a' for context in on_a)
+    assert device_contexts(hosts, HOSTVARS, station='st-a', run_by='AZJN-0001') == on_a
+    assert device_contexts(hosts, HOSTVARS, station='st-a', run_by='AZJN-0003') == []
+    assert station_leaders(device_contexts(hosts, HOSTVARS)) == {'st-a': 'AZJN-0001', 'st-b': 'AZJN-0002'}
+
+
+def test_the_batch_check_reports_collisions_own_problems_and_stations_that_disagree_once_each():
+    hostvars = {'AZJN-0001': {'jetson_usb_instance': '1-1', 'jetson_workdir': '/w1'},
+                'AZXX-0001': {'jetson_usb_instance': '1-1'},
+                'AZJN-00.': {}}
+    problems = batch_check(device_contexts(list(hostvars), hostvars))
+    assert len(problems) == len(set(problems))
+    assert any('AZJN-0001 and AZXX-0001 are on the same USB port 1-1' in problem for problem in problems)
+    assert any(problem.startswith('AZJN-00.: device serial') for problem in problems)
+    assert any('the devices of station localhost disagree on jetson_workdir (/var/lib/azaion-jetson for AZXX-0001, '
+               'AZJN-00.; /w1 for AZJN-0001)' in problem for problem in problems), problems
+
+
+def test_an_outcome_fails_at_the_first_phase_that_failed_the_device():
+    results = {'rootfs': {'devices': {'d1': {'changed': True}, 'd2': {'changed': False}}},
+               'identity': {'devices': {'d1': {'failed': True, 'msg': 'HTTP 403'}, 'd2': {'changed': True}}},
+               'flash': {'skipped': True}}
+    assert device_outcome(results, 'd1') == {'failed': True, 'changed': False, 'msg': 'd1: identity failed: HTTP 403'}
+    assert device_outcome(results, 'd2') == {'failed': False, 'changed': True, 'msg': 'd2: rootfs ok, identity changed'}
+
+
+def test_an_outcome_of_a_finished_device_a_failed_station_and_a_run_that_stopped_early():
+    assert device_outcome({'flash': {'skipped': True}}, 'd1', finished=True) == {
+        'failed': False, 'changed': False, 'msg': 'd1: already finished: nothing to do'}
+    assert device_outcome({}, 'd1', station_error='rootfs staging failed')['msg'] == \
+        'd1: its station failed: rootfs staging failed'
+    stopped = device_outcome({'rootfs': {'devices': {'d1': {'changed': True}}}, 'flash': {}}, 'd1')
+    assert stopped['failed'] and 'flash run did not happen' in stopped['msg']
