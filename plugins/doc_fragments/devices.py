@@ -68,6 +68,11 @@ options:
       loader_url:
         description: The device's Loader after first boot (C(jetson_loader_url)).
         type: str
+      api_url:
+        description:
+          - The admin API URL (C(azaion_admin_api_url), else the controller's E(AZAION_ADMIN_API_URL)).
+          - Not used by the modules, which take it as their own option.
+        type: str
       fuse_enabled:
         description: Whether the device is to be fused (C(jetson_fuse_enabled)).
         type: bool

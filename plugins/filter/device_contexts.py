@@ -8,19 +8,33 @@ __metaclass__ = type
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.azaion.jetson.plugins.plugin_utils._context import device_contexts, device_outcome, station_leaders
-from ansible_collections.azaion.jetson.plugins.plugin_utils._identity import DEFAULT_EMAIL_DOMAIN, DEFAULT_EMAIL_PREFIX
+from ansible_collections.azaion.jetson.plugins.plugin_utils._context import (
+    device_contexts,
+    device_outcome,
+    device_outcomes,
+    station_leaders,
+    station_work,
+)
 
 
-def device_contexts_filter(hosts, hostvars, email_prefix=DEFAULT_EMAIL_PREFIX, email_domain=DEFAULT_EMAIL_DOMAIN,
-                           station=None, run_by=None):
+def device_contexts_filter(hosts, hostvars, email_prefix=None, email_domain=None, api_url=None):
     if not isinstance(hosts, (list, tuple)):
         raise AnsibleFilterError('device_contexts expects a list of inventory host names')
-    return device_contexts(list(hosts), hostvars, email_prefix, email_domain, station, run_by)
+    return device_contexts(list(hosts), hostvars, email_prefix, email_domain, api_url)
 
 
-def station_leaders_filter(contexts):
-    return station_leaders(contexts)
+def device_outcomes_filter(phase_results, names, finished=(), station_error=None):
+    if not isinstance(phase_results, dict):
+        raise AnsibleFilterError('device_outcomes expects a dict of phase name -> the result of its station run')
+    return device_outcomes(phase_results, list(names), list(finished or ()), station_error)
+
+
+def station_work_filter(contexts, host):
+    return station_work(contexts, host)
+
+
+def station_leaders_filter(contexts, host=None):
+    return station_leaders(contexts, host)
 
 
 def device_outcome_filter(phase_results, name, finished=False, station_error=None):
@@ -30,11 +44,13 @@ def device_outcome_filter(phase_results, name, finished=False, station_error=Non
 
 
 class FilterModule(object):
-    """azaion.jetson.device_contexts, azaion.jetson.station_leaders, azaion.jetson.device_outcome"""
+    """azaion.jetson.device_contexts, station_leaders, station_work, device_outcome and device_outcomes"""
 
     def filters(self):
         return {
             'device_contexts': device_contexts_filter,
             'station_leaders': station_leaders_filter,
             'device_outcome': device_outcome_filter,
+            'device_outcomes': device_outcomes_filter,
+            'station_work': station_work_filter,
         }

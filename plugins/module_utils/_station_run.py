@@ -49,6 +49,7 @@ DEVICE_OPTIONS = dict(
     state_file=dict(type='path', required=True),
     sync_record=dict(type='path'),
     loader_url=dict(type='str'),
+    api_url=dict(type='str'),
     fuse_enabled=dict(type='bool'),
     fuse_config=dict(type='path'),
     pkc_key=dict(type='path'),

@@ -10,12 +10,12 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 ---
 module: l4t_station_check
-short_description: Check that a station has what NVIDIA's initrd flasher needs, before anything is written
+short_description: Check that a station has the bundle's tools and what NVIDIA's initrd flasher needs, before anything is written
 version_added: 1.0.0
 description:
   - Reads, and changes nothing. Fails with every problem found, each with its fix, when the
-    station lacks what flashing O(concurrency) devices at once with NVIDIA's initrd flasher
-    needs.
+    bundle O(l4t_dir) lacks one of O(tools), or, with O(initrd), when the station lacks what
+    flashing O(concurrency) devices at once with NVIDIA's initrd flasher needs.
   - The NFS server (C(<station_root>/usr/sbin/exportfs), package C(nfs-kernel-server)), from
     which the device mounts its tree while it is flashed.
   - C(<station_root>/usr/sbin/service), C(<station_root>/usr/bin/udevadm) and
@@ -56,6 +56,19 @@ options:
       - Disk space the images of one device take while it is generated and flashed, in MiB.
     type: int
     default: 40000
+  tools:
+    description:
+      - The bundle's tools the run needs, relative to O(l4t_dir), for example V(flash.sh) or
+        V(tools/kernel_flash/l4t_initrd_flash.sh).
+    type: list
+    elements: str
+    default: []
+  initrd:
+    description:
+      - Check what NVIDIA's initrd flasher needs (NFS server, IPv6, udev, disk, its internal
+        script and udev rules). V(false) checks O(tools) only.
+    type: bool
+    default: true
 attributes:
   check_mode:
     support: full
@@ -75,6 +88,7 @@ EXAMPLES = r'''
     workdir: "{{ jetson_workdir }}"
     l4t_dir: "{{ jetson_l4t_dir }}"
     concurrency: "{{ jetson_flash_concurrency | default(4) }}"
+    tools: [flash.sh, tools/kernel_flash/l4t_initrd_flash.sh]
   delegate_to: "{{ jetson_station }}"
 '''
 
@@ -109,20 +123,29 @@ def main():
             l4t_dir=dict(type='path', required=True),
             concurrency=dict(type='int', default=4),
             image_space_mb=dict(type='int', default=40000),
+            tools=dict(type='list', elements='str', default=[]),
+            initrd=dict(type='bool', default=True),
         ),
         supports_check_mode=True,
     )
     params = module.params
     if params['concurrency'] < 1 or params['image_space_mb'] < 0:
         module.fail_json(msg='concurrency must be 1 or more and image_space_mb 0 or more', problems=[])
-    host = StationHost(params['station_root'])
-    # Two trees per slot hold images at once: one generating, one flashing.
-    problems = host.preflight_problems(params['workdir'], 2 * params['concurrency'],
-                                       params['image_space_mb'] * MEBIBYTE)
-    for relpath in [INTERNAL_SCRIPT] + ['%s/%s' % (UDEV_RULES_DIR, name) for name in UDEV_RULES]:
-        if not os.path.isfile(os.path.join(params['l4t_dir'], relpath)):
-            problems.append('the bundle %s has no %s: give jetson_l4t_dir an L4T r35/r36 Linux_for_Tegra'
-                            % (params['l4t_dir'], relpath))
+    problems = []
+    missing = [os.path.join(params['l4t_dir'], relpath) for relpath in params['tools']
+               if not os.path.isfile(os.path.join(params['l4t_dir'], relpath))]
+    if missing:
+        problems.append('the L4T bundle %s is missing or incomplete (%s not found): set jetson_l4t_dir to its'
+                        ' Linux_for_Tegra directory' % (params['l4t_dir'], ', '.join(missing)))
+    elif params['initrd']:
+        host = StationHost(params['station_root'])
+        # Two trees per slot hold images at once: one generating, one flashing.
+        problems = host.preflight_problems(params['workdir'], 2 * params['concurrency'],
+                                           params['image_space_mb'] * MEBIBYTE)
+        for relpath in [INTERNAL_SCRIPT] + ['%s/%s' % (UDEV_RULES_DIR, name) for name in UDEV_RULES]:
+            if not os.path.isfile(os.path.join(params['l4t_dir'], relpath)):
+                problems.append('the bundle %s has no %s: give jetson_l4t_dir an L4T r35/r36 Linux_for_Tegra'
+                                % (params['l4t_dir'], relpath))
     if problems:
         module.fail_json(msg='the station is not ready to flash: %s' % '; '.join(problems), problems=problems)
     module.exit_json(changed=False, problems=[])

@@ -12,6 +12,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
+
 from ansible_collections.azaion.jetson.plugins.plugin_utils._identity import (
     DEFAULT_EMAIL_DOMAIN,
     DEFAULT_EMAIL_PREFIX,
@@ -31,6 +33,7 @@ STATION_SETTINGS = (
     ('jetson_station_root', 'station_root', '/'),
 )
 DEFAULT_STATION = 'localhost'
+API_URL_ENV = 'AZAION_ADMIN_API_URL'
 
 
 def _get(variables, name, default=None):
@@ -82,7 +85,7 @@ def station_settings(name, device_vars, station_vars, station):
 
 
 def device_context(name, device_vars, station_vars=None, email_prefix=DEFAULT_EMAIL_PREFIX,
-                   email_domain=DEFAULT_EMAIL_DOMAIN):
+                   email_domain=DEFAULT_EMAIL_DOMAIN, api_url=''):
     """The context of inventory host ``name``: see DEVICE_OPTIONS in module_utils/_station_run.py.
 
     ``problems`` lists what stops the batch (each names the device, the variable and the fix);
@@ -119,6 +122,7 @@ def device_context(name, device_vars, station_vars=None, email_prefix=DEFAULT_EM
         state_file=paths.get('state_file') or '',
         sync_record=paths.get('sync_record') or '',
         loader_url=str(_get(device_vars, 'jetson_loader_url', '') or ''),
+        api_url=str(_get(device_vars, 'azaion_admin_api_url', '') or api_url or ''),
         fuse_enabled=_flag(name, device_vars, 'jetson_fuse_enabled', problems),
         fuse_config=str(_get(device_vars, 'jetson_fuse_config', '') or ''),
         pkc_key=str(_get(device_vars, 'jetson_pkc_key', '') or ''),
@@ -128,25 +132,37 @@ def device_context(name, device_vars, station_vars=None, email_prefix=DEFAULT_EM
     )
 
 
-def device_contexts(hosts, hostvars, email_prefix=DEFAULT_EMAIL_PREFIX, email_domain=DEFAULT_EMAIL_DOMAIN,
-                    station=None, run_by=None):
-    """The contexts of inventory ``hosts``, in their order; only those on ``station`` when given.
+def device_contexts(hosts, hostvars, email_prefix=None, email_domain=None, api_url=None):
+    """The contexts of inventory ``hosts``, in their order.
 
-    ``run_by``: the host asking to run the station's work. It gets the contexts only when it is
-    the first of the hosts on ``station``, and an empty list otherwise, so that the work runs
-    once per station.
+    ``email_prefix`` and ``email_domain``: by default each device's ``identity_email_prefix``
+    and ``identity_email_domain``, else the collection's defaults. ``api_url``: the admin API
+    URL of a device that sets no ``azaion_admin_api_url``; by default the controller's
+    AZAION_ADMIN_API_URL (this runs on the controller, where AWX injects its credentials).
     """
+    if api_url is None:
+        api_url = os.environ.get(API_URL_ENV, '')
     contexts = []
     for name in hosts:
         device_vars = hostvars[name]
-        its_station = station_of(device_vars)
-        if station is not None and its_station != station:
-            continue
-        if run_by is not None and not contexts and name != run_by:
-            return []
-        contexts.append(device_context(name, device_vars, _station_vars(hostvars, its_station), email_prefix,
-                                       email_domain))
+        station = station_of(device_vars)
+        contexts.append(device_context(
+            name, device_vars, _station_vars(hostvars, station),
+            email_prefix or _get(device_vars, 'identity_email_prefix', DEFAULT_EMAIL_PREFIX),
+            email_domain or _get(device_vars, 'identity_email_domain', DEFAULT_EMAIL_DOMAIN), api_url))
     return contexts
+
+
+def station_work(contexts, host):
+    """The contexts of ``host``'s station when ``host`` runs that station's work (it is the
+    station's first device), else an empty list: so that the work runs once per station."""
+    station = None
+    for context in contexts:
+        if context['name'] == host:
+            station = context['station']
+            break
+    devices = [context for context in contexts if context['station'] == station]
+    return devices if devices and devices[0]['name'] == host else []
 
 
 def _station_vars(hostvars, station):
@@ -163,10 +179,11 @@ def station_problems(contexts):
     for context in contexts:
         by_station.setdefault(context['station'], []).append(context)
     for station, devices in sorted(by_station.items()):
-        for _variable, key, _default in STATION_SETTINGS:
+        for _variable, key, _default in STATION_SETTINGS + (('azaion_admin_api_url', 'api_url', ''),):
             values = {}
             for device in devices:
-                values.setdefault(str(device['settings'][key]), []).append(device['name'])
+                value = device['settings'][key] if key in device['settings'] else device.get(key, '')
+                values.setdefault(str(value), []).append(device['name'])
             if len(values) > 1:
                 problems.append('the devices of station %s disagree on %s (%s): a station does each phase once for '
                                 'all of its devices; set it once, on the station\'s host or in a group of its devices'
@@ -187,18 +204,27 @@ def batch_check(contexts, email_prefix=DEFAULT_EMAIL_PREFIX, email_domain=DEFAUL
     return problems
 
 
-def station_leaders(contexts):
-    """Station -> the inventory host that runs the station's work: its first device."""
+def station_leaders(contexts, host=None):
+    """Station -> the inventory host that runs the station's work: its first device. With
+    ``host``: the one that runs the work of ``host``'s station."""
     leaders = {}
     for context in contexts:
         leaders.setdefault(context['station'], context['name'])
-    return leaders
+    if host is None:
+        return leaders
+    for context in contexts:
+        if context['name'] == host:
+            return leaders[context['station']]
+    return None
 
 
 def device_outcome(phase_results, name, finished=False, station_error=None):
     """The outcome of device ``name`` from its station's phase results (phase name -> the
     registered result of that phase's station run, in phase order): failed at the first phase
     that failed it, changed if any phase changed it."""
+    if finished:
+        # Finished before this run: no phase ran for it, whatever happened to the others.
+        return dict(failed=False, changed=False, msg='%s: already finished: nothing to do' % name)
     if station_error:
         return dict(failed=True, changed=False, msg='%s: its station failed: %s' % (name, station_error))
     changed, done = False, []
@@ -215,8 +241,10 @@ def device_outcome(phase_results, name, finished=False, station_error=None):
                         msg='%s: %s failed: %s' % (name, phase, device.get('msg', 'see above')))
         changed = changed or bool(device.get('changed'))
         done.append('%s %s' % (phase, 'changed' if device.get('changed') else 'ok'))
-    if not done:
-        msg = 'already finished: nothing to do' if finished else 'no phase ran for it'
-    else:
-        msg = ', '.join(done)
-    return dict(failed=False, changed=changed, msg='%s: %s' % (name, msg))
+    return dict(failed=False, changed=changed, msg='%s: %s' % (name, ', '.join(done) or 'no phase ran for it'))
+
+
+def device_outcomes(phase_results, names, finished=(), station_error=None):
+    """The outcome of each device of ``names`` (name -> outcome, see :func:`device_outcome`);
+    ``finished``: the names of the devices finished before this run."""
+    return dict((name, device_outcome(phase_results, name, name in finished, station_error)) for name in names)

@@ -61,7 +61,7 @@ def batch_problems(devices, email_prefix=DEFAULT_EMAIL_PREFIX, email_domain=DEFA
     """Return every reason why this batch must not start, as sentences naming the devices.
 
     ``devices`` is a list of dicts, one per inventory host: ``name`` (the host) and, where
-    known, ``serial``, ``station``, ``rootfs`` (or ``rootfs_dir``) and ``usb_instance``. The checks: a serial
+    known, ``serial``, ``email``, ``station``, ``rootfs`` (or ``rootfs_dir``) and ``usb_instance``. The checks: a serial
     that cannot make an e-mail, two devices with one serial, two serials that map to one
     e-mail (``AZJN-0042`` and ``AZXX-0042``), two devices sharing a staging rootfs on one
     station, and two devices on one USB port of one station.
@@ -73,11 +73,13 @@ def batch_problems(devices, email_prefix=DEFAULT_EMAIL_PREFIX, email_domain=DEFA
         serial = device.get('serial') or name
         station = device.get('station') or 'localhost'
         by_serial.setdefault(serial, []).append(name)
-        try:
-            email = device_email(serial, email_prefix, email_domain)
-        except IdentityError as exc:
-            problems.append('%s: %s' % (name, exc))
-        else:
+        email = device.get('email')  # a device context has it already
+        if not email:
+            try:
+                email = device_email(serial, email_prefix, email_domain)
+            except IdentityError as exc:
+                problems.append('%s: %s' % (name, exc))
+        if email:
             by_email.setdefault(email, []).append('%s (serial %s)' % (name, serial))
         rootfs_dir = device.get('rootfs') or device.get('rootfs_dir')
         if rootfs_dir:

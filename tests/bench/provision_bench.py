@@ -43,7 +43,8 @@ BASH_SCRIPT = os.path.join(HERE, 'provision_device.sh')
 
 
 def ports(count):
-    return dict(('1-%d' % number, '7523') for number in range(1, count + 1))
+    """``count`` ports behind hubs of 10 (1-1.1 ... 1-10.10), as a station with 100 cables has them."""
+    return dict(('1-%d.%d' % (1 + number // 10, 1 + number % 10), '7523') for number in range(count))
 
 
 def provision_lab(root, api, count, station='localhost'):
@@ -51,16 +52,21 @@ def provision_lab(root, api, count, station='localhost'):
     lab.start_loaders(api.url)
     group_vars = dict(lab.group_vars(), jetson_station=station, jetson_flash_concurrency=min(count, MASSFLASH_LIMIT),
                       verify_health_interval=0.1, azaion_admin_api_url=api.url)
-    devices = dict(('AZJN-%04d' % number, lab.host_vars(port))
-                   for number, port in enumerate(sorted(lab.ports, key=lambda port: int(port.split('-')[1])), 1))
+    devices = dict(('AZJN-%04d' % number, lab.host_vars(port)) for number, port in enumerate(sorted(lab.ports), 1))
     return lab, group_vars, devices
 
 
 def run(inventory, token, playbook='provision.yml', env=None, forks='20'):
     environment = {'AZAION_ADMIN_API_TOKEN': token, 'ANSIBLE_FORKS': forks}
     environment.update(env or {})
+    # The image's default user gets a password, from a vars file as a vault would give it.
+    secrets_file = os.path.join(os.path.dirname(inventory), 'secrets.json')
+    if not os.path.exists(secrets_file):
+        with open(secrets_file, 'w') as secrets_vars:
+            json.dump({'jetson_default_user_password': secrets.token_hex(12)}, secrets_vars)
     started = time.monotonic()
-    result = labkit.run_playbook(inventory, playbook=playbook, env=environment, timeout=3600)
+    result = labkit.run_playbook(inventory, playbook=playbook, args=['-e', '@' + secrets_file], env=environment,
+                                 timeout=3600)
     elapsed = time.monotonic() - started
     if result.returncode != 0:
         sys.exit('%s failed:\n%s\n%s' % (playbook, result.stdout[-4000:], result.stderr[-2000:]))

@@ -420,7 +420,7 @@ def test_a_bad_inventory_fails_the_batch_check_naming_the_devices_with_nothing_w
         expected = 'IPv6 is off on the station'
     elif problem == 'missing bundle':
         batch.group_vars['jetson_l4t_dir'] = batch.lab.bundle + '-missing'
-        expected = ('the L4T bundle on localhost is missing or incomplete (%s-missing/flash.sh' % batch.lab.bundle)
+        expected = 'the L4T bundle {0}-missing is missing or incomplete ({0}-missing/flash.sh'.format(batch.lab.bundle)
     elif problem == 'devices of a station disagree':
         batch.host_vars['AZJN-0002']['jetson_workdir'] = batch.lab.workdir + '-other'
         expected = 'the devices of station localhost disagree on jetson_workdir'

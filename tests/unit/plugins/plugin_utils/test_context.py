@@ -8,6 +8,7 @@ from ansible_collections.azaion.jetson.plugins.plugin_utils._context import (
     device_contexts,
     device_outcome,
     station_leaders,
+    station_work,
 )
 
 
@@ -54,15 +55,25 @@ HOSTVARS = {
 }
 
 
-def test_contexts_of_one_station_and_only_for_the_host_that_runs_its_work():
+def test_contexts_and_the_share_of_the_station_work_of_each_host():
     hosts = ['AZJN-0001', 'AZJN-0002', 'AZJN-0003']
-    assert [context['name'] for context in device_contexts(hosts, HOSTVARS)] == hosts
-    on_a = device_contexts(hosts, HOSTVARS, station='st-a')
-    assert [context['name'] for context in on_a] == ['AZJN-0001', 'AZJN-0003']
-    assert all(context['settings']['workdir'] == '/a' for context in on_a)
-    assert device_contexts(hosts, HOSTVARS, station='st-a', run_by='AZJN-0001') == on_a
-    assert device_contexts(hosts, HOSTVARS, station='st-a', run_by='AZJN-0003') == []
-    assert station_leaders(device_contexts(hosts, HOSTVARS)) == {'st-a': 'AZJN-0001', 'st-b': 'AZJN-0002'}
+    contexts = device_contexts(hosts, HOSTVARS)
+    assert [context['name'] for context in contexts] == hosts
+    assert [context['settings']['workdir'] for context in contexts] == ['/a', '/var/lib/azaion-jetson', '/a']
+    assert [context['name'] for context in station_work(contexts, 'AZJN-0001')] == ['AZJN-0001', 'AZJN-0003']
+    assert station_work(contexts, 'AZJN-0003') == []
+    assert [context['name'] for context in station_work(contexts, 'AZJN-0002')] == ['AZJN-0002']
+    assert station_leaders(contexts) == {'st-a': 'AZJN-0001', 'st-b': 'AZJN-0002'}
+    assert station_leaders(contexts, 'AZJN-0003') == 'AZJN-0001'
+
+
+def test_the_e_mail_and_admin_api_of_each_device(monkeypatch):
+    monkeypatch.setenv('AZAION_ADMIN_API_URL', 'https://admin.example.com')
+    hostvars = {'AZJN-0001': {}, 'AZJN-0002': {'identity_email_prefix': 'lab-', 'azaion_admin_api_url': 'http://other'}}
+    contexts = device_contexts(list(hostvars), hostvars)
+    assert [(context['email'], context['api_url']) for context in contexts] == [
+        ('azaion-jetson-0001@azaion.com', 'https://admin.example.com'), ('lab-0002@azaion.com', 'http://other')]
+    assert any('disagree on azaion_admin_api_url' in problem for problem in batch_check(contexts))
 
 
 def test_the_batch_check_reports_collisions_own_problems_and_stations_that_disagree_once_each():
@@ -88,6 +99,7 @@ def test_an_outcome_fails_at_the_first_phase_that_failed_the_device():
 def test_an_outcome_of_a_finished_device_a_failed_station_and_a_run_that_stopped_early():
     assert device_outcome({'flash': {'skipped': True}}, 'd1', finished=True) == {
         'failed': False, 'changed': False, 'msg': 'd1: already finished: nothing to do'}
+    assert device_outcome({'rootfs': {}}, 'd1', finished=True, station_error='staging failed')['failed'] is False
     assert device_outcome({}, 'd1', station_error='rootfs staging failed')['msg'] == \
         'd1: its station failed: rootfs staging failed'
     stopped = device_outcome({'rootfs': {'devices': {'d1': {'changed': True}}}, 'flash': {}}, 'd1')
