@@ -225,7 +225,7 @@ def _describe_devices(devices):
 def _find_device(params):
     """The product id of the Jetson in recovery on the port, or raise FlashError."""
     root = params['usb_sysfs_root']
-    devices = recovery_devices(root)
+    devices = recovery_devices(root, shared=True)
     port = params['usb_instance']
     if port in devices:
         return devices[port]
@@ -511,7 +511,7 @@ class Flasher(object):
             where = None
             if left:
                 where = 'is still in NVIDIA\'s flashing initrd (%s)' % ', '.join(left)
-            elif self.port in recovery_devices(self.params['usb_sysfs_root']):
+            elif self.port in recovery_devices(self.params['usb_sysfs_root'], shared=True):
                 where = 'is still in recovery mode'
             if where is None or time.monotonic() >= deadline:
                 return where

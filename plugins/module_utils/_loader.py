@@ -13,6 +13,7 @@ __metaclass__ = type
 
 import json
 import os
+import threading
 import time
 
 from http.client import HTTPException
@@ -36,6 +37,10 @@ from ansible_collections.azaion.jetson.plugins.module_utils._device_conf import 
 )
 
 USER_AGENT = 'azaion.jetson loader_check (ansible module)'
+# One TLS context per trust setting for all the devices of a station run: loading the trust
+# store costs more than a Loader's answer.
+_TLS_CONTEXTS = {}
+_TLS_CONTEXTS_LOCK = threading.Lock()
 HEALTHY_STATUSES = ('healthy', 'ok')
 # HTTP answers to /health that a booting device (or a proxy in front of it) gives: keep polling.
 WAIT_STATUSES = (408, 429)
@@ -55,6 +60,15 @@ def loader_check_argument_spec():
         validate_certs=dict(type='bool', default=True),
         ca_path=dict(type='path'),
     )
+
+
+def tls_context(ca_path, validate_certs):
+    """The TLS context for Loaders checked with ``ca_path`` and ``validate_certs`` (made once)."""
+    with _TLS_CONTEXTS_LOCK:
+        key = (ca_path, bool(validate_certs))
+        if key not in _TLS_CONTEXTS:
+            _TLS_CONTEXTS[key] = make_context(cafile=ca_path, validate_certs=validate_certs)
+        return _TLS_CONTEXTS[key]
 
 
 class Answer(object):
@@ -193,7 +207,7 @@ class LoaderCheck(object):
     def connect(self):
         params = self.params
         try:
-            context = make_context(cafile=params['ca_path'], validate_certs=params['validate_certs'])
+            context = tls_context(params['ca_path'], params['validate_certs'])
         except (OSError, ValueError) as exc:
             self.fail('cannot load the CA bundle ca_path=%s: %s; check that the file exists and is PEM'
                       % (params['ca_path'], getattr(exc, 'strerror', None) or exc))

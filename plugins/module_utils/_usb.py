@@ -17,6 +17,8 @@ __metaclass__ = type
 
 import os
 import re
+import threading
+import time
 
 
 NVIDIA_VENDOR = '0955'
@@ -73,8 +75,16 @@ def _port_sort_key(port):
         return (0, [])
 
 
-def recovery_devices(sysfs_root):
-    """Port -> idProduct of every Jetson in recovery mode under ``sysfs_root``.
+# The last scan of each sysfs root, shared by callers that ask while it runs: a hundred flashes
+# of a station run that each look for their own device wait for one scan instead of each
+# reading every device's attributes. A scan that ended before a caller asked is never used.
+_SCANS = {}
+_SCANS_LOCK = threading.Lock()
+
+
+def recovery_devices(sysfs_root, shared=False):
+    """Port -> idProduct of every Jetson in recovery mode under ``sysfs_root``; with ``shared``,
+    the result of a scan that was running when the call came may be returned.
 
     ``sysfs_root`` is ``/sys/bus/usb/devices`` (or a fake tree in tests). Its entries are
     symbolic links into the device hierarchy: they are followed. The port is
@@ -83,6 +93,18 @@ def recovery_devices(sysfs_root):
     such as ``1-3:1.0``), other vendors, other products and unreadable entries are skipped. A
     missing ``sysfs_root`` gives an empty dict.
     """
+    if not shared:
+        return _scan(sysfs_root)
+    asked = time.monotonic()
+    with _SCANS_LOCK:  # held while scanning: who asks meanwhile waits for this scan
+        ended, found = _SCANS.get(sysfs_root, (None, None))
+        if ended is None or ended < asked:
+            found = _scan(sysfs_root)
+            _SCANS[sysfs_root] = (time.monotonic(), found)
+        return dict(found)
+
+
+def _scan(sysfs_root):
     found = {}
     try:
         names = os.listdir(sysfs_root)

@@ -10,12 +10,14 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 ---
 module: l4t_station_check
-short_description: Check that a station has the bundle's tools and what NVIDIA's initrd flasher needs, before anything is written
+short_description: Check that a station is ready for a batch (bundle, initrd flasher, admin API) before anything is written
 version_added: 1.0.0
 description:
   - Reads, and changes nothing. Fails with every problem found, each with its fix, when the
-    bundle O(l4t_dir) lacks one of O(tools), or, with O(initrd), when the station lacks what
-    flashing O(concurrency) devices at once with NVIDIA's initrd flasher needs.
+    bundle O(l4t_dir) lacks one of O(tools); with O(initrd), when the station lacks what
+    flashing O(concurrency) devices at once with NVIDIA's initrd flasher needs; with
+    O(api_url), when the admin API does not answer from the station (the stations call it,
+    not the controller). No credentials are sent, so an answer of 401 or 403 means reachable.
   - The NFS server (C(<station_root>/usr/sbin/exportfs), package C(nfs-kernel-server)), from
     which the device mounts its tree while it is flashed.
   - C(<station_root>/usr/sbin/service), C(<station_root>/usr/bin/udevadm) and
@@ -43,9 +45,8 @@ options:
     required: true
   l4t_dir:
     description:
-      - The bundle's C(Linux_for_Tegra) directory on the station.
+      - The bundle's C(Linux_for_Tegra) directory on the station. Required with O(tools) or O(initrd).
     type: path
-    required: true
   concurrency:
     description:
       - How many devices the station flashes at once (C(jetson_flash_concurrency)).
@@ -69,6 +70,24 @@ options:
         script and udev rules). V(false) checks O(tools) only.
     type: bool
     default: true
+  api_url:
+    description:
+      - The admin API's base URL. When given, the station must get an answer from
+        C(GET <api_url>/users) (any of 200, 401 or 403).
+    type: str
+  validate_certs:
+    description: Verify the admin API's TLS certificate.
+    type: bool
+    default: true
+  ca_path:
+    description: The CA bundle that signed the admin API's certificate.
+    type: path
+  client_cert:
+    description: The client certificate, for an admin API that requires mTLS.
+    type: path
+  client_key:
+    description: The key of O(client_cert).
+    type: path
 attributes:
   check_mode:
     support: full
@@ -105,6 +124,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.azaion.jetson.plugins.module_utils._admin_api import AdminAPIClient, AdminAPIError
 from ansible_collections.azaion.jetson.plugins.module_utils._station_host import (
     INTERNAL_SCRIPT,
     UDEV_RULES,
@@ -115,39 +135,60 @@ from ansible_collections.azaion.jetson.plugins.module_utils._station_host import
 MEBIBYTE = 1024 * 1024
 
 
+def admin_api_problems(params):
+    """Why the admin API does not answer from here, if it does not (no credentials are sent)."""
+    try:
+        client = AdminAPIClient(params['api_url'], client_cert=params['client_cert'], client_key=params['client_key'],
+                                ca_path=params['ca_path'], validate_certs=params['validate_certs'], timeout=15,
+                                retries=1, retry_backoff=0.5)
+        client.request('GET', '/users', query={'searchEmail': 'azaion-batch-check'}, expected=(200, 401, 403))
+    except AdminAPIError as exc:
+        return ['the admin API does not answer from this station: %s' % exc]
+    return []
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             station_root=dict(type='path', default='/'),
             workdir=dict(type='path', required=True),
-            l4t_dir=dict(type='path', required=True),
+            l4t_dir=dict(type='path'),
             concurrency=dict(type='int', default=4),
             image_space_mb=dict(type='int', default=40000),
             tools=dict(type='list', elements='str', default=[]),
             initrd=dict(type='bool', default=True),
+            api_url=dict(type='str'),
+            validate_certs=dict(type='bool', default=True),
+            ca_path=dict(type='path'),
+            client_cert=dict(type='path'),
+            client_key=dict(type='path', no_log=False),
         ),
         supports_check_mode=True,
     )
     params = module.params
     if params['concurrency'] < 1 or params['image_space_mb'] < 0:
         module.fail_json(msg='concurrency must be 1 or more and image_space_mb 0 or more', problems=[])
+    if (params['tools'] or params['initrd']) and not params['l4t_dir']:
+        module.fail_json(msg='l4t_dir is required to check tools or the initrd flasher', problems=[])
     problems = []
+    if params['api_url']:
+        problems.extend(admin_api_problems(params))
     missing = [os.path.join(params['l4t_dir'], relpath) for relpath in params['tools']
                if not os.path.isfile(os.path.join(params['l4t_dir'], relpath))]
     if missing:
         problems.append('the L4T bundle %s is missing or incomplete (%s not found): set jetson_l4t_dir to its'
                         ' Linux_for_Tegra directory' % (params['l4t_dir'], ', '.join(missing)))
-    elif params['initrd']:
+    elif params['l4t_dir'] and params['initrd']:
         host = StationHost(params['station_root'])
         # Two trees per slot hold images at once: one generating, one flashing.
-        problems = host.preflight_problems(params['workdir'], 2 * params['concurrency'],
-                                           params['image_space_mb'] * MEBIBYTE)
+        problems.extend(host.preflight_problems(params['workdir'], 2 * params['concurrency'],
+                                                params['image_space_mb'] * MEBIBYTE))
         for relpath in [INTERNAL_SCRIPT] + ['%s/%s' % (UDEV_RULES_DIR, name) for name in UDEV_RULES]:
             if not os.path.isfile(os.path.join(params['l4t_dir'], relpath)):
                 problems.append('the bundle %s has no %s: give jetson_l4t_dir an L4T r35/r36 Linux_for_Tegra'
                                 % (params['l4t_dir'], relpath))
     if problems:
-        module.fail_json(msg='the station is not ready to flash: %s' % '; '.join(problems), problems=problems)
+        module.fail_json(msg='the station is not ready: %s' % '; '.join(problems), problems=problems)
     module.exit_json(changed=False, problems=[])
 
 

@@ -433,10 +433,10 @@ def test_a_bad_inventory_fails_the_batch_check_naming_the_devices_with_nothing_w
         # A second station (this machine again) whose devices reach the API at an address where
         # nothing answers: the first station's check alone would let the batch start.
         batch.host_vars['AZJN-0002'].update(jetson_station='station-b', azaion_admin_api_url='http://127.0.0.1:9')
-        expected = 'Connection refused'
+        expected = 'the admin API does not answer from this station: gave up on GET /users'
     else:
         batch.api.stop()
-        expected = 'Connection refused'
+        expected = 'connection refused by 127.0.0.1'
     batch.write_inventory()
     if problem == 'second station without the admin API':
         with open(batch.inventory) as inventory_file:

@@ -63,7 +63,7 @@ def make_usb_sysfs(root, devices=None):
         _ensure_root_hub(root, busnum)
     for port, product in sorted((devices or {}).items(), key=lambda item: _port_key(item[0])):
         add_device(root, port, product)
-    keyboard_port = next(port for port in ('1-%d' % number for number in range(1, 100))
+    keyboard_port = next(port for port in ('1-%d' % number for number in range(1, 1000))
                          if not os.path.lexists(os.path.join(root, port)))
     _plug(root, keyboard_port, KEYBOARD, interface_class='03')
     return root

@@ -110,6 +110,20 @@ def test_constants_are_the_published_api():
         assert product in l4t_bundle.BOARD_MODULES[BOARD_CONFIGS[board]]
 
 
+def test_a_shared_recovery_scan_is_one_scan_for_concurrent_callers_and_never_older_than_the_call(tmp_path):
+    root = make_usb_sysfs(str(tmp_path / 'devices'), dict(('1-%d' % port, '7523') for port in range(1, 41)))
+    results = []
+    callers = [threading.Thread(target=lambda: results.append(recovery_devices(root, shared=True))) for _caller in range(20)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert len(results) == 20 and all(result == recovery_devices(root) for result in results)
+    # A device plugged after the last scan ended is seen by the next call.
+    add_device(root, '2-1', '7323')
+    assert recovery_devices(root, shared=True)['2-1'] == '7323'
+
+
 def test_recovery_scan_follows_symlinks_and_reads_the_port_from_busnum_and_devpath(tmp_path):
     root = make_usb_sysfs(str(tmp_path / 'devices'), {'1-3': '7523', '1-8.4': '7323', '2-1': '7035',
                                                       '2-2': '7023'})
