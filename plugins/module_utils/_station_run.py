@@ -90,6 +90,7 @@ class DeviceModule(object):
 
     def __init__(self, module, params, name):
         self._module = module
+        self.station_params = module.params
         self.params = params
         self.name = name
         self.check_mode = module.check_mode
@@ -112,16 +113,44 @@ class DeviceModule(object):
         return getattr(self._module, attribute)
 
 
-def naming_the_device(name, work, *args):
-    """``work(*args)``, a single-device module's work in a device's run: its failure's msg is led
-    by the device's name, which the single-device module's own messages do not carry."""
+def run_device_core(proxy, spec, shared, own, work, refused=''):
+    """A single-device module's core, ``work(proxy)``, for one device of a station run.
+
+    Its parameters are the station module's options named in ``shared`` and the device's
+    ``own``, checked against the single-device module's ``spec``; a failure's msg is led by the
+    device's name, which the single-device module's own messages do not carry. ``refused`` ends
+    the message of parameters that do not pass the spec.
+    """
+    name = proxy.name
+    values = dict((key, proxy.station_params[key]) for key in shared)
+    values.update(own)
     try:
-        work(*args)
+        proxy.params = device_params(spec, values)
+    except DeviceParamsError as exc:
+        proxy.fail_json('%s: invalid options: %s%s' % (name, exc, refused))
+    try:
+        work(proxy)
     except DeviceExit as done:
         msg = str(done.result.get('msg', ''))
         if done.result.get('failed') and not msg.startswith(name + ':'):
             done.result['msg'] = '%s: %s' % (name, msg)
         raise
+
+
+def shared_options(spec, names):
+    """The options ``names`` of a single-device module's ``spec``: a station module takes them
+    once for all of its devices."""
+    return dict((name, spec[name]) for name in names)
+
+
+def devices_by(devices, key):
+    """Value of ``key`` -> the names of the devices that have it (devices without it left out):
+    who would share a port or a tree."""
+    found = {}
+    for device in devices:
+        if device.get(key):
+            found.setdefault(device[key], []).append(device['name'])
+    return found
 
 
 class DeviceParamsError(ValueError):

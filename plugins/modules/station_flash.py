@@ -195,10 +195,10 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.azaion.jetson.plugins.module_utils._flash import Flasher, flash_argument_spec
 from ansible_collections.azaion.jetson.plugins.module_utils._station_run import (
-    DeviceParamsError,
     StationRun,
-    device_params,
-    naming_the_device,
+    devices_by,
+    run_device_core,
+    shared_options,
     station_argument_spec,
 )
 
@@ -209,9 +209,8 @@ SHARED_OPTIONS = ('tool', 'l4t_release', 'external_device', 'rootdev', 'board_co
 
 
 def argument_spec():
-    flash_spec = flash_argument_spec()
     # No default: every device gets a thread of its own; the flash slots bound the flashes.
-    return station_argument_spec(parallel=dict(type='int'), **dict((key, flash_spec[key]) for key in SHARED_OPTIONS))
+    return station_argument_spec(parallel=dict(type='int'), **shared_options(flash_argument_spec(), SHARED_OPTIONS))
 
 
 def signing_args(device):
@@ -230,10 +229,7 @@ def main():
     if module.params['parallel'] is None:
         module.params['parallel'] = len(devices)
     flash_spec = flash_argument_spec()
-    by_port = {}
-    for device in devices:
-        if device.get('usb_instance'):
-            by_port.setdefault(device['usb_instance'], []).append(device['name'])
+    by_port = devices_by(devices, 'usb_instance')
 
     def work(proxy, device):
         name = device['name']
@@ -245,16 +241,11 @@ def main():
             # Two flashes of one port (one tree) at once would write over each other.
             proxy.fail_json('%s: devices %s are all on USB port %s; give each device the jetson_usb_instance of its'
                             ' own cable' % (name, ', '.join(sharing), device['usb_instance']))
-        values = dict((key, module.params[key]) for key in SHARED_OPTIONS)
-        values.update(l4t_dir=device['port_tree'], usb_instance=device['usb_instance'], serial=device['serial'],
-                      state_file=device['state_file'], expected_email=device['email'],
-                      rootfs_dir=device.get('own_rootfs') or None, board=device.get('board') or None,
-                      board_identity=device.get('board_identity') or {}, extra_args=signing_args(device))
-        try:
-            proxy.params = device_params(flash_spec, values)
-        except DeviceParamsError as exc:
-            proxy.fail_json('%s: invalid options: %s' % (name, exc))
-        naming_the_device(name, lambda: Flasher(proxy).main())
+        own = dict(l4t_dir=device['port_tree'], usb_instance=device['usb_instance'], serial=device['serial'],
+                   state_file=device['state_file'], expected_email=device['email'],
+                   rootfs_dir=device.get('own_rootfs') or None, board=device.get('board') or None,
+                   board_identity=device.get('board_identity') or {}, extra_args=signing_args(device))
+        run_device_core(proxy, flash_spec, SHARED_OPTIONS, own, lambda device_module: Flasher(device_module).main())
 
     # The flash records its phase in the state file itself (with its fingerprint, slot and log).
     run = StationRun(module, work, phase=None)

@@ -138,11 +138,10 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.azaion.jetson.plugins.module_utils._device_state import DeviceState
 from ansible_collections.azaion.jetson.plugins.module_utils._fuse import FUSE_PHASE, Fuser, fuse_argument_spec
 from ansible_collections.azaion.jetson.plugins.module_utils._station_run import (
-    DeviceParamsError,
     StationRun,
-    device_params,
-    naming_the_device,
     record_phase,
+    run_device_core,
+    shared_options,
     station_argument_spec,
 )
 from ansible_collections.azaion.jetson.plugins.module_utils._usb import BOARD_CONFIGS
@@ -178,7 +177,7 @@ def skip(module, proxy, device):
 
 def main():
     fuse_spec = fuse_argument_spec()
-    options = dict((key, fuse_spec[key]) for key in SHARED_OPTIONS)
+    options = shared_options(fuse_spec, SHARED_OPTIONS)
     options['board_configs'] = dict(type='dict', default=dict(BOARD_CONFIGS))
     module = AnsibleModule(argument_spec=station_argument_spec(**options), supports_check_mode=True)
     # odmfuse.sh has no USB port option: it burns whichever Jetson is in recovery mode, so the
@@ -200,16 +199,12 @@ def main():
             proxy.fail_json('%s: jetson_fuse_enabled is true, so this device would be fused (irreversible), but %s.'
                             ' Nothing was burned.' % (name, '; '.join(missing)))
         board = device.get('board')
-        values = dict((key, module.params[key]) for key in SHARED_OPTIONS)
-        values.update(l4t_dir=device['port_tree'], fuse_config=device['fuse_config'],
-                      usb_instance=device['usb_instance'], state_file=device['state_file'], serial=device['serial'],
-                      pkc_key=device.get('pkc_key') or None, sbk_key=device.get('sbk_key') or None,
-                      board_config=module.params['board_configs'].get(board, board) if board else 'auto')
-        try:
-            proxy.params = device_params(fuse_spec, values)
-        except DeviceParamsError as exc:
-            proxy.fail_json('%s: invalid options: %s. Nothing was burned.' % (name, exc))
-        naming_the_device(name, lambda device_module: Fuser(device_module).main(), proxy)
+        own = dict(l4t_dir=device['port_tree'], fuse_config=device['fuse_config'], usb_instance=device['usb_instance'],
+                   state_file=device['state_file'], serial=device['serial'], pkc_key=device.get('pkc_key') or None,
+                   sbk_key=device.get('sbk_key') or None,
+                   board_config=module.params['board_configs'].get(board, board) if board else 'auto')
+        run_device_core(proxy, fuse_spec, SHARED_OPTIONS, own, lambda device_module: Fuser(device_module).main(),
+                        refused='. Nothing was burned.')
 
     run = StationRun(module, work)  # Fuser records the fuse phase itself
     run.exit(run.run(), FUSE_PHASE)

@@ -108,10 +108,10 @@ msg:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.azaion.jetson.plugins.module_utils._station_run import (
-    DeviceParamsError,
     StationRun,
-    device_params,
-    naming_the_device,
+    devices_by,
+    run_device_core,
+    shared_options,
     station_argument_spec,
 )
 from ansible_collections.azaion.jetson.plugins.module_utils._workspace import make_workspace, workspace_argument_spec
@@ -122,14 +122,9 @@ SHARED_OPTIONS = ('src', 'private_paths', 'preserve')
 
 def main():
     workspace_spec = workspace_argument_spec()
-    module = AnsibleModule(
-        argument_spec=station_argument_spec(**dict((key, workspace_spec[key]) for key in SHARED_OPTIONS)),
-        supports_check_mode=True,
-    )
-    by_tree = {}
-    for device in module.params['devices']:
-        if device.get('port_tree'):
-            by_tree.setdefault(device['port_tree'], []).append(device['name'])
+    module = AnsibleModule(argument_spec=station_argument_spec(**shared_options(workspace_spec, SHARED_OPTIONS)),
+                           supports_check_mode=True)
+    by_tree = devices_by(module.params['devices'], 'port_tree')
 
     def work(proxy, device):
         name = device['name']
@@ -141,13 +136,7 @@ def main():
             # Two clones of one tree at once would build in the same temporary tree.
             proxy.fail_json('%s: devices %s have the same port tree %s; give each device the jetson_usb_instance'
                             ' of its own cable' % (name, ', '.join(sharing), device['port_tree']))
-        values = dict((key, module.params[key]) for key in SHARED_OPTIONS)
-        values['dest'] = device['port_tree']
-        try:
-            proxy.params = device_params(workspace_spec, values)
-        except DeviceParamsError as exc:
-            proxy.fail_json('%s: invalid options: %s' % (name, exc))
-        naming_the_device(name, make_workspace, proxy)
+        run_device_core(proxy, workspace_spec, SHARED_OPTIONS, dict(dest=device['port_tree']), make_workspace)
 
     run = StationRun(module, work, phase='rootfs')
     run.exit(run.run(), 'rootfs')

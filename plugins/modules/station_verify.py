@@ -129,10 +129,9 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.azaion.jetson.plugins.module_utils._device_state import DeviceState, DeviceStateError
 from ansible_collections.azaion.jetson.plugins.module_utils._loader import LoaderCheck, loader_check_argument_spec
 from ansible_collections.azaion.jetson.plugins.module_utils._station_run import (
-    DeviceParamsError,
     StationRun,
-    device_params,
-    naming_the_device,
+    run_device_core,
+    shared_options,
     station_argument_spec,
 )
 
@@ -144,7 +143,7 @@ SHARED_OPTIONS = ('health_timeout', 'health_interval', 'request_timeout', 'expec
 
 def main():
     check_spec = loader_check_argument_spec()
-    options = dict((key, check_spec[key]) for key in SHARED_OPTIONS)
+    options = shared_options(check_spec, SHARED_OPTIONS)
     options['force'] = dict(type='bool', default=False)
     module = AnsibleModule(argument_spec=station_argument_spec(**options), supports_check_mode=True)
 
@@ -164,13 +163,8 @@ def main():
         if not device.get('device_conf'):
             proxy.fail_json('%s: no staging rootfs, so no device.conf to log in with: set jetson_usb_instance or'
                             ' jetson_rootfs_dir' % name)
-        values = dict((key, module.params[key]) for key in SHARED_OPTIONS)
-        values.update(url=device['loader_url'], device_conf=device['device_conf'])
-        try:
-            proxy.params = device_params(check_spec, values)
-        except DeviceParamsError as exc:
-            proxy.fail_json('%s: invalid options: %s' % (name, exc))
-        naming_the_device(name, lambda device_module: LoaderCheck(device_module).run(), proxy)
+        run_device_core(proxy, check_spec, SHARED_OPTIONS, dict(url=device['loader_url'], device_conf=device['device_conf']),
+                        lambda device_module: LoaderCheck(device_module).run())
 
     run = StationRun(module, work, phase=PHASE)
     run.exit(run.run(), PHASE)
