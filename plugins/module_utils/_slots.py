@@ -13,6 +13,7 @@ __metaclass__ = type
 import errno
 import fcntl
 import os
+import threading
 import time
 
 from ansible_collections.azaion.jetson.plugins.module_utils._tool_runner import log_line, utc_stamp
@@ -20,6 +21,19 @@ from ansible_collections.azaion.jetson.plugins.module_utils._tool_runner import 
 
 class FlashSlotTimeout(Exception):
     """No flash slot became free within the wait timeout."""
+
+
+# The threads of one process (a station module's devices) queue here before they try the slot
+# files: at most ``count`` of them poll the locks, where a hundred waiting devices would
+# otherwise each try every lock file five times a second, on the CPU the flashes need.
+_GATES = {}
+_GATES_LOCK = threading.Lock()
+
+
+def _gate(slots_dir, name, count):
+    key = (os.path.realpath(slots_dir), name, count)
+    with _GATES_LOCK:
+        return _GATES.setdefault(key, threading.BoundedSemaphore(count))
 
 
 class FlashSlots(object):
@@ -49,6 +63,7 @@ class FlashSlots(object):
         self.path = None
         self.wait_seconds = None
         self._fd = None
+        self._gate = None
 
     def lock_path(self, number):
         return os.path.join(self.slots_dir, '%s-%d.lock' % (self.name, number))
@@ -97,17 +112,27 @@ class FlashSlots(object):
     def acquire(self):
         os.makedirs(self.slots_dir, exist_ok=True)
         started = time.monotonic()
-        while True:
-            for number in range(self.count):
-                if self._try(number):
-                    self.wait_seconds = time.monotonic() - started
-                    return self
-            waited = time.monotonic() - started
-            if self.wait_timeout is not None and waited >= self.wait_timeout:
-                raise FlashSlotTimeout(
-                    'all %d flash slots in %s stayed busy for %.1f s (holders: %s)'
-                    % (self.count, self.slots_dir, waited, '; '.join(self.holders()) or 'unknown'))
-            time.sleep(self.poll)
+        gate = _gate(self.slots_dir, self.name, self.count)
+        if not gate.acquire(timeout=self.wait_timeout):
+            self._busy(started)
+        try:
+            while True:
+                for number in range(self.count):
+                    if self._try(number):
+                        self.wait_seconds = time.monotonic() - started
+                        self._gate = gate
+                        return self
+                if self.wait_timeout is not None and time.monotonic() - started >= self.wait_timeout:
+                    self._busy(started)
+                time.sleep(self.poll)
+        except BaseException:
+            gate.release()
+            raise
+
+    def _busy(self, started):
+        raise FlashSlotTimeout(
+            'all %d flash slots in %s stayed busy for %.1f s (holders: %s)'
+            % (self.count, self.slots_dir, time.monotonic() - started, '; '.join(self.holders()) or 'unknown'))
 
     def release(self):
         if self._fd is not None:
@@ -116,6 +141,8 @@ class FlashSlots(object):
             finally:
                 os.close(self._fd)
                 self._fd = None
+                self._gate.release()
+                self._gate = None
 
     def holders(self):
         """What the slot files say about their holders (pid label time), for messages."""

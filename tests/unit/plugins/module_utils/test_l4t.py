@@ -276,6 +276,30 @@ def test_flash_slots_let_at_most_count_holders_in(tmp_path):
     assert sorted(os.listdir(slots_dir)) == ['slot-0.lock', 'slot-1.lock']
 
 
+def test_flash_slots_waiting_threads_queue_instead_of_polling_the_lock_files(tmp_path):
+    """A station module's hundred devices wait for a slot in one process: only as many of them
+    as there are slots may poll the lock files, or the polls eat the CPU the flashes need."""
+    slots_dir = str(tmp_path / 'slots')
+    attempts = []
+
+    class CountingSlots(FlashSlots):
+        def _lock(self, number):
+            attempts.append(number)
+            return super(CountingSlots, self)._lock(number)
+
+    def holder():
+        with CountingSlots(slots_dir, 1, poll=0.02):
+            time.sleep(0.2)
+
+    threads = [threading.Thread(target=holder) for dummy in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    # One try each once let through; polling threads would have made about 4 * 10 per holder.
+    assert len(attempts) == 5
+
+
 def test_flash_slots_release_on_error_and_time_out_when_busy(tmp_path):
     slots_dir = str(tmp_path / 'slots')
     with pytest.raises(RuntimeError):
