@@ -85,6 +85,9 @@ options:
       sbk_key:
         description: The SBK key on the station (C(jetson_sbk_key)).
         type: path
+      batch:
+        description: The name of the device's batch (C(jetson_batch_name), default V(batch)). Not used by the modules.
+        type: str
       settings:
         description:
           - The station's settings (C(l4t_dir), C(workdir), C(usb_sysfs_root), C(flash_concurrency),

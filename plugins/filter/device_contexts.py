@@ -17,10 +17,11 @@ from ansible_collections.azaion.jetson.plugins.plugin_utils._context import (
 )
 
 
-def device_contexts_filter(hosts, hostvars, email_prefix=None, email_domain=None, api_url=None):
+def device_contexts_filter(hosts, hostvars, email_prefix=None, email_domain=None, api_url=None, phases=None):
     if not isinstance(hosts, (list, tuple)):
         raise AnsibleFilterError('device_contexts expects a list of inventory host names')
-    return device_contexts(list(hosts), hostvars, email_prefix, email_domain, api_url)
+    return device_contexts(list(hosts), hostvars, email_prefix, email_domain, api_url,
+                           None if phases is None else list(phases))
 
 
 def device_outcomes_filter(phase_results, names, finished=(), station_error=None):

@@ -16,8 +16,9 @@ import re
 
 from ansible_collections.azaion.jetson.plugins.module_utils._files import write_file_atomic
 
-# A serial names the device's directory, logs and records on the station.
-SERIAL_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
+# A serial names the device's directory, logs and records on the station: the one serial rule
+# of every module and of the batch check.
+SERIAL_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$')
 
 
 class DeviceStateError(ValueError):

@@ -54,6 +54,7 @@ DEVICE_OPTIONS = dict(
     fuse_config=dict(type='path'),
     pkc_key=dict(type='path'),
     sbk_key=dict(type='path'),
+    batch=dict(type='str'),
     # The station's settings and the batch check's findings: the playbook's, not the modules'.
     settings=dict(type='dict'),
     problems=dict(type='list', elements='str'),

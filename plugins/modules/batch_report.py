@@ -20,6 +20,9 @@ description:
   - Also returns the rows, a summary and a readable table for the play's output.
   - The files are rewritten only when a device's row changed, so re-running a finished batch
     reports no change.
+  - A report about to be replaced is kept, moved to C(<workdir>/reports/history/<batch>-<when it
+    was written>.json) (and C(.csv)): another wave of the same batch, or a later run, never
+    loses an earlier run's report.
 author: Azaion engineering (@azaion)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
@@ -97,6 +100,7 @@ import csv
 import io
 import json
 import os
+import re
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -151,6 +155,24 @@ def render_table(rows, phases):
     return '\n'.join(text)
 
 
+def keep_in_history(reports_dir, batch, generated, paths):
+    """Move a report about to be replaced into ``reports/history``, named by when it was
+    written: a later run (another wave of the batch) never loses an earlier one's report."""
+    history = os.path.join(reports_dir, 'history')
+    if not os.path.isdir(history):
+        os.makedirs(history, 0o750)
+    stamp = re.sub(r'[^0-9TZ]', '', str(generated or '')) or time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())
+    for path in paths:
+        if os.path.exists(path):
+            name, extension = os.path.splitext(os.path.basename(path))
+            target = os.path.join(history, '%s-%s%s' % (name, stamp, extension))
+            number = 1
+            while os.path.exists(target):
+                number += 1
+                target = os.path.join(history, '%s-%s-%d%s' % (name, stamp, number, extension))
+            os.rename(path, target)
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -191,14 +213,16 @@ def main():
     try:
         with open(json_path) as existing:
             previous = json.load(existing)
-        previous.pop('generated', None)
     except (IOError, OSError, ValueError):
         previous = None
+    previous_generated = previous.pop('generated', None) if isinstance(previous, dict) else None
     changed = previous != content
     if changed and not module.check_mode:
         try:
             if not os.path.isdir(reports_dir):
                 os.makedirs(reports_dir, 0o750)
+            if previous is not None:
+                keep_in_history(reports_dir, params['batch'], previous_generated, (json_path, csv_path))
             document = dict(content, generated=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
             write_file_atomic(json_path, json.dumps(document, indent=2, sort_keys=True).encode('utf-8') + b'\n', mode=0o640)
             write_file_atomic(csv_path, render_csv(rows, columns).encode('utf-8'), mode=0o640)

@@ -28,10 +28,31 @@ description:
     its images while another flashes), O(image_space_mb) each.
   - NVIDIA's host udev rules in the bundle O(l4t_dir) (C(tools/kernel_flash/host_udev)), and
     its internal initrd flash script.
+  - With O(devices), what only the station can tell of its devices, before any of them is
+    written - a staging rootfs (C(jetson_rootfs_dir)) that is the station's root, inside the
+    bundle, or the same directory as another device's once symbolic links are resolved; a
+    O(workdir) inside the bundle; key files (C(jetson_pkc_key), C(jetson_sbk_key)) that are
+    not readable files; a fuse configuration that is not a valid NVIDIA fuse XML or names fuses
+    NVIDIA does not document; and, for devices whose pending phases need it (flash, or fuse
+    for a device to be fused), no Jetson in recovery mode on the device's USB port, or one of
+    another board than C(jetson_board) says.
 author: Azaion engineering (@azaion)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - azaion.jetson.devices
 options:
+  pending_phases:
+    description:
+      - Device name -> the phases still to do for it (as RV(azaion.jetson.station_state#module:pending_phases)
+        returns them). A device not named here has every phase to do.
+    type: dict
+    default: {}
+  usb_sysfs_root:
+    description:
+      - Where the station's USB devices are in sysfs (C(jetson_usb_sysfs_root)); tests point it
+        at a fake tree.
+    type: path
+    default: /sys/bus/usb/devices
   station_root:
     description:
       - The station's file system root; tests point it at a fake host root.
@@ -125,6 +146,8 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.azaion.jetson.plugins.module_utils._admin_api import AdminAPIClient, AdminAPIError
+from ansible_collections.azaion.jetson.plugins.module_utils._device_checks import file_problems, path_problems, usb_problems
+from ansible_collections.azaion.jetson.plugins.module_utils._station_run import station_argument_spec
 from ansible_collections.azaion.jetson.plugins.module_utils._station_host import (
     INTERNAL_SCRIPT,
     UDEV_RULES,
@@ -133,6 +156,7 @@ from ansible_collections.azaion.jetson.plugins.module_utils._station_host import
 )
 
 MEBIBYTE = 1024 * 1024
+PHASES = ('rootfs', 'fuse', 'identity', 'flash', 'verify')
 
 
 def admin_api_problems(params):
@@ -149,7 +173,9 @@ def admin_api_problems(params):
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
+        argument_spec=station_argument_spec(
+            pending_phases=dict(type='dict', default={}),
+            usb_sysfs_root=dict(type='path', default='/sys/bus/usb/devices'),
             station_root=dict(type='path', default='/'),
             workdir=dict(type='path', required=True),
             l4t_dir=dict(type='path'),
@@ -170,7 +196,10 @@ def main():
         module.fail_json(msg='concurrency must be 1 or more and image_space_mb 0 or more', problems=[])
     if (params['tools'] or params['initrd']) and not params['l4t_dir']:
         module.fail_json(msg='l4t_dir is required to check tools or the initrd flasher', problems=[])
-    problems = []
+    devices = params['devices']
+    pending = dict((device['name'], params['pending_phases'].get(device['name'], PHASES)) for device in devices)
+    problems = (path_problems(devices, params['l4t_dir'], params['workdir']) + file_problems(devices, pending)
+                + usb_problems(devices, pending, params['usb_sysfs_root']))
     if params['api_url']:
         problems.extend(admin_api_problems(params))
     missing = [os.path.join(params['l4t_dir'], relpath) for relpath in params['tools']

@@ -99,6 +99,14 @@ pending_devices:
   type: list
   elements: str
   sample: [jetson-0042]
+pending_phases:
+  description:
+    - Device name -> the phases of O(phases) still to do for it (its RV(devices) entry's
+      C(pending)), for every device whose state file could be read. What the station check
+      (M(azaion.jetson.l4t_station_check)) takes to know which devices must be in recovery mode.
+  returned: always
+  type: dict
+  sample: {jetson-0041: [], jetson-0042: [identity, flash, verify]}
 failed_devices:
   description: The devices whose state file could not be read, sorted.
   returned: always
@@ -156,7 +164,8 @@ def main():
     ok = [device['name'] for device in module.params['devices'] if not results[device['name']].get('failed')]
     run.exit(results, 'state',
              finished_devices=[name for name in ok if results[name]['finished']],
-             pending_devices=[name for name in ok if not results[name]['finished']])
+             pending_devices=[name for name in ok if not results[name]['finished']],
+             pending_phases=dict((name, results[name]['pending']) for name in ok))
 
 
 if __name__ == '__main__':

@@ -21,6 +21,7 @@ from ansible_collections.azaion.jetson.plugins.plugin_utils._identity import (
     batch_problems,
     device_email,
 )
+from ansible_collections.azaion.jetson.plugins.plugin_utils import _inputs as inputs
 from ansible_collections.azaion.jetson.plugins.plugin_utils._station import station_paths
 
 # Settings that belong to a station (design.md): set on the station's host or on its devices,
@@ -34,111 +35,171 @@ STATION_SETTINGS = (
 )
 DEFAULT_STATION = 'localhost'
 API_URL_ENV = 'AZAION_ADMIN_API_URL'
-
-
-def _get(variables, name, default=None):
-    """A variable, or ``default`` when it is not set (or set to nothing)."""
-    if variables is None:
-        return default
-    try:
-        value = variables[name]
-    except KeyError:
-        return default
-    return default if value is None else value
-
-
-def _is_set(variables, name):
-    return _get(variables, name) is not None
-
-
-def _flag(name, variables, variable, problems):
-    """A true/false variable. Anything else is a problem: "treu" must not quietly mean false
-    where it decides an irreversible step."""
-    value = _get(variables, variable, False)
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ('true', 'yes', 'on', '1'):
-        return True
-    if text in ('false', 'no', 'off', '0', ''):
-        return False
-    problems.append('%s: %s is %r, which is neither true nor false; set it to true or false' % (name, variable, value))
-    return False
+API_TOKEN_ENV = 'AZAION_ADMIN_API_TOKEN'
+# What each phase needs of a device (besides what every phase needs).
+BUNDLE_PHASES = ('rootfs', 'fuse', 'flash')
 
 
 def station_of(device_vars):
-    return str(_get(device_vars, 'jetson_station', '') or DEFAULT_STATION)
+    return str(inputs.get(device_vars, 'jetson_station', '') or DEFAULT_STATION)
+
+
+def _setting(who, variable, key, value, problems):
+    """One station setting, checked by its own rule."""
+    if key == 'flash_concurrency':
+        return inputs.concurrency(who, value, variable, problems)
+    what = {'l4t_dir': "the L4T bundle's Linux_for_Tegra", 'workdir': 'the directory where the station keeps its'
+            ' trees, records and reports', 'usb_sysfs_root': 'the USB devices in sysfs (/sys/bus/usb/devices)',
+            'station_root': 'the root of the station\'s file system (/)'}[key]
+    path = inputs.absolute_path(who, value, variable, problems, what)
+    if key == 'workdir' and path == '/':
+        problems.append('%s: %s is /; set it to a directory of its own, such as /var/lib/azaion-jetson' % (who, variable))
+    return path
 
 
 def station_settings(name, device_vars, station_vars, station):
-    """The station settings of one device, and the contradictions between its own and its
-    station's (a device that sets none takes its station's)."""
+    """The station settings of one device, and what is wrong with them: a device value that
+    contradicts its station's, and a value its rule refuses (named by where it was set)."""
     settings, problems = {}, []
     for variable, key, default in STATION_SETTINGS:
-        own, stations = _get(device_vars, variable), _get(station_vars, variable)
+        own, stations = inputs.get(device_vars, variable), inputs.get(station_vars, variable)
         if own is not None and stations is not None and str(own) != str(stations):
             problems.append('%s: %s is %s on the device but %s on its station %s; set it either on the station\'s '
                             'host or on its devices, not differently on both' % (name, variable, own, stations, station))
-        value = own if own is not None else stations if stations is not None else default
-        settings[key] = value
+        if own is not None:
+            value = _setting(name, variable, key, own, problems)
+        elif stations is not None:
+            value = _setting('station %s' % station, variable, key, stations, problems)
+        else:
+            value = default
+        settings[key] = default if value in (None, '') and key != 'l4t_dir' else value
+    if inputs.inside(settings['workdir'], settings['l4t_dir']):
+        problems.append('%s: jetson_workdir %s is inside the bundle jetson_l4t_dir %s, which is never to be written;'
+                        ' set jetson_workdir outside it' % (name, settings['workdir'], settings['l4t_dir']))
     return settings, problems
 
 
 def device_context(name, device_vars, station_vars=None, email_prefix=DEFAULT_EMAIL_PREFIX,
-                   email_domain=DEFAULT_EMAIL_DOMAIN, api_url=''):
+                   email_domain=DEFAULT_EMAIL_DOMAIN, api_url='', phases=None):
     """The context of inventory host ``name``: see DEVICE_OPTIONS in module_utils/_station_run.py.
 
-    ``problems`` lists what stops the batch (each names the device, the variable and the fix);
-    a context with problems is never given to a station module.
+    ``problems`` lists what stops the batch (each names the device, the variable and the fix):
+    every variable checked by its rule (plugin_utils/_inputs.py) and, with ``phases`` (the
+    phases of this run), what those phases need. A context with problems is never given to a
+    station module.
     """
     station = station_of(device_vars)
     settings, problems = station_settings(name, device_vars, station_vars, station)
-    serial = str(_get(device_vars, 'jetson_serial', '') or name)
-    usb_instance = str(_get(device_vars, 'jetson_usb_instance', '') or '')
-    own_rootfs = str(_get(device_vars, 'jetson_rootfs_dir', '') or '')
-    try:
-        email = device_email(serial, email_prefix, email_domain)
-    except IdentityError as exc:
-        email = ''
-        problems.append('%s: %s' % (name, exc))
+    serial = inputs.serial(name, inputs.get(device_vars, 'jetson_serial', name), 'jetson_serial (or the host name)',
+                           problems)
+    usb_instance = inputs.usb_port(name, inputs.get(device_vars, 'jetson_usb_instance'), 'jetson_usb_instance',
+                                   problems)
+    own_rootfs = inputs.absolute_path(name, inputs.get(device_vars, 'jetson_rootfs_dir'), 'jetson_rootfs_dir',
+                                      problems, "the device's staging rootfs")
+    if own_rootfs == '/':
+        problems.append("%s: jetson_rootfs_dir is /, the station's own root; set it to the device's staging rootfs"
+                        ' (or leave it unset for the port tree\'s)' % name)
+    elif inputs.inside(own_rootfs, settings['l4t_dir']):
+        problems.append('%s: jetson_rootfs_dir %s is inside the bundle jetson_l4t_dir %s, which is never to be'
+                        ' written; set it to a rootfs outside the bundle (or leave it unset)'
+                        % (name, own_rootfs, settings['l4t_dir']))
+    email = ''
+    if serial:
+        try:
+            email = device_email(serial, email_prefix, email_domain)
+        except IdentityError as exc:
+            problems.append('%s: %s' % (name, exc))
     paths = {}
-    try:
-        paths = station_paths(str(settings['workdir']), serial, usb_instance or None, own_rootfs or None)
-    except ValueError as exc:
-        problems.append('%s: %s' % (name, exc))
+    if serial and settings['workdir'] and settings['workdir'] != '/':
+        paths = station_paths(settings['workdir'], serial, usb_instance or None, own_rootfs or None)
     settings.update((key, paths.get(key)) for key in ('staging_tree', 'logs', 'flash_slots', 'reports'))
-    return dict(
+    fuse_enabled = inputs.flag(name, inputs.get(device_vars, 'jetson_fuse_enabled'), 'jetson_fuse_enabled', problems)
+    fuse_config = inputs.absolute_path(name, inputs.get(device_vars, 'jetson_fuse_config'), 'jetson_fuse_config',
+                                       problems, "the device's fuse configuration (NVIDIA genericfuse XML)")
+    api_url_text = inputs.url(name, inputs.get(device_vars, 'azaion_admin_api_url') or api_url,
+                              'azaion_admin_api_url' if inputs.get(device_vars, 'azaion_admin_api_url') else API_URL_ENV,
+                              problems, 'the admin API')
+    context = dict(
         name=name,
         serial=serial,
         email=email,
         station=station,
         usb_instance=usb_instance,
-        board=str(_get(device_vars, 'jetson_board', '') or ''),
-        board_identity=dict(_get(device_vars, 'flash_board_identity', {}) or {}),
+        board=inputs.board(name, inputs.get(device_vars, 'jetson_board'), 'jetson_board', problems),
+        board_identity=_board_identity(name, device_vars, problems),
         own_rootfs=own_rootfs,
         rootfs=paths.get('rootfs') or '',
         device_conf=paths.get('device_conf') or '',
         port_tree=paths.get('port_tree') or '',
         state_file=paths.get('state_file') or '',
         sync_record=paths.get('sync_record') or '',
-        loader_url=str(_get(device_vars, 'jetson_loader_url', '') or ''),
-        api_url=str(_get(device_vars, 'azaion_admin_api_url', '') or api_url or ''),
-        fuse_enabled=_flag(name, device_vars, 'jetson_fuse_enabled', problems),
-        fuse_config=str(_get(device_vars, 'jetson_fuse_config', '') or ''),
-        pkc_key=str(_get(device_vars, 'jetson_pkc_key', '') or ''),
-        sbk_key=str(_get(device_vars, 'jetson_sbk_key', '') or ''),
+        loader_url=inputs.url(name, inputs.get(device_vars, 'jetson_loader_url'), 'jetson_loader_url', problems,
+                              "the device's Loader"),
+        api_url=api_url_text,
+        fuse_enabled=fuse_enabled,
+        fuse_config=fuse_config,
+        pkc_key=inputs.absolute_path(name, inputs.get(device_vars, 'jetson_pkc_key'), 'jetson_pkc_key', problems,
+                                     'the PKC key file'),
+        sbk_key=inputs.absolute_path(name, inputs.get(device_vars, 'jetson_sbk_key'), 'jetson_sbk_key', problems,
+                                     'the SBK key file'),
+        batch=inputs.batch_name(name, inputs.get(device_vars, 'jetson_batch_name'), 'jetson_batch_name', problems),
         settings=settings,
         problems=problems,
     )
+    if phases is not None:
+        problems.extend(phase_problems(context, phases, device_vars))
+    return context
 
 
-def device_contexts(hosts, hostvars, email_prefix=None, email_domain=None, api_url=None):
+def _board_identity(name, device_vars, problems):
+    value = inputs.get(device_vars, 'flash_board_identity', {})
+    if not isinstance(value, dict):
+        problems.append('%s: flash_board_identity is %s, not a mapping; set it to a mapping such as {FAB: "300"}'
+                        % (name, 'a list' if isinstance(value, list) else repr(value)))
+        return {}
+    return dict(value)
+
+
+def phase_problems(context, phases, device_vars):
+    """What the run's ``phases`` need of a device that it lacks (a value that is set but bad
+    is a problem already)."""
+    name, problems = context['name'], []
+    found = ' '.join(context['problems'])
+
+    def missing(variable, value):
+        return not value and variable not in found
+
+    if set(phases) & set(BUNDLE_PHASES):
+        if missing('jetson_usb_instance', context['usb_instance']):
+            problems.append('%s: jetson_usb_instance is not set; set it to the USB port of its cable' % name)
+        if missing('jetson_l4t_dir', context['settings']['l4t_dir']):
+            problems.append("%s: jetson_l4t_dir is not set; set it to the bundle's Linux_for_Tegra on its station" % name)
+    if 'fuse' in phases and context['fuse_enabled'] and missing('jetson_fuse_config', context['fuse_config']):
+        problems.append('%s: jetson_fuse_enabled is true but jetson_fuse_config is not set; set jetson_fuse_config to'
+                        ' the fuse XML on the station, or set jetson_fuse_enabled to false' % name)
+    if 'identity' in phases:
+        if missing('azaion_admin_api_url', context['api_url']) and API_URL_ENV not in found:
+            problems.append('%s: the admin API URL is not set; set azaion_admin_api_url in the inventory or export %s'
+                            % (name, API_URL_ENV))
+        token_variable = 'azaion_admin_api_token'
+        token = inputs.get(device_vars, token_variable)
+        if token is None:
+            token_variable, token = API_TOKEN_ENV, os.environ.get(API_TOKEN_ENV)
+        inputs.token(token, token_variable, problems)
+    if 'verify' in phases and missing('jetson_loader_url', context['loader_url']):
+        problems.append("%s: jetson_loader_url is not set; set it to the device's Loader URL (as the station reaches"
+                        ' it after first boot)' % name)
+    return problems
+
+
+def device_contexts(hosts, hostvars, email_prefix=None, email_domain=None, api_url=None, phases=None):
     """The contexts of inventory ``hosts``, in their order.
 
     ``email_prefix`` and ``email_domain``: by default each device's ``identity_email_prefix``
     and ``identity_email_domain``, else the collection's defaults. ``api_url``: the admin API
     URL of a device that sets no ``azaion_admin_api_url``; by default the controller's
     AZAION_ADMIN_API_URL (this runs on the controller, where AWX injects its credentials).
+    ``phases``: the phases of this run, to check what they need (see :func:`phase_problems`).
     """
     if api_url is None:
         api_url = os.environ.get(API_URL_ENV, '')
@@ -148,8 +209,8 @@ def device_contexts(hosts, hostvars, email_prefix=None, email_domain=None, api_u
         station = station_of(device_vars)
         contexts.append(device_context(
             name, device_vars, _station_vars(hostvars, station),
-            email_prefix or _get(device_vars, 'identity_email_prefix', DEFAULT_EMAIL_PREFIX),
-            email_domain or _get(device_vars, 'identity_email_domain', DEFAULT_EMAIL_DOMAIN), api_url))
+            email_prefix or inputs.get(device_vars, 'identity_email_prefix', DEFAULT_EMAIL_PREFIX),
+            email_domain or inputs.get(device_vars, 'identity_email_domain', DEFAULT_EMAIL_DOMAIN), api_url, phases))
     return contexts
 
 
@@ -198,10 +259,23 @@ def batch_check(contexts, email_prefix=DEFAULT_EMAIL_PREFIX, email_domain=DEFAUL
     problems = []
     for problem in ([problem for context in contexts for problem in context.get('problems', [])]
                     + batch_problems(contexts, email_prefix, email_domain)
-                    + station_problems([context for context in contexts if 'settings' in context])):
+                    + station_problems([context for context in contexts if 'settings' in context])
+                    + batch_name_problems(contexts)):
         if problem not in problems:
             problems.append(problem)
     return problems
+
+
+def batch_name_problems(contexts):
+    """One run is one batch: its devices must agree on the batch's name (its report's)."""
+    names = {}
+    for context in contexts:
+        names.setdefault(context.get('batch') or 'batch', []).append(context['name'])
+    if len(names) < 2:
+        return []
+    return ['the devices of this run disagree on jetson_batch_name (%s); set it once for the whole run, in the'
+            ' group jetsons or with -e' % '; '.join('%s for %s' % (name, ', '.join(devices))
+                                                    for name, devices in sorted(names.items()))]
 
 
 def station_leaders(contexts, host=None):

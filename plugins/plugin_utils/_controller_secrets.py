@@ -20,7 +20,11 @@ __metaclass__ = type
 
 import os
 
+from urllib.parse import urlsplit
+
 from ansible.plugins.action import ActionBase
+
+from ansible_collections.azaion.jetson.plugins.module_utils._admin_api import display_url
 
 
 class ControllerSecretsAction(ActionBase):
@@ -45,5 +49,14 @@ class ControllerSecretsAction(ActionBase):
                 value = os.environ.get(environment_variable)
             if value not in (None, ''):
                 module_args[option] = str(value)
+        url = module_args.get('api_url')
+        if url and '@' in urlsplit(str(url)).netloc:
+            # A second line behind the batch check: the module's arguments would carry the
+            # password to the station and into every log of them.
+            result.update(failed=True, msg='api_url has user info before its host (%s with "user:password@" left out):'
+                                           ' a password in a URL ends up in logs; remove it from the URL (the token'
+                                           ' goes in azaion_admin_api_token or AZAION_ADMIN_API_TOKEN)'
+                                           % display_url(str(url)))
+            return result
         result.update(self._execute_module(module_name=self.MODULE, module_args=module_args, task_vars=task_vars))
         return result

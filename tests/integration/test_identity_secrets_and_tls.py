@@ -1,10 +1,12 @@
 """The secret sweep over the identity role, and the admin API over HTTPS and mTLS."""
 
 import os
+import secrets
 
 import trustme
 
 from conftest import assert_ok
+from lab import labkit
 from lab.admin_api import LabAdminAPI
 from sweep import ProcessArgumentWatcher, everything_written_under, sweep_env
 
@@ -89,3 +91,25 @@ def test_https_with_an_unknown_ca_is_a_clear_error(make_batch, tmp_path):
         result = batch.run()
     assert result.returncode != 0
     assert 'ca_path' in result.stdout, result.stdout[-3000:]
+
+
+def test_a_module_given_a_url_with_a_password_is_refused_on_the_controller(admin_api, api_token, tmp_path):
+    """The second line behind the batch check: a task that passes such a URL itself never
+    reaches the module (whose arguments travel to the station)."""
+    password = 'url-' + secrets.token_hex(8)
+    rootfs = tmp_path / 'rootfs'
+    labkit.make_rootfs(str(rootfs))
+    playbook = tmp_path / 'direct.yml'
+    playbook.write_text('''
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - azaion.jetson.companion_user:
+        device_conf: "%s/etc/azaion/device.conf"
+        api_url: "%s"
+''' % (rootfs, admin_api.url.replace('://', '://ops:%s@' % password)))
+    result = labkit.run_playbook('localhost,', playbook=str(playbook), env={'AZAION_ADMIN_API_TOKEN': api_token})
+    assert result.returncode != 0
+    assert 'api_url has user info before its host (%s with "user:password@" left out)' % admin_api.url in result.stdout
+    assert password not in result.stdout + result.stderr
+    assert admin_api.request_log() == []

@@ -507,3 +507,36 @@ def test_a_device_with_its_own_staging_rootfs_is_flashed_from_it(make_provision,
     assert conf == labkit.read_device_conf(own_rootfs)
     assert batch.api.users()['azaion-jetson-0001@azaion.com']['password'] == conf['AZAION_DEVICE_PASSWORD']
     assert batch.report()['AZJN-0001']['result'] == 'done'
+
+
+def test_a_password_in_the_admin_api_url_is_refused_and_never_shown_written_or_passed_on(make_provision, tmp_path):
+    batch = make_provision({'1-1': '7523'})
+    password = 'url-' + secrets.token_hex(8)
+    log_file, events_file, tree_dir = tmp_path / 'ansible.log', tmp_path / 'events.jsonl', tmp_path / 'tree'
+    sweep_vars = sweep_env(log_file, events_file, tree_dir)
+    userinfo_url = batch.api.url.replace('://', '://ops:%s@' % password)
+    outputs = []
+    with ProcessArgumentWatcher() as watcher:
+        # In the inventory, then in the controller's environment, as AWX would inject it.
+        batch.group_vars['azaion_admin_api_url'] = userinfo_url
+        batch.write_inventory()
+        outputs.append(batch.run('-vvvv', '--diff', **sweep_vars))
+        del batch.group_vars['azaion_admin_api_url']
+        batch.write_inventory()
+        outputs.append(batch.run('-vvvv', **dict(sweep_vars, AZAION_ADMIN_API_URL=userinfo_url)))
+    for result in outputs:
+        assert result.returncode != 0
+        assert 'has user info before its host' in result.stdout and 'remove it from the URL' in result.stdout
+    assert 'AZJN-0001: azaion_admin_api_url has user info' in outputs[0].stdout
+    assert 'AZJN-0001: AZAION_ADMIN_API_URL has user info' in outputs[1].stdout
+    assert batch.api.request_log() == [] and l4t_bundle.tool_calls(batch.lab.lab_state) == []
+    assert not os.path.exists(batch.lab.workdir)
+    haystacks = [('stdout', result.stdout.encode()) for result in outputs]
+    haystacks += [('stderr', result.stderr.encode()) for result in outputs]
+    haystacks += [('ansible.log', log_file.read_bytes()), ('events', events_file.read_bytes())]
+    haystacks += list(everything_written_under(str(tree_dir)))
+    haystacks += list(everything_written_under(batch.lab.root))
+    # The inventory itself holds it (it was put there): every other file must not.
+    haystacks = [(name, text) for name, text in haystacks if not name.endswith('hosts.yml')]
+    haystacks += [('process arguments', b'\n'.join(watcher.seen))]
+    assert [name for name, text in haystacks if password.encode() in text] == []

@@ -75,3 +75,28 @@ def test_batch_report_rows_summary_files_and_no_change_on_rerun(module_runner, t
 
     again = module_runner(batch_report.main, dict(workdir=workdir, devices=devices))
     assert again['changed'] is False
+
+
+def test_a_report_replaced_by_a_later_wave_is_kept_in_the_history(module_runner, tmp_path):
+    workdir = str(tmp_path)
+    for serial in ('AZJN-0001', 'AZJN-0002'):
+        record(module_runner, os.path.join(workdir, 'devices', serial, 'state.json'), phase='rootfs', status='done')
+    wave1 = module_runner(batch_report.main, dict(workdir=workdir, batch='may', devices=[{'serial': 'AZJN-0001'}]))
+    with open(wave1['json_path']) as report:
+        first = json.load(report)
+    unchanged = module_runner(batch_report.main, dict(workdir=workdir, batch='may', devices=[{'serial': 'AZJN-0001'}]))
+    assert unchanged['changed'] is False and not os.path.exists(os.path.join(workdir, 'reports', 'history'))
+
+    wave2 = module_runner(batch_report.main, dict(workdir=workdir, batch='may', devices=[{'serial': 'AZJN-0002'}]))
+    assert wave2['changed'] is True
+    history = os.path.join(workdir, 'reports', 'history')
+    kept = sorted(os.listdir(history))
+    stamp = first['generated'].replace('-', '').replace(':', '')
+    assert kept == ['may-%s.csv' % stamp, 'may-%s.json' % stamp]
+    with open(os.path.join(history, kept[1])) as report:
+        assert json.load(report) == first  # wave 1's report, as it was
+    with open(wave2['json_path']) as report:
+        assert [row['serial'] for row in json.load(report)['devices']] == ['AZJN-0002']
+    # Another batch's report is another file: nothing of "may" is touched.
+    other = module_runner(batch_report.main, dict(workdir=workdir, batch='june', devices=[{'serial': 'AZJN-0001'}]))
+    assert other['json_path'].endswith('june.json') and sorted(os.listdir(history)) == kept

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from lab import l4t_bundle, l4t_host
+from lab import l4t_bundle, l4t_host, usb_sysfs
 from lab.admin_api import LabAdminAPI
 
 from ansible_collections.azaion.jetson.plugins.modules.l4t_station_check import main
@@ -20,7 +20,7 @@ def station(tmp_path):
     host_root = l4t_host.make_host_root(str(tmp_path / 'host'), lab_state)
     bundle = l4t_bundle.make_bundle(str(tmp_path / 'bundle'), lab_state, str(tmp_path / 'sysfs'), host_root=host_root)
     return dict(l4t_dir=bundle, station_root=host_root, workdir=str(tmp_path / 'station'), concurrency=2,
-                image_space_mb=1, tools=TOOLS)
+                image_space_mb=1, tools=TOOLS, devices=[], usb_sysfs_root=str(tmp_path / 'sysfs'))
 
 
 def snapshot(top):
@@ -60,7 +60,75 @@ def test_every_problem_is_named_at_once_the_admin_api_with_the_flasher_and_the_b
 
 def test_the_admin_api_alone_needs_no_bundle(module_runner, tmp_path):
     with LabAdminAPI(token='lab-token-0123456789abcdef') as api:
-        result = module_runner(main, dict(workdir=str(tmp_path), initrd=False, api_url=api.url))
+        result = module_runner(main, dict(workdir=str(tmp_path), initrd=False, api_url=api.url, devices=[]))
     assert result.get('failed') is not True and result['problems'] == []
-    refused = module_runner(main, dict(workdir=str(tmp_path), tools=['flash.sh']))
+    refused = module_runner(main, dict(workdir=str(tmp_path), tools=['flash.sh'], devices=[]))
     assert refused['failed'] is True and 'l4t_dir is required' in refused['msg']
+
+
+# -- the devices: what only the station can tell ------------------------------------------------
+
+def device(tmp_path, name, port, **fields):
+    """A device context as the controller makes it (the keys the check reads)."""
+    context = dict(name=name, serial=name, email='azaion-jetson-%s@azaion.com' % name[-4:], usb_instance=port,
+                   board='', own_rootfs='', fuse_enabled=False, fuse_config='', pkc_key='', sbk_key='',
+                   state_file=str(tmp_path / 'station' / 'devices' / name / 'state.json'))
+    context.update(fields)
+    return context
+
+
+def test_devices_in_recovery_mode_with_good_paths_pass(module_runner, station, tmp_path):
+    usb_sysfs.make_usb_sysfs(station['usb_sysfs_root'], {'1-1': '7523', '1-2': '7323'})
+    own = tmp_path / 'rootfs' / 'AZJN-0002'
+    own.mkdir(parents=True)
+    devices = [device(tmp_path, 'AZJN-0001', '1-1', board='orin-nano-8gb'),
+               device(tmp_path, 'AZJN-0002', '1-2', own_rootfs=str(own))]
+    result = module_runner(main, dict(station, devices=devices))
+    assert result.get('failed') is not True and result['problems'] == [], result
+
+
+def test_each_device_problem_names_the_device_the_variable_and_the_fix(module_runner, station, tmp_path):
+    usb_sysfs.make_usb_sysfs(station['usb_sysfs_root'], {'1-1': '7523', '1-3': '7323'})
+    rootfs = tmp_path / 'rootfs'
+    (rootfs / 'AZJN-0003').mkdir(parents=True)
+    os.symlink(str(rootfs / 'AZJN-0003'), str(rootfs / 'alias'))  # two names, one directory
+    os.symlink(station['l4t_dir'], str(tmp_path / 'bundle-link'))
+    devices = [
+        device(tmp_path, 'AZJN-0001', '1-1', board='orin-nx-16gb'),  # an Orin Nano 8GB is on 1-1
+        device(tmp_path, 'AZJN-0002', '1-2'),  # nothing in recovery mode on 1-2
+        device(tmp_path, 'AZJN-0003', '1-3', own_rootfs=str(rootfs / 'AZJN-0003')),
+        device(tmp_path, 'AZJN-0004', '1-4', own_rootfs=str(rootfs / 'alias'), pkc_key=str(tmp_path / 'no-key.pem')),
+        device(tmp_path, 'AZJN-0005', '1-5', own_rootfs=str(tmp_path / 'bundle-link' / 'rootfs')),
+        device(tmp_path, 'AZJN-0006', '1-6', fuse_enabled=True, fuse_config=str(tmp_path / 'missing-fuses.xml')),
+    ]
+    # Only the devices whose pending phases need recovery mode are looked for on the bus.
+    pending = {'AZJN-0003': ['verify'], 'AZJN-0004': ['identity'], 'AZJN-0005': ['identity'], 'AZJN-0006': ['fuse']}
+    result = module_runner(main, dict(station, devices=devices, pending_phases=pending, tools=[], initrd=False))
+    assert result['failed'] is True
+    problems = result['problems']
+    expected = {
+        'AZJN-0001': 'jetson_board is orin-nx-16gb, but the Jetson in recovery mode on USB port 1-1 is an orin-nano-8gb',
+        'AZJN-0002': 'no Jetson is in recovery mode on USB port 1-2 (jetson_usb_instance); put the device',
+        'AZJN-0003, AZJN-0004': 'jetson_rootfs_dir %s and %s are one directory' % (rootfs / 'AZJN-0003', rootfs / 'alias'),
+        'AZJN-0005': 'jetson_rootfs_dir %s is inside the bundle jetson_l4t_dir' % (tmp_path / 'bundle-link' / 'rootfs'),
+        'AZJN-0006': 'jetson_fuse_config: ',
+    }
+    for name, words in expected.items():
+        assert [problem for problem in problems if problem.startswith(name + ': ') and words in problem], (name, problems)
+    # AZJN-0004's key is not used by its pending phase (identity), so not checked; AZJN-0006's
+    # port is empty, and fusing needs recovery mode.
+    assert not any('no-key.pem' in problem for problem in problems)
+    assert any(problem.startswith('AZJN-0006: no Jetson is in recovery mode on USB port 1-6') for problem in problems)
+    assert len(problems) == 6, problems
+
+
+def test_a_key_file_the_flash_will_use_must_be_there_and_the_workdir_outside_the_bundle(module_runner, station, tmp_path):
+    usb_sysfs.make_usb_sysfs(station['usb_sysfs_root'], {'1-1': '7523'})
+    devices = [device(tmp_path, 'AZJN-0001', '1-1', pkc_key=str(tmp_path / 'keys' / 'pkc.pem'))]
+    workdir = os.path.join(station['l4t_dir'], 'work')
+    result = module_runner(main, dict(station, devices=devices, workdir=workdir, tools=[], initrd=False))
+    assert result['problems'] == [
+        'jetson_workdir %s is inside the bundle jetson_l4t_dir %s once symbolic links are resolved; set jetson_workdir'
+        ' outside the bundle, which is never to be written' % (workdir, station['l4t_dir']),
+        'AZJN-0001: jetson_pkc_key %s is not a readable file on the station; put the key file there or fix'
+        ' jetson_pkc_key' % (tmp_path / 'keys' / 'pkc.pem')]

@@ -68,6 +68,10 @@ def test_each_device_gets_its_finished_and_pending_phases(module_runner, tmp_pat
     assert result['finished_devices'] == ['AZJN-0041']
     assert result['pending_devices'] == ['AZJN-0042', 'AZJN-0043', 'AZJN-0045']
     outcome = result['devices']
+    # What the station check takes: every readable device's pending phases, by name.
+    assert sorted(result['pending_phases']) == ['AZJN-0041', 'AZJN-0042', 'AZJN-0043', 'AZJN-0045']
+    assert all(result['pending_phases'][name] == outcome[name]['pending'] for name in result['pending_phases'])
+    assert result['pending_phases']['AZJN-0041'] == [] and result['pending_phases']['AZJN-0045'] != []
     assert outcome['AZJN-0041']['finished'] is True and outcome['AZJN-0041']['pending'] == []
     assert outcome['AZJN-0041']['phases']['verify']['status'] == 'done'
     assert outcome['AZJN-0042']['pending'] == ['identity', 'flash', 'verify']

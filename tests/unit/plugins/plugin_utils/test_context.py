@@ -15,7 +15,7 @@ from ansible_collections.azaion.jetson.plugins.plugin_utils._context import (
 def test_a_context_holds_what_every_phase_needs_worked_out_once():
     context = device_context('AZJN-0042', {'jetson_usb_instance': '1-3', 'jetson_workdir': '/w', 'jetson_board': 'orin-nano-8gb',
                                            'jetson_loader_url': 'http://10.0.0.42:8080', 'jetson_fuse_enabled': 'yes',
-                                           'flash_board_identity': {'FAB': '301'}})
+                                           'jetson_fuse_config': '/srv/fuses/odm.xml', 'flash_board_identity': {'FAB': '301'}})
     assert context['problems'] == []
     assert (context['serial'], context['email'], context['station']) == ('AZJN-0042', 'azaion-jetson-0042@azaion.com', 'localhost')
     assert context['port_tree'] == '/w/ports/1-3/Linux_for_Tegra'
@@ -40,7 +40,7 @@ def test_a_device_takes_its_stations_settings_and_a_contradiction_is_a_problem_n
 @pytest.mark.parametrize('device_vars, words', [
     ({'jetson_serial': 'AZJN0042'}, 'has no hyphen'),
     ({'jetson_fuse_enabled': 'treu'}, 'jetson_fuse_enabled is \'treu\', which is neither true nor false'),
-    ({'jetson_workdir': 'relative'}, 'must be an absolute path'),
+    ({'jetson_workdir': 'relative'}, 'is not an absolute path'),
 ])
 def test_a_bad_input_is_a_problem_naming_the_device(device_vars, words):
     problems = device_context('AZJN-0042', device_vars)['problems']
