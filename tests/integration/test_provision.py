@@ -6,6 +6,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -540,3 +541,41 @@ def test_a_password_in_the_admin_api_url_is_refused_and_never_shown_written_or_p
     haystacks = [(name, text) for name, text in haystacks if not name.endswith('hosts.yml')]
     haystacks += [('process arguments', b'\n'.join(watcher.seen))]
     assert [name for name, text in haystacks if password.encode() in text] == []
+
+
+def test_two_waves_on_the_same_ports_with_the_batch_name_in_the_inventory_each_keep_their_report(make_provision):
+    batch = make_provision({'1-1': '7523', '1-2': '7323'})
+    wave2 = {'AZJN-0003': dict(batch.host_vars['AZJN-0001']), 'AZJN-0004': dict(batch.host_vars['AZJN-0002'])}
+    batch.group_vars['jetson_batch_name'] = 'may-line2'
+    batch.host_vars.update(wave2)
+    batch.write_inventory()
+    with open(batch.inventory) as inventory_file:
+        inventory = json.load(inventory_file)
+    devices = inventory['jetsons'].pop('hosts')
+    inventory['jetsons']['children'] = {
+        'wave1': {'hosts': dict((name, devices[name]) for name in ('AZJN-0001', 'AZJN-0002'))},
+        'wave2': {'hosts': dict((name, devices[name]) for name in wave2)}}
+    with open(batch.inventory, 'w') as inventory_file:
+        json.dump(inventory, inventory_file)
+    reports = os.path.join(batch.lab.workdir, 'reports')
+
+    # Both waves at once are refused: they share the ports.
+    both = batch.run()
+    assert both.returncode != 0 and 'are on the same USB port 1-1' in both.stdout
+
+    assert_ok(batch.run('--limit', 'wave1'))
+    with open(os.path.join(reports, 'may-line2.json')) as report:
+        first = json.load(report)
+    assert [(row['serial'], row['result']) for row in first['devices']] == [('AZJN-0001', 'done'), ('AZJN-0002', 'done')]
+
+    for port, product in batch.lab.ports.items():  # the second wave's devices, in recovery mode
+        usb_sysfs.add_device(batch.lab.sysfs, port, product)
+    assert_ok(batch.run('--limit', 'wave2'))
+    with open(os.path.join(reports, 'may-line2.json')) as report:
+        second = json.load(report)
+    assert [(row['serial'], row['result']) for row in second['devices']] == [('AZJN-0003', 'done'), ('AZJN-0004', 'done')]
+    kept = sorted(os.listdir(os.path.join(reports, 'history')))
+    assert [name for name in kept if name.endswith('.json')] == ['may-line2-%s.json' % re.sub(r'[-:]', '', first['generated'])]
+    with open(os.path.join(reports, 'history', kept[-1])) as report:
+        assert json.load(report) == first
+    assert sorted(batch.api.users()) == ['azaion-jetson-%04d@azaion.com' % number for number in range(1, 5)]
