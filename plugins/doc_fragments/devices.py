@@ -17,7 +17,7 @@ options:
     description:
       - The station's devices, one device context each, as the P(azaion.jetson.device_contexts#filter)
         filter makes them from the inventory. Each module uses the keys it needs.
-      - One device's failure does not fail the task; its result in RV(devices) says why.
+      - Each device's result is in RV(devices), under its name.
     type: list
     elements: dict
     required: true

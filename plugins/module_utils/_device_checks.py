@@ -21,6 +21,8 @@ import os
 from ansible_collections.azaion.jetson.plugins.module_utils._fuse import FuseError, keys_needed, parse_fuse_config
 from ansible_collections.azaion.jetson.plugins.module_utils._usb import NVIDIA_VENDOR, RECOVERY_PRODUCTS, recovery_devices
 
+# The trees a station makes under its workdir, remade by the run (plugin_utils/_station.py).
+STATION_TREES = ('staging', 'ports')
 RECOVERY_FIX = 'put the device in recovery mode (hold REC, power on) on that port, or fix jetson_usb_instance'
 
 
@@ -33,26 +35,34 @@ def needs_recovery(device, pending):
     return 'flash' in pending or ('fuse' in pending and device.get('fuse_enabled'))
 
 
-def path_problems(devices, l4t_dir, workdir):
+def path_problems(devices, pending_phases, l4t_dir, workdir):
     """Staging rootfs and workdir where the run would write what it must not: the station's own
-    root, the bundle, or another device's rootfs (two paths that are one directory)."""
+    root, the bundle, the station's own trees, or another device's rootfs (two paths that are
+    one directory); and a staging rootfs that is not there when a phase will write into it."""
     problems = []
     bundle = os.path.realpath(l4t_dir) if l4t_dir else None
     if bundle and workdir and _inside(os.path.realpath(workdir), bundle):
         problems.append('jetson_workdir %s is inside the bundle jetson_l4t_dir %s once symbolic links are resolved;'
                         ' set jetson_workdir outside the bundle, which is never to be written' % (workdir, l4t_dir))
+    station_trees = [os.path.join(os.path.realpath(workdir), tree) for tree in STATION_TREES] if workdir else []
     by_rootfs = {}
     for device in devices:
         if not device.get('own_rootfs'):
             continue  # the port tree's own rootfs: its path is the port's, made by the run
-        real = os.path.realpath(device['own_rootfs'])
+        name, own = device['name'], device['own_rootfs']
+        real = os.path.realpath(own)
         if real == '/':
             problems.append("%s: jetson_rootfs_dir %s is the station's own root once symbolic links are resolved; set"
-                            " it to the device's staging rootfs" % (device['name'], device['own_rootfs']))
+                            " it to the device's staging rootfs" % (name, own))
         elif bundle and _inside(real, bundle):
             problems.append('%s: jetson_rootfs_dir %s is inside the bundle jetson_l4t_dir %s once symbolic links are'
-                            ' resolved; set it to a rootfs outside the bundle' % (device['name'], device['own_rootfs'],
-                                                                                   l4t_dir))
+                            ' resolved; set it to a rootfs outside the bundle' % (name, own, l4t_dir))
+        elif any(_inside(real, tree) for tree in station_trees):
+            problems.append("%s: jetson_rootfs_dir %s is inside the station's own trees under jetson_workdir once"
+                            ' symbolic links are resolved; set it to a rootfs outside them' % (name, own))
+        elif set(pending_phases.get(name, ())) & set(('identity', 'flash')) and not os.path.isdir(real):
+            problems.append("%s: jetson_rootfs_dir %s is not a directory on the station; make the device's staging"
+                            ' rootfs there (or fix jetson_rootfs_dir) before its identity and flash' % (name, own))
         by_rootfs.setdefault(real, []).append(device)
     for real, sharing in sorted(by_rootfs.items()):
         if len(sharing) > 1:
@@ -80,7 +90,8 @@ def file_problems(devices, pending_phases):
         try:
             fuses = parse_fuse_config(device.get('fuse_config') or '')
         except FuseError as exc:
-            problems.append('%s: jetson_fuse_config: %s' % (name, exc))
+            problems.append('%s: jetson_fuse_config: %s; fix the file or set jetson_fuse_config to a valid NVIDIA'
+                            ' fuse XML on the station' % (name, exc))
             continue
         for fuse, key in keys_needed(fuses):
             if not device.get(key):

@@ -21,7 +21,7 @@ description:
   - The files are rewritten only when a device's row changed, so re-running a finished batch
     reports no change.
   - A report about to be replaced is kept, moved to C(<workdir>/reports/history/<batch>-<when it
-    was written>.json) (and C(.csv)): another wave of the same batch, or a later run, never
+    was written>.json) (and C(.csv)). So another wave of the same batch, or a later run, never
     loses an earlier run's report.
 author: Azaion engineering (@azaion)
 extends_documentation_fragment:

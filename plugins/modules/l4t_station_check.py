@@ -133,6 +133,13 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+devices:
+  description:
+    - The problems of each device of O(devices), by name (an empty list for a device without
+      any). Any problem fails the task - the batch must not start.
+  returned: always
+  type: dict
+  sample: {jetson-0042: ['jetson-0042: no Jetson is in recovery mode on USB port 1-3 (jetson_usb_instance); put the device in recovery mode']}
 problems:
   description: What the station lacks, each with its fix (empty when it is ready).
   returned: always
@@ -198,7 +205,7 @@ def main():
         module.fail_json(msg='l4t_dir is required to check tools or the initrd flasher', problems=[])
     devices = params['devices']
     pending = dict((device['name'], params['pending_phases'].get(device['name'], PHASES)) for device in devices)
-    problems = (path_problems(devices, params['l4t_dir'], params['workdir']) + file_problems(devices, pending)
+    problems = (path_problems(devices, pending, params['l4t_dir'], params['workdir']) + file_problems(devices, pending)
                 + usb_problems(devices, pending, params['usb_sysfs_root']))
     if params['api_url']:
         problems.extend(admin_api_problems(params))
@@ -216,9 +223,12 @@ def main():
             if not os.path.isfile(os.path.join(params['l4t_dir'], relpath)):
                 problems.append('the bundle %s has no %s: give jetson_l4t_dir an L4T r35/r36 Linux_for_Tegra'
                                 % (params['l4t_dir'], relpath))
+    by_device = dict((device['name'], [problem for problem in problems
+                                       if device['name'] in problem.split(': ', 1)[0].split(', ')])
+                     for device in devices)
     if problems:
-        module.fail_json(msg='the station is not ready: %s' % '; '.join(problems), problems=problems)
-    module.exit_json(changed=False, problems=[])
+        module.fail_json(msg='the station is not ready: %s' % '; '.join(problems), problems=problems, devices=by_device)
+    module.exit_json(changed=False, problems=[], devices=by_device)
 
 
 if __name__ == '__main__':

@@ -13,6 +13,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import posixpath
 
 from ansible_collections.azaion.jetson.plugins.plugin_utils._identity import (
     DEFAULT_EMAIL_DOMAIN,
@@ -21,6 +22,7 @@ from ansible_collections.azaion.jetson.plugins.plugin_utils._identity import (
     batch_problems,
     device_email,
 )
+from ansible_collections.azaion.jetson.plugins.module_utils._device_checks import STATION_TREES
 from ansible_collections.azaion.jetson.plugins.plugin_utils import _inputs as inputs
 from ansible_collections.azaion.jetson.plugins.plugin_utils._station import station_paths
 
@@ -103,12 +105,18 @@ def device_context(name, device_vars, station_vars=None, email_prefix=DEFAULT_EM
         problems.append('%s: jetson_rootfs_dir %s is inside the bundle jetson_l4t_dir %s, which is never to be'
                         ' written; set it to a rootfs outside the bundle (or leave it unset)'
                         % (name, own_rootfs, settings['l4t_dir']))
+    elif any(inputs.inside(own_rootfs, posixpath.join(settings['workdir'], tree)) for tree in STATION_TREES):
+        problems.append("%s: jetson_rootfs_dir %s is inside the station's own trees (%s under jetson_workdir), which the"
+                        ' run makes and remakes; set it to a rootfs outside them (or leave it unset for the port'
+                        " tree's)" % (name, own_rootfs, ' and '.join(STATION_TREES)))
     email = ''
     if serial:
         try:
             email = device_email(serial, email_prefix, email_domain)
         except IdentityError as exc:
-            problems.append('%s: %s' % (name, exc))
+            # Which variable: the serial's, or the e-mail prefix's or domain's (named in the message).
+            about = 'jetson_serial (or the host name): ' if str(exc).startswith('device serial') else ''
+            problems.append('%s: %s%s' % (name, about, exc))
     paths = {}
     if serial and settings['workdir'] and settings['workdir'] != '/':
         paths = station_paths(settings['workdir'], serial, usb_instance or None, own_rootfs or None)
@@ -260,10 +268,19 @@ def batch_check(contexts, email_prefix=DEFAULT_EMAIL_PREFIX, email_domain=DEFAUL
     for problem in ([problem for context in contexts for problem in context.get('problems', [])]
                     + batch_problems(contexts, email_prefix, email_domain)
                     + station_problems([context for context in contexts if 'settings' in context])
-                    + batch_name_problems(contexts)):
+                    + batch_name_problems(contexts) + device_station_problems(contexts)):
         if problem not in problems:
             problems.append(problem)
     return problems
+
+
+def device_station_problems(contexts):
+    """A device whose station is another device of the batch: the devices are in recovery mode,
+    and a station is the machine their cables go to."""
+    names = set(context['name'] for context in contexts)
+    return ['%s: jetson_station %s is one of the batch\'s devices; set it to the station\'s host (the machine its'
+            ' USB cable goes to)' % (context['name'], context['station'])
+            for context in contexts if context['station'] in names]
 
 
 def batch_name_problems(contexts):

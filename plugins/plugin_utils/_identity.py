@@ -95,8 +95,8 @@ def batch_problems(devices, email_prefix=DEFAULT_EMAIL_PREFIX, email_domain=DEFA
     for email, names in sorted(by_email.items()):
         if len(names) > 1:
             problems.append('devices %s map to the same e-mail %s: their serials end in the same segment; '
-                            'fix the serials or provision them in separate batches with another '
-                            'e-mail prefix' % (_names(names), email))
+                            'fix their jetson_serial or provision them in separate batches with another '
+                            'e-mail prefix (identity_email_prefix)' % (_names(names), email))
     for (station, rootfs_dir), names in sorted(by_rootfs.items()):
         if len(names) > 1:
             problems.append('devices %s share the staging rootfs %s on %s: one device.conf would overwrite '

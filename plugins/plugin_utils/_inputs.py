@@ -116,6 +116,10 @@ def whole_number(who, value, variable, problems, low, high, why):
 def serial(who, value, variable, problems):
     """A device serial: it names the device's directory, logs and records on the station."""
     serial_text = text(who, value, variable, problems)
+    if value is not None and serial_text == '' and not isinstance(value, (dict, list, tuple, set, bool)):
+        problems.append('%s: %s is empty; set it to the serial on the label, for example AZJN-0042, or leave'
+                        ' jetson_serial unset to use the host name' % (who, variable))
+        return ''
     if serial_text and not SERIAL_PATTERN.match(serial_text):
         problems.append('%s: %s %r is not a label serial (ASCII letters, digits, ".", "_" and "-", starting with a'
                         ' letter or digit, at most 64 characters, no spaces); set %s to the serial on the label,'
@@ -159,12 +163,17 @@ def shown_url(url):
 
 
 def url(who, value, variable, problems, what):
-    """An http(s) URL with a host and no user info. A URL with user info is refused and never
-    shown: the returned URL (for the device context) is without it."""
+    """An http(s) URL with a host, no user info, no query and no fragment. A URL with user info
+    or a query (where a token might be) is refused and never shown whole: the returned URL (for
+    the device context) is without them."""
     url_text = text(who, value, variable, problems)
     if not url_text:
         return ''
     shown = shown_url(url_text)
+    if '?' in url_text or '#' in url_text:
+        problems.append('%s: %s has a query or a fragment (%s with it left out); remove it: give the base URL of %s,'
+                        ' such as https://host:port' % (who, variable, shown, what))
+        return shown
     try:
         parts = urlsplit(url_text)
         hostname = parts.hostname
@@ -175,8 +184,9 @@ def url(who, value, variable, problems, what):
         return ''
     if '@' in parts.netloc:
         problems.append('%s: %s has user info before its host (%s with "user:password@" left out): a password in a'
-                        ' URL ends up in logs; remove it from the URL (the admin API takes its token from'
-                        ' azaion_admin_api_token or AZAION_ADMIN_API_TOKEN)' % (who, variable, shown))
+                        ' URL ends up in logs; remove it from the URL%s' % (
+                            who, variable, shown, ' (the admin API takes its token from azaion_admin_api_token or'
+                            ' AZAION_ADMIN_API_TOKEN)' if 'admin API' in what else ''))
         return shown
     if any(character.isspace() for character in url_text):
         problems.append('%s: %s %r has white space; set it to the URL of %s, such as https://host:port'
@@ -201,7 +211,13 @@ def token(value, source, problems):
 
 
 def batch_name(who, value, variable, problems):
-    name = text(who, value, variable, problems) or 'batch'
+    name = text(who, value, variable, problems)
+    if value is not None and name == '':
+        if not isinstance(value, (dict, list, tuple, set, bool)):
+            problems.append('%s: %s is empty; set it to a plain name such as 2026-11-wave1, or leave it unset'
+                            ' (the report is then batch.json)' % (who, variable))
+        return 'batch'
+    name = name or 'batch'
     if not BATCH_NAME_PATTERN.match(name):
         problems.append('%s: %s %r is not a plain name (it names the report files); set it to letters, digits, ".",'
                         ' "_" and "-", such as 2026-11-wave1' % (who, variable, name))

@@ -132,3 +132,23 @@ def test_a_key_file_the_flash_will_use_must_be_there_and_the_workdir_outside_the
         ' outside the bundle, which is never to be written' % (workdir, station['l4t_dir']),
         'AZJN-0001: jetson_pkc_key %s is not a readable file on the station; put the key file there or fix'
         ' jetson_pkc_key' % (tmp_path / 'keys' / 'pkc.pem')]
+
+
+def test_a_staging_rootfs_a_phase_will_write_into_must_be_a_directory_outside_the_stations_trees(
+        module_runner, station, tmp_path):
+    usb_sysfs.make_usb_sysfs(station['usb_sysfs_root'], {'1-1': '7523', '1-2': '7523'})
+    staging = os.path.join(station['workdir'], 'staging', 'Linux_for_Tegra', 'rootfs')
+    os.makedirs(staging)
+    os.symlink(staging, str(tmp_path / 'looks-elsewhere'))
+    devices = [device(tmp_path, 'AZJN-0001', '1-1', own_rootfs=str(tmp_path / 'not-made-yet')),
+               device(tmp_path, 'AZJN-0002', '1-2', own_rootfs=str(tmp_path / 'looks-elsewhere')),
+               device(tmp_path, 'AZJN-0003', '1-3', own_rootfs=str(tmp_path / 'only-verified'))]
+    pending = {'AZJN-0001': ['identity', 'flash', 'verify'], 'AZJN-0002': ['identity'], 'AZJN-0003': ['verify']}
+    result = module_runner(main, dict(station, devices=devices, pending_phases=pending, tools=[], initrd=False))
+    assert result['problems'] == [
+        "AZJN-0001: jetson_rootfs_dir %s is not a directory on the station; make the device's staging rootfs there (or"
+        ' fix jetson_rootfs_dir) before its identity and flash' % (tmp_path / 'not-made-yet'),
+        "AZJN-0002: jetson_rootfs_dir %s is inside the station's own trees under jetson_workdir once symbolic links are"
+        ' resolved; set it to a rootfs outside them' % (tmp_path / 'looks-elsewhere')]
+    assert result['devices'] == {'AZJN-0001': result['problems'][:1], 'AZJN-0002': result['problems'][1:],
+                                 'AZJN-0003': []}

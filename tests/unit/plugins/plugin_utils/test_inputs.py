@@ -33,6 +33,12 @@ def test_a_good_device_has_no_problem_in_any_phase():
     ({'jetson_serial': 'AZJN/0042'}, 'jetson_serial'),
     ({'jetson_serial': 'AZJN-' + '0' * 80}, 'jetson_serial'),
     ({'jetson_serial': ['AZJN-0042']}, 'jetson_serial'),
+    ({'jetson_serial': ''}, 'jetson_serial'),
+    ({'jetson_serial': 2}, 'jetson_serial'),
+    ({'jetson_loader_url': 'http://10.0.0.42/?token=abc'}, 'jetson_loader_url'),
+    ({'jetson_batch_name': ''}, 'jetson_batch_name'),
+    ({'jetson_rootfs_dir': '/srv/azaion/staging/Linux_for_Tegra/rootfs'}, 'jetson_rootfs_dir'),
+    ({'jetson_rootfs_dir': '/srv/azaion/ports/1-3/Linux_for_Tegra/rootfs'}, 'jetson_rootfs_dir'),
     ({'jetson_usb_instance': '1-3 ; reboot'}, 'jetson_usb_instance'),
     ({'jetson_usb_instance': '1-'}, 'jetson_usb_instance'),
     ({'jetson_usb_instance': 13}, 'jetson_usb_instance'),
@@ -109,3 +115,16 @@ def test_a_bad_station_value_is_named_by_its_station_and_a_run_agrees_on_its_bat
     assert [problem for problem in batch_check(contexts) if 'jetson_batch_name' in problem] == [
         'the devices of this run disagree on jetson_batch_name (wave1 for AZJN-0001; wave2 for AZJN-0002); set it'
         ' once for the whole run, in the group jetsons or with -e']
+
+
+def test_a_device_that_is_another_devices_station_is_refused():
+    contexts = [device_context('AZJN-0001', dict(GOOD, jetson_usb_instance='1-1')),
+                device_context('AZJN-0002', dict(GOOD, jetson_usb_instance='1-2', jetson_station='AZJN-0001'))]
+    assert [problem for problem in batch_check(contexts) if 'jetson_station' in problem] == [
+        "AZJN-0002: jetson_station AZJN-0001 is one of the batch's devices; set it to the station's host (the machine"
+        " its USB cable goes to)"]
+
+
+def test_a_token_in_a_urls_query_is_refused_and_left_out():
+    context = device_context('AZJN-0042', dict(GOOD, azaion_admin_api_url='https://admin.example.com/?access_token=q-s3cr3t'))
+    assert len(context['problems']) == 1 and 'q-s3cr3t' not in repr(context)
