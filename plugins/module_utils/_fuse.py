@@ -34,8 +34,32 @@ from ansible_collections.azaion.jetson.plugins.module_utils._usb import (
 FUSE_MAGIC = '0x45535546'
 FUSE_INFO_RELPATH = os.path.join('bootloader', 'fuse_info.txt')
 
-# Key fuses: secret, and never read back by odmfuseread.sh, so they cannot be verified.
-SECRET_FUSES = frozenset(('SecureBootKey', 'OemK1', 'OemK2', 'Kek0', 'Kek1', 'Kek2', 'Kek256'))
+# The fuses a Jetson Orin (T234) fuse configuration may name: the fuses of NVIDIA's "Jetson Orin
+# Reference Fuse Configuration File" (Jetson Linux Developer Guide, Security > Secure Boot,
+# docs.nvidia.com/jetson/archives/r38.4/DeveloperGuide/SD/Security/SecureBoot.html), plus OdmLock
+# and SwReserved, which NVIDIA's own odmfuse.sh writes into the fuse XML it burns for 0x23 (its -l
+# and -r options) and odmfuseread.sh reads (odmfuse.sh and odmfuse.func of the r36 BSP, public copy
+# in github.com/Seeed-Studio/Linux_for_Tegra). Left out: DebugAuthentication (odmfuse.sh refuses it
+# for 0x23, "not verified yet"), the Xavier-only Kek0/Kek1/Kek2/Kek256 and JtagDisable, and Thor's.
+ORIN_FUSES = frozenset((
+    'OdmId', 'OdmInfo', 'ArmJtagDisable',
+    'ReservedOdm0', 'ReservedOdm1', 'ReservedOdm2', 'ReservedOdm3',
+    'ReservedOdm4', 'ReservedOdm5', 'ReservedOdm6', 'ReservedOdm7',
+    'OptInEnable', 'PublicKeyHash', 'PkcPubkeyHash1', 'PkcPubkeyHash2',
+    'SecureBootKey', 'Kdk0', 'PscOdmStatic', 'OemK1', 'OemK2',
+    'BootSecurityInfo', 'SecurityMode', 'OdmLock', 'SwReserved',
+))
+# The fuses odmfuseread.sh reads on Orin into fuse_info.txt, a fixed list (FUSES_KEYS_T234,
+# FUSES_MANUFACTURING_T234 and FUSES_ODM_RESERVED of odmfuse.func, same repository): only these
+# can be verified by a read-back; any other configured fuse is never compared.
+READABLE_FUSES = frozenset((
+    'PublicKeyHash', 'BootSecurityInfo', 'ArmJtagDisable', 'SecurityMode', 'SwReserved',
+    'DebugAuthentication', 'OdmId', 'OdmLock',
+    'ReservedOdm0', 'ReservedOdm1', 'ReservedOdm2', 'ReservedOdm3',
+    'ReservedOdm4', 'ReservedOdm5', 'ReservedOdm6', 'ReservedOdm7',
+))
+# Key fuses: secret (their values are masked wherever they could travel), and never read back.
+SECRET_FUSES = frozenset(('SecureBootKey', 'OemK1', 'OemK2', 'Kdk0'))
 # An Orin SBK is 32 bytes.
 SBK_BYTES = 32
 # Once burned, the device talks only to tools given the matching key, the read-back included.
@@ -73,60 +97,72 @@ def _hex_digit_count(value):
     return sum(len(_HEX_WORD.match(word).group(1)) for word in str(value).split())
 
 
+def _name_fix(name):
+    """What to do about a fuse name outside ORIN_FUSES, for the error message."""
+    same = [known for known in ORIN_FUSES if known.lower() == name.lower()]
+    if same:
+        return 'correct it to %s (fuse names are case-sensitive)' % same[0]
+    return ('use a name of NVIDIA\'s Jetson Orin reference fuse configuration (%s)'
+            % ', '.join(sorted(ORIN_FUSES)))
+
+
 def parse_fuse_config_text(text, path='fuse config'):
     """The fuses of a genericfuse XML as an ordered list of dicts: name, size (int or None), value.
 
     Raises FuseError naming ``path`` when the text is not XML, not an NVIDIA fuse configuration
     (root element ``genericfuse`` with ``MagicId="0x45535546"``), names no fuse, names one twice,
-    or holds a value that is not hexadecimal or does not fit its size. Secret values are never
-    quoted in the message.
+    names a fuse that Orin does not have (:data:`ORIN_FUSES`), or holds a value that is not
+    hexadecimal or does not fit its size. Secret values are never quoted in the message.
     """
     try:
         root = ElementTree.fromstring(text)
-    except ElementTree.ParseError as exc:
-        raise FuseError('%s is not XML (%s): give an NVIDIA fuse configuration file' % (path, exc))
+    except (ElementTree.ParseError, ValueError, LookupError) as exc:  # LookupError: an unknown encoding
+        raise FuseError('%s is not XML (%s); give an NVIDIA fuse configuration (genericfuse XML) file' % (path, exc))
     magic = root.get('MagicId')
     if root.tag != 'genericfuse' or magic is None or magic.lower() != FUSE_MAGIC:
         found = '<%s%s>' % (root.tag, ' MagicId="%s"' % magic if magic is not None else '')
         raise FuseError('%s is not an NVIDIA fuse configuration: its root element is %s, not '
-                        '<genericfuse MagicId="%s">' % (path, found, FUSE_MAGIC))
+                        '<genericfuse MagicId="%s">; give an NVIDIA fuse configuration file' % (path, found, FUSE_MAGIC))
     fuses = []
     seen = set()
     for index, element in enumerate(root, 1):
         if element.tag != 'fuse':
-            raise FuseError('%s: element %d is <%s>; a fuse configuration holds <fuse/> elements only'
+            raise FuseError('%s: element %d is <%s>; remove it, a fuse configuration holds <fuse/> elements only'
                             % (path, index, element.tag))
         name = (element.get('name') or '').strip()
         if not _NAME.match(name):
-            raise FuseError('%s: fuse %d has no valid name attribute' % (path, index))
+            raise FuseError('%s: fuse %d has no valid name attribute; give it the name of the fuse to burn' % (path, index))
+        if name not in ORIN_FUSES:
+            raise FuseError('%s: fuse %s is not a Jetson Orin (T234) fuse; %s' % (path, name, _name_fix(name)))
         if name in seen:
-            raise FuseError('%s: fuse %s is named twice; burn each fuse once, all in one file' % (path, name))
+            raise FuseError('%s: fuse %s is named twice; remove one: burn each fuse once, all in one file' % (path, name))
         seen.add(name)
         shown = 'its value' if name in SECRET_FUSES else 'value %r' % element.get('value')
         value = element.get('value')
         if value is None or not value.strip():
-            raise FuseError('%s: fuse %s has no value' % (path, name))
+            raise FuseError('%s: fuse %s has no value; give it the value to burn' % (path, name))
         try:
             normalize_value(value)
         except ValueError:
-            raise FuseError('%s: fuse %s: %s is not hexadecimal' % (path, name, shown))
+            raise FuseError('%s: fuse %s: %s is not hexadecimal; give it in hexadecimal (0x...)' % (path, name, shown))
         size = element.get('size')
         if size is not None:
             try:
                 size = int(size, 0)
             except ValueError:
-                raise FuseError('%s: fuse %s: size %r is not a number of bytes' % (path, name, size))
+                raise FuseError('%s: fuse %s: size %r is not a number of bytes; give its size in bytes' % (path, name, size))
             if size <= 0:
-                raise FuseError('%s: fuse %s: size %d is not a number of bytes' % (path, name, size))
+                raise FuseError('%s: fuse %s: size %d is not a number of bytes; give its size in bytes' % (path, name, size))
             if _hex_digit_count(value) > 2 * size:
-                raise FuseError('%s: fuse %s: %s is longer than its size (%d bytes)' % (path, name, shown, size))
+                raise FuseError('%s: fuse %s: %s is longer than its size (%d bytes); fix its value or its size'
+                                % (path, name, shown, size))
         if name == 'SecureBootKey':
             if (size is not None and size != SBK_BYTES) or _hex_digit_count(value) != 2 * SBK_BYTES:
-                raise FuseError('%s: fuse SecureBootKey must be %d bytes (%d hexadecimal digits) on Orin'
-                                % (path, SBK_BYTES, 2 * SBK_BYTES))
+                raise FuseError('%s: fuse SecureBootKey must be %d bytes (%d hexadecimal digits) on Orin; give the '
+                                'whole key' % (path, SBK_BYTES, 2 * SBK_BYTES))
         fuses.append(dict(name=name, size=size, value=value.strip()))
     if not fuses:
-        raise FuseError('%s names no fuse: nothing to burn' % path)
+        raise FuseError('%s names no fuse: nothing to burn; give at least one <fuse/> element' % path)
     return fuses
 
 
@@ -137,8 +173,8 @@ def parse_fuse_config(path):
             data = config.read()
     except (IOError, OSError) as exc:
         if not os.path.exists(path):
-            raise FuseError('fuse configuration %s does not exist' % path)
-        raise FuseError('cannot read fuse configuration %s: %s' % (path, exc.strerror or exc))
+            raise FuseError('fuse configuration %s does not exist; give the path of a fuse XML file on the station' % path)
+        raise FuseError('cannot read fuse configuration %s: %s; make it a readable file' % (path, exc.strerror or exc))
     return parse_fuse_config_text(data, path=path)
 
 
@@ -173,13 +209,13 @@ def parse_fuse_info(path):
 
 
 def verifiable_fuses(fuses):
-    """The names of the fuses a read-back can confirm (every fuse except the secret keys)."""
-    return [fuse['name'] for fuse in fuses if fuse['name'] not in SECRET_FUSES]
+    """The names of the fuses a read-back can confirm (those odmfuseread.sh reads)."""
+    return [fuse['name'] for fuse in fuses if fuse['name'] in READABLE_FUSES]
 
 
 def unverifiable_fuses(fuses):
-    """The names of the secret key fuses, which odmfuseread.sh never reads back."""
-    return [fuse['name'] for fuse in fuses if fuse['name'] in SECRET_FUSES]
+    """The names of the fuses odmfuseread.sh never reads back (the secret keys among them)."""
+    return [fuse['name'] for fuse in fuses if fuse['name'] not in READABLE_FUSES]
 
 
 def keys_needed(fuses):
@@ -207,13 +243,13 @@ def compare_fuses(fuses, read_back):
 
     Each mismatch is a dict: ``name``, ``expected`` (as written in the configuration),
     ``read_back`` (as odmfuseread.sh printed it; None when the fuse was not in its output).
-    Values compare as numbers (:func:`normalize_value`). Secret key fuses are skipped: they
-    never read back, and their values must not travel.
+    Values compare as numbers (:func:`normalize_value`). Fuses odmfuseread.sh does not read are
+    skipped (the secret keys among them: their values must not travel).
     """
     mismatches = []
     for fuse in fuses:
         name = fuse['name']
-        if name in SECRET_FUSES:
+        if name not in READABLE_FUSES:
             continue
         got = read_back.get(name)
         if got is not None:
@@ -234,6 +270,33 @@ def describe_mismatches(mismatches):
         parts.append('%s: expected %s, read back %s' % (
             mismatch['name'], mismatch['expected'], 'nothing' if got is None else got))
     return '; '.join(parts)
+
+
+def classify_device_fuses(fuses, read):
+    """Where a device stands before any burn, from what odmfuseread.sh read (``read``).
+
+    Returns a dict: ``matching`` (names of the readable configured fuses that already hold their
+    configured, non-zero value), ``unburned`` (those that still read 0) and ``differing`` (the
+    others, as :func:`compare_fuses` mismatches: another value, or not in the read at all).
+    Fuses odmfuseread.sh does not read (the secret keys among them) are in none of them.
+    """
+    matching, unburned, differing = [], [], []
+    for fuse in fuses:
+        name = fuse['name']
+        if name not in READABLE_FUSES:
+            continue
+        got = read.get(name)
+        try:
+            held = normalize_value(got) if got is not None else None
+        except ValueError:
+            held = None
+        if held == '0':
+            unburned.append(name)
+        elif held is not None and held == normalize_value(fuse['value']):
+            matching.append(name)
+        else:
+            differing.append(dict(name=name, expected=fuse['value'], read_back=got))
+    return dict(matching=matching, unburned=unburned, differing=differing)
 
 
 def redact_file(path, secrets):
@@ -371,9 +434,9 @@ class Fuser(object):
         for secret in self.secrets:
             self.module.no_log_values.add(secret)
         if not verifiable_fuses(fuses):
-            self.fail('refusing to fuse: %s names only secret key fuses (%s), which odmfuseread.sh never '
-                      'reads back, so the burn could not be verified; burn them together with the other '
-                      'fuses (SecurityMode, BootSecurityInfo...) in one configuration'
+            self.fail('refusing to fuse: %s names only fuses that odmfuseread.sh never reads back (%s), so '
+                      'the burn could not be verified; burn them together with the other fuses '
+                      '(SecurityMode, BootSecurityInfo...) in one configuration'
                       % (params['fuse_config'], ', '.join(unverifiable_fuses(fuses))))
 
         for option, flag in (('pkc_key', '-k'), ('sbk_key', '-S')):
@@ -467,9 +530,9 @@ class Fuser(object):
             redact_file(self.log_path, self.secrets)
         return result
 
-    def tool_args(self, board, with_sbk):
+    def tool_args(self, board, with_sbk, with_pkc=True):
         args = ['-i', self.params['chip_id']]
-        if self.params['pkc_key']:
+        if with_pkc and self.params['pkc_key']:
             args += ['-k', self.params['pkc_key']]
         if with_sbk and self.params['sbk_key']:
             args += ['-S', self.params['sbk_key']]
@@ -481,21 +544,27 @@ class Fuser(object):
             return '%s did not finish within %d seconds and was killed' % (name, timeout)
         return '%s exited with %s' % (name, run.rc)
 
-    def read_back(self, fuses, board):
-        """Run odmfuseread.sh and compare: (mismatches, error message or None)."""
+    def read_fuses(self, board, with_keys=True):
+        """Run odmfuseread.sh (with the configured keys, or none): (the fuses read, error message or None)."""
         info_path = os.path.join(self.params['l4t_dir'], FUSE_INFO_RELPATH)
         try:
             os.unlink(info_path)  # a stale read-back must never pass for this one
         except OSError:
             pass
-        argv = [os.path.join(self.params['l4t_dir'], 'odmfuseread.sh')] + self.tool_args(board, True)
+        argv = [os.path.join(self.params['l4t_dir'], 'odmfuseread.sh')] + self.tool_args(board, with_keys, with_keys)
         run = self.run(argv)
         if run.rc != 0 or run.timed_out:
             return None, self.describe_run('odmfuseread.sh', run, self.params['timeout'])
         try:
-            read = parse_fuse_info(info_path)
+            return parse_fuse_info(info_path), None
         except FuseError as exc:
             return None, str(exc)
+
+    def read_back(self, fuses, board):
+        """Run odmfuseread.sh and compare: (mismatches, error message or None)."""
+        read, error = self.read_fuses(board)
+        if error is not None:
+            return None, error
         return compare_fuses(fuses, read), None
 
     # -- the flow ------------------------------------------------------------------------------
@@ -535,8 +604,10 @@ class Fuser(object):
                 self.exit('an earlier run started burning %s at %s without a verified result: a real run '
                           'would only read the fuses back (never burn again); nothing was run in check mode'
                           % (serial, _utc(burn_started)))
-            self.exit('would fuse %s on %s with %s (%s): odmfuse.sh --test, the burn, then a read-back; '
-                      'nothing was run in check mode' % (serial, port, params['fuse_config'], board),
+            self.exit('would fuse %s on %s with %s (%s): a real run first reads its fuses with odmfuseread.sh '
+                      '(already holding the configured values: recorded as fused, nothing burned; holding other '
+                      'values or part of them: refused, nothing burned; unburned: odmfuse.sh --test, the burn, '
+                      'then a read-back); nothing was run in check mode' % (serial, port, params['fuse_config'], board),
                       changed=True)
 
         self.started = time.time()
@@ -546,6 +617,7 @@ class Fuser(object):
             self.verify_earlier_burn(fuses, board, burn_started, verifiable)
 
         self.record('running', fused=False, burn_started=None, dry_run_ok=False, mismatches=[], error=None)
+        self.read_before_burning(fuses, board)
         common = ['-X', params['fuse_config']] + self.tool_args(board, False)
         odmfuse = os.path.join(params['l4t_dir'], 'odmfuse.sh')
 
@@ -614,3 +686,49 @@ class Fuser(object):
             '%s: %s. The module never burns a device twice: a person must check it (serial console, '
             'odmfuseread.sh) and, if it still needs fusing, burn it by hand with odmfuse.sh; a re-run then '
             'verifies it and records it as fused.' % (serial, error)), mismatches=mismatches or [])
+
+    def read_before_burning(self, fuses, board):
+        """Read the device's fuses before anything is burned; return only when all are unburned.
+
+        The state file is this station's memory only: a device may arrive fused by another station,
+        or half-burned. Fuse bits only go from 0 to 1 (odmfuse.sh burns over what is there), so a
+        second burn of other values would leave neither. A PKC/SBK-fused device answers only tools
+        given its keys (odmfuse.func, check_sbk_pkc) while an unfused one answers without them: the
+        first read goes without keys, and only when it is refused and keys are configured, the read
+        is tried again with them.
+        """
+        serial = self.params['serial']
+        read, error = self.read_fuses(board, with_keys=False)
+        keyed = bool(self.params['pkc_key'] or self.params['sbk_key'])
+        if error is not None and keyed:
+            read, error = self.read_fuses(board, with_keys=True)
+        if error is not None:
+            error = ('reading its fuses before burning failed (%s%s), so whether it is fused already is unknown; '
+                     'nothing was burned' % ('again with its keys, ' if keyed else '', error))
+            self.record('failed', fused=False, error=error)
+            self.fail(self._with_log(
+                '%s: %s. Check the device (serial console, USB cable, odmfuseread.sh)%s, then run again.'
+                % (serial, error, '' if keyed else '; a device PKC or SBK fused already answers only with its '
+                   'keys: give pkc_key and sbk_key if it is')))
+        found = classify_device_fuses(fuses, read)
+        unverified = unverifiable_fuses(fuses)
+        not_compared = ('; %s never read back and were not compared' % ', '.join(unverified)) if unverified else ''
+        if not found['differing'] and not found['unburned']:
+            self.record('done', fused=True, error=None, mismatches=[])
+            self.exit('%s already holds the configured fuses (%s read back by odmfuseread.sh before any burn): '
+                      'recorded as fused, nothing was burned%s' % (serial, ', '.join(found['matching']), not_compared),
+                      fused=True)
+        if not found['differing'] and not found['matching']:
+            return
+        if found['differing']:
+            error = 'the device holds fuses other than the configured ones: %s' % describe_mismatches(found['differing'])
+        else:
+            error = ('the device holds part of the configured fuses: %s already burned as configured, %s still '
+                     'unburned' % (', '.join(found['matching']), ', '.join(found['unburned'])))
+        self.record('failed', fused=False, error=error, mismatches=found['differing'])
+        self.fail(self._with_log(
+            '%s: refusing to fuse, %s. Nothing was burned: fuse bits only go from 0 to 1, so burning over them would '
+            'mix the two. A person must check the device (serial console, odmfuseread.sh): if it belongs to another '
+            'product, take it out of this batch; if it must have this configuration, burn what is missing by hand '
+            'with odmfuse.sh, and a re-run then reads it and records it as fused.' % (serial, error)),
+            mismatches=found['differing'])

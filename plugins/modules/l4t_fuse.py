@@ -25,23 +25,37 @@ description:
   - Checks its own inputs before running any tool, because C(odmfuse.sh) prints its usage
     for conflicting arguments and burns anyway. The fuse configuration must be an NVIDIA
     C(genericfuse) XML with C(MagicId="0x45535546"), name each fuse once, hold hexadecimal
-    values that fit their sizes (an Orin C(SecureBootKey) is 32 bytes) and name at least one
-    fuse that a read-back can verify. The key files must exist, and a configuration that
+    values that fit their sizes (an Orin C(SecureBootKey) is 32 bytes), name only fuses that
+    Jetson Orin has (those of NVIDIA's Jetson Orin reference fuse configuration, plus
+    C(OdmLock) and C(SwReserved); a misspelt name such as C(SecurityMod) is refused, naming the
+    file, the fuse and the names to use) and name at least one fuse that a read-back can verify. The key files must exist, and a configuration that
     burns C(PublicKeyHash) (or C(SecureBootKey)) needs O(pkc_key) (or O(sbk_key)), without
     which the device no longer answers the read-back. O(l4t_dir) must hold C(odmfuse.sh),
     C(odmfuseread.sh) and C(<board_config>.conf).
   - C(odmfuse.sh) has no option to choose a USB port. The module scans the station's USB
     bus (O(usb_sysfs_root)) and burns nothing unless exactly one Jetson is in recovery mode
     and it is on O(usb_instance).
-  - Runs C(odmfuse.sh --test) first (NVIDIA's dry run, which burns nothing) and burns only when
+  - Reads the device's fuses with C(odmfuseread.sh) before its first burn, because the state
+    file only knows what this station did (a device may arrive fused by another station) and
+    C(odmfuse.sh) burns over fuses that are already burned (fuse bits only go from 0 to 1, so
+    the device would hold neither value). The read goes without keys first; a PKC or SBK fused
+    device refuses that, and the read is tried again with O(pkc_key) and O(sbk_key). When every
+    fuse the read shows already holds its configured value, the device is recorded as fused
+    and nothing is burned (the message names the fuses compared and those never read back).
+    When every one still reads 0, the burn goes on. Otherwise (another value, or a half-burned
+    device), or when the read fails, the module burns nothing, records the failure and names
+    the fuses and what a person must do.
+  - Then runs C(odmfuse.sh --test) (NVIDIA's dry run, which burns nothing) and burns only when
     it succeeds, with one C(odmfuse.sh) call for all fuses. The state file records the start
     of the burn before it starts.
   - Always reads the fuses back after a burn, whatever C(odmfuse.sh) returned. Its exit
     status alone cannot be trusted (it has been seen to exit 0 with nothing burned, the
-    failure showing only on the serial console). Secret key fuses (C(SecureBootKey),
-    C(OemK1), C(OemK2), C(Kek*)) are never read back, so they are not compared; every other
-    fuse must read back the configured value (compared as numbers, so case, C(0x) and leading
-    zeros do not matter).
+    failure showing only on the serial console). C(odmfuseread.sh) reads a fixed list of
+    fuses (C(PublicKeyHash), C(BootSecurityInfo), C(ArmJtagDisable), C(SecurityMode),
+    C(SwReserved), C(OdmId), C(OdmLock), C(ReservedOdm0) to C(ReservedOdm7)...); the others,
+    the secret key fuses (C(SecureBootKey), C(OemK1), C(OemK2), C(Kdk0)) among them, are never
+    read back, so they are not compared. Every fuse it reads must read back the configured
+    value (compared as numbers, so case, C(0x) and leading zeros do not matter).
   - The output of every tool goes to C(<log_dir>/<serial>-fuse-<UTC time>.log), with the
     values of secret key fuses masked. The module never reads or returns the content of the
     key files, nor the values of secret key fuses.
@@ -128,8 +142,9 @@ attributes:
     support: full
     details:
       - In check mode the module reads the state file, checks its inputs and scans the USB bus,
-        then stops. It runs no tool at all (not even the C(--test) dry run or the read-back),
-        burns nothing and writes nothing. C(changed) says whether a real run would fuse.
+        then stops. It runs no tool at all (not even the read before the burn, the C(--test) dry
+        run or the read-back), burns nothing and writes nothing. Its message says what a real run
+        would do; C(changed) says whether a real run could fuse.
   diff_mode:
     support: none
   platform:

@@ -18,10 +18,13 @@ description:
     C(fuse) as V(skipped) (outside check mode), unless it records an earlier burn, which is kept.
   - Each other device is fused exactly as M(azaion.jetson.l4t_fuse) does, in its USB port's
     working tree (C(port_tree)), with its C(fuse_config), C(usb_instance), C(pkc_key),
-    C(sbk_key), C(state_file) and C(serial). So never twice, a C(--test) dry run first, the fuses
-    read back after the burn, and nothing at all unless it is the only Jetson in recovery mode
-    on the station. Its board configuration is C(board) looked up in O(board_configs) (or
-    C(board) itself when it is not there), or V(auto) when C(board) is empty.
+    C(sbk_key), C(state_file) and C(serial). So never twice, a fuse configuration naming only
+    fuses Jetson Orin has, the fuses read before the first burn (a device that already holds
+    the configured values is recorded as fused with nothing burned; one holding other values,
+    or part of them, fails with nothing burned), a C(--test) dry run, the fuses read back after
+    the burn, and nothing at all unless it is the only Jetson in recovery mode on the station.
+    Its board configuration is C(board) looked up in O(board_configs) (or C(board) itself when it
+    is not there), or V(auto) when C(board) is empty.
   - A device to be fused without C(jetson_fuse_config) or C(jetson_usb_instance) fails, and
     nothing is burned.
   - The devices are fused one after the other, whatever O(parallel) says, because C(odmfuse.sh)

@@ -372,7 +372,8 @@ def test_fusing_runs_only_when_enabled_dry_run_first_read_back_after_and_never_t
     assert_ok(batch.run())
     calls = [(call['tool'], '--test' in call['argv']) for call in l4t_bundle.tool_calls(batch.lab.lab_state)
              if call['tool'] in ('odmfuse.sh', 'odmfuseread.sh')]
-    assert calls == [('odmfuse.sh', True), ('odmfuse.sh', False), ('odmfuseread.sh', False)]
+    # Read first (a device fused elsewhere is never burned again), dry run, burn, read back.
+    assert calls == [('odmfuseread.sh', False), ('odmfuse.sh', True), ('odmfuse.sh', False), ('odmfuseread.sh', False)]
     assert l4t_bundle.burned_fuses(batch.lab.lab_state, '1-1')
     assert batch.report()['AZJN-0001']['fuse'] == 'done'
     # A PKC-fused device only takes an image made and flashed with its key.

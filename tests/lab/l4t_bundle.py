@@ -12,7 +12,9 @@ where it matters to the roles:
   per-port "device storage" and takes the device out of the fake USB sysfs, as a flashed
   device leaves recovery mode;
 * ``odmfuse.sh`` has no port option and records when several devices were in recovery mode;
-  a planted silent failure reports success and burns nothing, which ``odmfuseread.sh`` shows;
+  a burn over burned fuses leaves the OR of the values (fuse bits only go from 0 to 1) unless
+  SecurityMode is burned, which locks them; a planted silent failure reports success and burns
+  nothing, which ``odmfuseread.sh`` shows (it reads NVIDIA's fixed list of Orin fuses only);
 * ``l4t_initrd_flash.sh`` and ``l4t_initrd_flash_internal.sh`` are as unkind as NVIDIA's about
   HOST-WIDE state: device instances and USB gadget interfaces, NFS exports, udev rules and
   board probes are shared by every run on the station, whatever tree it runs from. They act on
@@ -306,6 +308,13 @@ def pending_failure(lab_state, usb_instance):
     except FileNotFoundError:
         return None
     return int(count), kind
+
+
+def prefuse_device(lab_state, usb_instance, fuses):
+    """Make the device on that port arrive fused (by another station: no tool of this one ran, no
+    event is recorded): it holds ``fuses`` ({name: value}), as if burned into an unfused device."""
+    os.makedirs(os.path.join(lab_state, 'fuses'), exist_ok=True)
+    write_fuse_config(os.path.join(lab_state, 'fuses', _port(usb_instance) + '.xml'), fuses)
 
 
 def plant_silent_fuse_failure(lab_state, usb_instance, times=1):

@@ -523,15 +523,54 @@ def test_burn_is_recorded_read_back_and_never_repeated(fuse_lab):
     info = fuse_info(lab)
     assert (info['PublicKeyHash'], info['SecurityMode'], info['OdmLock']) == (PUBLIC_KEY_HASH, '0x1', '0x0')
 
+    # SecurityMode is burned: the fuses are locked, a second burn fails and changes nothing.
     again = lab.run(ODMFUSE, '-X', lab.fuses, '-i', '0x23', '-k', lab.pkc, NANO)
     assert again.returncode == 1
-    assert "PublicKeyHash has been burned. You can't burn it again." in again.stdout
+    assert "SecurityMode is burned, you can't burn any manufacturing fuses now." in again.stdout
+    assert 'Fuse failed.' in again.stdout
+    assert l4t.burned_fuses(lab.state, '1-3') == {'PublicKeyHash': PUBLIC_KEY_HASH, 'SecurityMode': '0x1'}
     assert [event['event'] for event in l4t.fuse_events(lab.state)] == ['burn', 'read', 'refused']
 
     # A PKC-fused device only takes flashes signed with its key.
     assert lab.run(FLASH, '--usb-instance', '1-3', NANO, 'internal').returncode == 1
     signed = lab.run(FLASH, '-u', lab.pkc, '--usb-instance', '1-3', NANO, 'internal')
     assert signed.returncode == 0, output(signed)
+
+
+def test_a_second_burn_of_other_values_leaves_their_or_as_fuse_bits_only_go_from_0_to_1(fuse_lab):
+    lab = fuse_lab
+    first = l4t.write_fuse_config(os.path.join(lab.root, 'first.xml'), {'OdmId': '0x0000000f', 'ReservedOdm0': '0x1'})
+    second = l4t.write_fuse_config(os.path.join(lab.root, 'second.xml'), {'OdmId': '0xf0', 'OdmLock': '0x1'})
+    assert lab.run(ODMFUSE, '-X', first, '-i', '0x23', NANO).returncode == 0
+    again = lab.run(ODMFUSE, '-X', second, '-i', '0x23', NANO)
+    assert again.returncode == 0 and 'burned successfully' in again.stdout  # no refusal: NVIDIA's does not check
+    assert l4t.burned_fuses(lab.state, '1-3') == {'OdmId': '0xff', 'ReservedOdm0': '0x1', 'OdmLock': '0x1'}
+    # The same value burned again changes nothing, in whatever spelling.
+    same = l4t.write_fuse_config(os.path.join(lab.root, 'same.xml'), {'ReservedOdm0': '0x00000001'})
+    assert lab.run(ODMFUSE, '-X', same, '-i', '0x23', NANO).returncode == 0
+    assert l4t.burned_fuses(lab.state, '1-3')['ReservedOdm0'] == '0x1'
+    # A 64-byte key hash is ORed digit by digit, too wide for shell arithmetic.
+    keyed = l4t.write_fuse_config(os.path.join(lab.root, 'pkh.xml'), {'PublicKeyHash': '0x' + '5a' * 64})
+    other = l4t.write_fuse_config(os.path.join(lab.root, 'other.xml'), {'PublicKeyHash': '0x' + 'a4' * 64})
+    assert lab.run(ODMFUSE, '-X', keyed, '-i', '0x23', NANO).returncode == 0
+    assert lab.run(ODMFUSE, '-X', other, '-i', '0x23', '-k', lab.pkc, NANO).returncode == 0
+    assert l4t.burned_fuses(lab.state, '1-3')['PublicKeyHash'] == '0x' + 'fe' * 64
+
+
+def test_a_prefused_device_is_read_as_it_arrived_and_only_nvidias_list_is_read(fuse_lab):
+    lab = fuse_lab
+    l4t.prefuse_device(lab.state, '1-3', {'PublicKeyHash': PUBLIC_KEY_HASH, 'SecureBootKey': '0x' + '12' * 32,
+                                          'OptInEnable': '0x1', 'OdmId': '0x42'})
+    assert l4t.fuse_events(lab.state) == [] and l4t.tool_calls(lab.state) == []  # fused elsewhere
+    refused = lab.run(ODMFUSEREAD, '-i', '0x23', '-k', lab.pkc, NANO)
+    assert refused.returncode == 1 and 'SBK fused: its key must be given with -S' in refused.stdout
+    sbk = os.path.join(lab.root, 'sbk.key')
+    with open(sbk, 'w') as key:
+        key.write('lab sbk\n')
+    assert lab.run(ODMFUSEREAD, '-i', '0x23', '-k', lab.pkc, '-S', sbk, NANO).returncode == 0
+    info = fuse_info(lab)
+    assert (info['PublicKeyHash'], info['OdmId'], info['ReservedOdm7']) == (PUBLIC_KEY_HASH, '0x42', '0x0')
+    assert 'SecureBootKey' not in info and 'OptInEnable' not in info  # not in odmfuseread.sh's list
 
 
 def test_silent_fuse_failure_reports_success_and_burns_nothing(fuse_lab):

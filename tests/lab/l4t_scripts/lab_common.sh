@@ -332,9 +332,66 @@ lab_parse_fuses() {
     done
 }
 
+# The hex digits of a fuse value, lowercase, without 0x and spaces ("0x00000000 0x000000AB" is
+# one value in two words, as odmfuse.sh's chkhash takes it), no leading zeros ("0" for zero).
+lab_fuse_digits() {  # <value>
+    local digits=${1//[[:space:]]/}
+    digits=${digits//0[xX]/}
+    digits=${digits,,}
+    while [[ ${digits} == 0* ]]; do digits=${digits#0}; done
+    REPLY=${digits:-0}
+}
+
+# Fuse bits only go from 0 to 1: burning <new> into a fuse that holds <old> leaves old OR new,
+# digit by digit (the values are up to 64 bytes, too wide for shell arithmetic).
+lab_fuse_or() {  # <old value> <new value>
+    local old new result='' index width
+    lab_fuse_digits "$1"; old=${REPLY}
+    lab_fuse_digits "$2"; new=${REPLY}
+    width=$((${#old} > ${#new} ? ${#old} : ${#new}))
+    while ((${#old} < width)); do old=0${old}; done
+    while ((${#new} < width)); do new=0${new}; done
+    for ((index = 0; index < width; index++)); do
+        printf -v REPLY '%x' "$((16#${old:index:1} | 16#${new:index:1}))"
+        result+=${REPLY}
+    done
+    REPLY=0x${result}
+}
+
+# What the device on <port> holds: LAB_DEVICE_FUSES (name -> value as burned) and
+# LAB_DEVICE_FUSE_ORDER (the names, in the order they were first burned).
+lab_read_device_fuses() {  # <port>
+    declare -gA LAB_DEVICE_FUSES=()
+    LAB_DEVICE_FUSE_ORDER=()
+    # Local, so that the fuse configuration the tool was given stays in the caller's LAB_FUSE_*.
+    local burned="${LAB_STATE}/fuses/$1.xml" index LAB_FUSE_NAMES LAB_FUSE_VALUES
+    [[ -f ${burned} ]] || return 0
+    lab_parse_fuses "${burned}"
+    for index in "${!LAB_FUSE_NAMES[@]}"; do
+        LAB_DEVICE_FUSE_ORDER+=("${LAB_FUSE_NAMES[index]}")
+        LAB_DEVICE_FUSES[${LAB_FUSE_NAMES[index]}]=${LAB_FUSE_VALUES[index]}
+    done
+}
+
+lab_write_device_fuses() {  # <port>
+    local burned="${LAB_STATE}/fuses/$1.xml" name
+    mkdir -p "${LAB_STATE}/fuses"
+    {
+        printf '<genericfuse MagicId="0x45535546" version="1.0.0">\n'
+        for name in "${LAB_DEVICE_FUSE_ORDER[@]}"; do
+            printf '    <fuse name="%s" value="%s"/>\n' "${name}" "${LAB_DEVICE_FUSES[${name}]}"
+        done
+        printf '</genericfuse>\n'
+    } >"${burned}.$$"
+    mv -f "${burned}.$$" "${burned}"
+}
+
+# Whether the device on <port> has a non-zero <fuse name>.
 lab_device_has_fuse() {  # <port> <fuse name>
-    local burned="${LAB_STATE}/fuses/$1.xml"
-    [[ -f ${burned} ]] && grep -q "name=\"$2\"" "${burned}"
+    lab_read_device_fuses "$1"
+    [[ -n ${LAB_DEVICE_FUSES[$2]+set} ]] || return 1
+    lab_fuse_digits "${LAB_DEVICE_FUSES[$2]}"
+    [[ ${REPLY} != 0 ]]
 }
 
 # A PKC- or SBK-fused device only talks to tools given its keys.

@@ -4,8 +4,21 @@
 #
 # Burning fuses is irreversible, so this fake models the traps the fuse role must avoid: no
 # option selects a USB port (with several devices in recovery it records a "multi-device" event
-# and takes the first, as the real tool takes an unpredictable one), a second burn is refused,
-# and a planted silent failure reports success while burning nothing (the forum-reported case).
+# and takes the first, as the real tool takes an unpredictable one), a burn over fuses that are
+# already burned is NOT refused, and a planted silent failure reports success while burning
+# nothing (the forum-reported case).
+#
+# What the real tool does with -X over a device that holds fuses (NVIDIA's r36 odmfuse.sh and
+# odmfuse.func, public copy in github.com/Seeed-Studio/Linux_for_Tegra): it reads the fuses first
+# (read_fuse_values, which needs the device's keys once it is PKC/SBK fused), but check_fuse_values
+# only checks the command-line fuse options (-p, -l, -r, --KEK*, --odm_id...), never the XML,
+# and then hands the XML to "tegraflash.py --cmd burnfuses" (tegraflash_internal.py
+# tegraflash_burnfuses), which burns it as it is. Fuse bits only go from 0 to 1, so the device ends
+# up with the OR of the old and the new values: a second burn of other values leaves neither. Once
+# SecurityMode (production mode) is burned the fuses are locked: odmfuse.sh refuses manufacturing
+# fuses then ("SecurityMode is burned, you can't burn any manufacturing fuses now.") and NVIDIA's
+# Secure Boot guide allows partial burns only "if SecurityMode is not burned", so the fake refuses
+# a burn on such a device and burns nothing.
 set -euo pipefail
 
 LAB_TOOL=odmfuse.sh
@@ -103,19 +116,31 @@ if ((TEST)); then
     exit 0
 fi
 
-BURNED="${LAB_STATE}/fuses/${LAB_PORT}.xml"
-if [[ -f ${BURNED} ]]; then
-    lab_parse_fuses "${BURNED}"  # the names of what is burned already
+if lab_device_has_fuse "${LAB_PORT}" SecurityMode; then
     lab_fuse_event refused usb_instance "${LAB_PORT}" config "${FUSE_XML}"
-    lab_fail "Error: ${LAB_FUSE_NAMES[0]:-SecurityMode} has been burned. You can't burn it again."
+    lab_say "SecurityMode is burned, you can't burn any manufacturing fuses now."
+    lab_fail "Fuse failed."
 fi
 lab_take_planted fail-fuse "${LAB_PORT}"
 if [[ -n ${REPLY} ]]; then
     lab_fuse_event silent usb_instance "${LAB_PORT}" config "${FUSE_XML}"
 else
-    mkdir -p "${LAB_STATE}/fuses"
-    cp "${FUSE_XML}" "${BURNED}.$$"
-    mv -f "${BURNED}.$$" "${BURNED}"
+    lab_read_device_fuses "${LAB_PORT}"
+    for index in "${!LAB_FUSE_NAMES[@]}"; do
+        name=${LAB_FUSE_NAMES[index]} value=${LAB_FUSE_VALUES[index]}
+        if [[ -n ${LAB_DEVICE_FUSES[${name}]+set} ]]; then
+            lab_fuse_digits "${LAB_DEVICE_FUSES[${name}]}"; old=${REPLY}
+            lab_fuse_digits "${value}"
+            if [[ ${REPLY} != "${old}" ]]; then  # the same value burned again changes nothing
+                lab_fuse_or "${LAB_DEVICE_FUSES[${name}]}" "${value}"
+                LAB_DEVICE_FUSES[${name}]=${REPLY}
+            fi
+        else
+            LAB_DEVICE_FUSE_ORDER+=("${name}")
+            LAB_DEVICE_FUSES[${name}]=${value}
+        fi
+    done
+    lab_write_device_fuses "${LAB_PORT}"
     lab_fuse_event burn usb_instance "${LAB_PORT}" config "${FUSE_XML}"
 fi
 for index in "${!LAB_FUSE_NAMES[@]}"; do

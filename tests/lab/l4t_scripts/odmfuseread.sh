@@ -4,7 +4,12 @@
 #
 # Reads back what is REALLY burned into the one device in recovery mode (not what odmfuse.sh
 # claimed) into bootloader/fuse_info.txt, so the fuse role can catch a burn that reported
-# success and burned nothing. Unburned fuses read 0x0; key fuses (SBK, OEM keys) never read back.
+# success and burned nothing. Unburned fuses read 0x0. As NVIDIA's (odmfuseread.sh and
+# read_fuse_values in odmfuse.func of the r36 BSP, public copy in
+# github.com/Seeed-Studio/Linux_for_Tegra), it reads a FIXED list of fuses on Orin
+# (FUSES_KEYS_T234, FUSES_MANUFACTURING_T234, FUSES_ODM_RESERVED): any other fuse, the key fuses
+# (SBK, OEM keys) among them, is never read back, burned or not. A PKC/SBK-fused device answers
+# only when given its keys (get_fuse_level and check_sbk_pkc there).
 set -euo pipefail
 
 LAB_TOOL=odmfuseread.sh
@@ -17,8 +22,8 @@ LAB_USAGE='Usage: sudo ./odmfuseread.sh -i <TegraID> [-k <pkc.pem>] [-S <sbk fil
   -k <KeyFile> .. PKC key of a PKC-fused board (.pem)
   -S <SBK file> . SBK key of an SBK-fused board
   The fuses are written to bootloader/fuse_info.txt.'
-READABLE_FUSES=(PublicKeyHash BootSecurityInfo SecurityMode OdmId OdmLock ArmJtagDisable)
-UNREADABLE_FUSES=' SecureBootKey OemK1 OemK2 Kek0 Kek1 Kek2 Kek256 '
+READABLE_FUSES=(PublicKeyHash BootSecurityInfo ArmJtagDisable SecurityMode SwReserved DebugAuthentication OdmId
+    OdmLock ReservedOdm0 ReservedOdm1 ReservedOdm2 ReservedOdm3 ReservedOdm4 ReservedOdm5 ReservedOdm6 ReservedOdm7)
 
 lab_begin "$@"
 
@@ -52,19 +57,9 @@ lab_check_board "${POSITIONALS[0]}"
 lab_pick_single_device
 lab_check_keys "${PKC}" "${SBK}" -k -S
 
-declare -A BURNED=()
-NAMES=("${READABLE_FUSES[@]}")
-if [[ -f "${LAB_STATE}/fuses/${LAB_PORT}.xml" ]]; then
-    lab_parse_fuses "${LAB_STATE}/fuses/${LAB_PORT}.xml"
-    for index in "${!LAB_FUSE_NAMES[@]}"; do
-        name=${LAB_FUSE_NAMES[index]}
-        [[ ${UNREADABLE_FUSES} != *" ${name} "* ]] || continue
-        [[ -n ${BURNED[${name}]+set} || " ${NAMES[*]} " == *" ${name} "* ]] || NAMES+=("${name}")
-        BURNED[${name}]=${LAB_FUSE_VALUES[index]}
-    done
-fi
-for name in "${NAMES[@]}"; do
-    printf '%s: %s\n' "${name}" "${BURNED[${name}]:-0x0}"
+lab_read_device_fuses "${LAB_PORT}"
+for name in "${READABLE_FUSES[@]}"; do
+    printf '%s: %s\n' "${name}" "${LAB_DEVICE_FUSES[${name}]:-0x0}"
 done | lab_rewrite_in_place "${LAB_TREE}/bootloader/fuse_info.txt"
 lab_fuse_event read usb_instance "${LAB_PORT}"
 cat "${LAB_TREE}/bootloader/fuse_info.txt"

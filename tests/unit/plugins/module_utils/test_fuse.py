@@ -9,6 +9,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import re
 import subprocess
 
 import pytest
@@ -19,6 +20,8 @@ from lab.usb_sysfs import make_usb_sysfs
 from ansible_collections.azaion.jetson.plugins.module_utils import _fuse as fu
 
 PKH = '0x' + '5a' * 32
+# Every refusal of a fuse configuration ends with what to do about it.
+FIX = re.compile(r'; (give|remove|use|correct|fix|make)\b')
 SBK = '0x' + '0123456789abcdef' * 4
 
 
@@ -81,11 +84,49 @@ def test_value_without_0x_and_without_size_is_accepted():
     (config(('SecurityMode', 1, '0x123')), 'longer than its size (1 bytes)'),
     (config(('SecureBootKey', 32, '0x1234')), 'SecureBootKey must be 32 bytes (64 hexadecimal digits)'),
     (config(('SecureBootKey', 16, '0x' + '12' * 16)), 'SecureBootKey must be 32 bytes'),
+    (config(('SecurityMod', 4, '0x1')), 'cfg.xml: fuse SecurityMod is not a Jetson Orin (T234) fuse; use a name of'),
+    (config(('securitymode', 4, '0x1')), '; correct it to SecurityMode (fuse names are case-sensitive)'),
+    (config(('Kek2', 16, '0x' + '12' * 16)), 'fuse Kek2 is not a Jetson Orin (T234) fuse'),  # Xavier's
+    (config(('SecurityMode', 4, '0x1'), ('OdmId', 8, '0x1'), ('Sku', 4, '0x1')), 'fuse Sku is not a Jetson Orin'),
 ])
 def test_bad_fuse_configs_are_named_clearly(text, message):
     with pytest.raises(fu.FuseError) as error:
         fu.parse_fuse_config_text(text, path='cfg.xml')
     assert message in str(error.value)
+    assert FIX.search(str(error.value)), str(error.value)
+
+
+def test_every_fuse_of_nvidias_orin_reference_configuration_is_accepted():
+    names = sorted(fu.ORIN_FUSES)
+    fuses = fu.parse_fuse_config_text(config(*[(name, 32, SBK if name == 'SecureBootKey' else '0x1') for name in names]))
+    assert [fuse['name'] for fuse in fuses] == names
+    assert {'PublicKeyHash', 'SecureBootKey', 'OemK1', 'OemK2', 'Kdk0', 'OptInEnable', 'PkcPubkeyHash1',
+            'ReservedOdm7', 'BootSecurityInfo', 'SecurityMode', 'OdmLock'} <= fu.ORIN_FUSES
+
+
+def test_an_unknown_fuse_is_named_without_quoting_any_value():
+    with pytest.raises(fu.FuseError) as error:
+        fu.parse_fuse_config_text(config(('SecureBootKey', 32, SBK), ('OemKey1', 32, SBK)), path='cfg.xml')
+    assert 'fuse OemKey1 is not a Jetson Orin (T234) fuse' in str(error.value)
+    assert SBK[2:] not in str(error.value) and 'OemK1' in str(error.value)  # the list of names to use
+
+
+@pytest.mark.parametrize('content, message', [
+    (None, 'does not exist'),
+    (b'', 'is not XML'),
+    (b'\xff\xfe\x00garbage', 'is not XML'),
+    (b'<?xml version="1.0" encoding="no-such-encoding"?><genericfuse/>', 'is not XML'),
+    (b'<genericfuse MagicId="0x45535546"><fuse name="Sku" value="0x1"/></genericfuse>', 'fuse Sku is not'),
+])
+def test_parse_fuse_config_raises_fuse_error_for_every_bad_file(tmp_path, content, message):
+    path = str(tmp_path / 'fuses.xml')
+    if content is not None:
+        with open(path, 'wb') as bad:
+            bad.write(content)
+    with pytest.raises(fu.FuseError) as error:
+        fu.parse_fuse_config(path)
+    assert message in str(error.value) and path in str(error.value)
+    assert FIX.search(str(error.value)), str(error.value)
 
 
 def test_secret_values_are_never_quoted_in_errors():
@@ -105,9 +146,11 @@ def test_missing_and_unreadable_config_files(tmp_path):
 
 def test_key_fuses_and_what_they_need():
     fuses = fu.parse_fuse_config_text(config(('PublicKeyHash', 64, PKH), ('SecureBootKey', 32, SBK),
-                                             ('OemK1', 32, SBK), ('SecurityMode', 4, '0x1')))
+                                             ('OemK1', 32, SBK), ('OptInEnable', 4, '0x1'), ('SecurityMode', 4, '0x1')))
     assert fu.verifiable_fuses(fuses) == ['PublicKeyHash', 'SecurityMode']
-    assert fu.unverifiable_fuses(fuses) == ['SecureBootKey', 'OemK1']
+    # OptInEnable is no secret, but odmfuseread.sh does not read it either.
+    assert fu.unverifiable_fuses(fuses) == ['SecureBootKey', 'OemK1', 'OptInEnable']
+    fuses = fuses[:3] + fuses[4:]
     assert fu.keys_needed(fuses) == [('PublicKeyHash', 'pkc_key'), ('SecureBootKey', 'sbk_key')]
     assert fu.keys_needed(fuses[3:]) == []
     secrets = fu.secret_values(fuses)
@@ -125,8 +168,9 @@ def test_parses_fuse_info_as_the_lab_odmfuseread_writes_it(tmp_path):
                           cwd=tree, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
     assert read.returncode == 0, read.stdout
     info = fu.parse_fuse_info(os.path.join(tree, fu.FUSE_INFO_RELPATH))
-    assert info == {'PublicKeyHash': '0x0', 'BootSecurityInfo': '0x0', 'SecurityMode': '0x0',
-                    'OdmId': '0x0', 'OdmLock': '0x0', 'ArmJtagDisable': '0x0'}
+    # The lab reads NVIDIA's fixed list of Orin fuses, the one the module trusts for verification.
+    assert info == dict.fromkeys(fu.READABLE_FUSES, '0x0')
+    assert fu.READABLE_FUSES <= fu.ORIN_FUSES | {'DebugAuthentication'}
 
 
 def test_parses_fuse_info_as_printed_by_nvidia():
@@ -170,6 +214,26 @@ def test_a_fuse_missing_from_the_read_back_is_a_mismatch_but_a_key_fuse_is_not_c
     assert mismatches == [dict(name='BootSecurityInfo', expected='0x209', read_back=None)]
     assert fu.describe_mismatches(mismatches) == 'BootSecurityInfo: expected 0x209, read back nothing'
     assert SBK not in repr(fu.compare_fuses(FUSES, {}))
+
+
+# -- before the first burn ---------------------------------------------------------------------
+
+@pytest.mark.parametrize('read, matching, unburned, differing', [
+    ({'PublicKeyHash': '0x0', 'BootSecurityInfo': '0', 'SecurityMode': '00000000'},
+     [], ['PublicKeyHash', 'BootSecurityInfo', 'SecurityMode'], []),
+    ({'PublicKeyHash': PKH[2:].upper(), 'BootSecurityInfo': '00000209', 'SecurityMode': '0x1'},
+     ['PublicKeyHash', 'BootSecurityInfo', 'SecurityMode'], [], []),
+    ({'PublicKeyHash': PKH, 'BootSecurityInfo': '0x0', 'SecurityMode': '0x0'},
+     ['PublicKeyHash'], ['BootSecurityInfo', 'SecurityMode'], []),
+    ({'PublicKeyHash': '0x' + 'a5' * 32, 'BootSecurityInfo': '0x0', 'SecurityMode': 'garbage'},
+     [], ['BootSecurityInfo'], ['PublicKeyHash', 'SecurityMode']),
+    ({'PublicKeyHash': '0x0', 'SecurityMode': '0x0'}, [], ['PublicKeyHash', 'SecurityMode'], ['BootSecurityInfo']),
+])
+def test_classify_device_fuses(read, matching, unburned, differing):
+    found = fu.classify_device_fuses(FUSES, read)
+    assert (found['matching'], found['unburned']) == (matching, unburned)
+    assert [mismatch['name'] for mismatch in found['differing']] == differing
+    assert SBK not in repr(found) and SBK[2:] not in repr(found)  # a key fuse is never in it
 
 
 # -- masking ----------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ PORT = '1-3'
 PKH = '0x' + '5a' * 32
 FUSES = {'PublicKeyHash': PKH, 'SecurityMode': '0x1'}
 SBK = '0x' + '0123456789abcdef' * 4
+OTHER_PKH = '0x' + 'a5' * 32  # another product's key: PKH | OTHER_PKH would be 0xffff...
 RESULT_KEYS = {'changed', 'fused', 'dry_run_ok', 'mismatches', 'log_path', 'msg', 'commands'}
 
 
@@ -114,12 +115,15 @@ def test_dry_run_then_one_burn_then_read_back(module_runner, lab):
     assert l4t.burned_fuses(lab.state, PORT) == FUSES
 
     common = ['-X', lab.config, '-i', '0x23', '-k', lab.pkc, NANO]
-    assert lab.calls() == [('odmfuse.sh', ['--test'] + common),
+    # The fuses are read first (an unfused device answers without keys), then the dry run, the
+    # burn and the read-back (with the key the device now needs).
+    assert lab.calls() == [('odmfuseread.sh', ['-i', '0x23', NANO]),
+                           ('odmfuse.sh', ['--test'] + common),
                            ('odmfuse.sh', common),
                            ('odmfuseread.sh', ['-i', '0x23', '-k', lab.pkc, NANO])]
-    assert [argv[1:] for argv in result['commands']] == [['--test'] + common, common,
+    assert [argv[1:] for argv in result['commands']] == [['-i', '0x23', NANO], ['--test'] + common, common,
                                                          ['-i', '0x23', '-k', lab.pkc, NANO]]
-    assert [event['event'] for event in l4t.fuse_events(lab.state)] == ['test', 'burn', 'read']
+    assert [event['event'] for event in l4t.fuse_events(lab.state)] == ['read', 'test', 'burn', 'read']
     assert all(event['usb_instance'] == PORT for event in l4t.fuse_events(lab.state))
 
     phase = lab.phase()
@@ -158,15 +162,96 @@ def test_board_config_auto_picks_the_config_of_the_module_in_recovery(module_run
     assert {tuple(argv[-1:]) for _tool, argv in lab.calls()} == {(AGX,)}
 
 
-def test_a_device_fused_by_someone_else_is_verified_not_burned(module_runner, lab):
-    lab.burn_by_hand('-X', lab.config, '-i', '0x23', NANO)
+# -- a device that arrives fused: read before the first burn -----------------------------------
+
+def test_a_device_fused_by_another_station_is_recorded_fused_and_not_burned(module_runner, lab):
+    l4t.prefuse_device(lab.state, PORT, FUSES)  # no state file here: fused by another station
     result = fuse(module_runner, lab)
     assert not result.get('failed'), result['msg']
-    # odmfuse.sh refused ("has been burned"), the read-back shows the configured fuses.
-    assert [event['event'] for event in l4t.fuse_events(lab.state)] == ['burn', 'test', 'refused', 'read']
-    assert (result['changed'], result['fused']) == (False, True)
-    assert 'exited with 1' in result['msg'] and 'fused already' in result['msg']
-    assert lab.phase()['status'] == 'done'
+    assert (result['changed'], result['fused'], result['dry_run_ok']) == (False, True, False)
+    assert 'already holds the configured fuses (PublicKeyHash, SecurityMode read back' in result['msg']
+    assert 'nothing was burned' in result['msg']
+    # PKC fused: the read without keys is refused, the read with the configured key answers.
+    assert lab.calls() == [('odmfuseread.sh', ['-i', '0x23', NANO]),
+                           ('odmfuseread.sh', ['-i', '0x23', '-k', lab.pkc, NANO])]
+    assert lab.odmfuse_calls() == []
+    assert l4t.burned_fuses(lab.state, PORT) == FUSES
+    phase = lab.phase()
+    assert (phase['status'], phase['fused'], phase['burn_started'], phase['error']) == ('done', True, None, None)
+    # From now on the state file says it: no tool runs again.
+    again = fuse(module_runner, lab)
+    assert 'never fused twice' in again['msg'] and len(lab.calls()) == 2
+
+
+def test_a_device_fused_with_other_values_is_refused_naming_the_fuses(module_runner, lab):
+    l4t.prefuse_device(lab.state, PORT, {'PublicKeyHash': OTHER_PKH})
+    result = fuse(module_runner, lab)
+    assert result['failed'] is True and result['fused'] is False and result['dry_run_ok'] is False
+    assert 'refusing to fuse, the device holds fuses other than the configured ones' in result['msg']
+    assert 'PublicKeyHash: expected %s, read back %s' % (PKH, OTHER_PKH) in result['msg']
+    assert 'Nothing was burned' in result['msg'] and 'take it out of this batch' in result['msg']
+    assert 'SecurityMode' not in result['msg'].split('Nothing was burned')[0]  # unburned, not a difference
+    assert [m['name'] for m in result['mismatches']] == ['PublicKeyHash']
+    assert lab.odmfuse_calls() == []
+    # Without the read, odmfuse.sh would have burned over it: 0x5a.. | 0xa5.. = 0xff.. (see the lab's tests).
+    assert l4t.burned_fuses(lab.state, PORT) == {'PublicKeyHash': OTHER_PKH}
+    phase = lab.phase()
+    assert (phase['status'], phase['fused'], phase['burn_started']) == ('failed', False, None)
+    assert [m['name'] for m in phase['mismatches']] == ['PublicKeyHash'] and 'other than' in phase['error']
+    # A re-run reads again and refuses again; it never burns.
+    again = fuse(module_runner, lab)
+    assert again['failed'] is True and lab.odmfuse_calls() == []
+
+
+def test_a_half_burned_device_is_refused(module_runner, lab):
+    l4t.prefuse_device(lab.state, PORT, {'SecurityMode': '0x1'})
+    result = fuse(module_runner, lab)
+    assert result['failed'] is True and result['fused'] is False
+    assert 'holds part of the configured fuses: SecurityMode already burned as configured, PublicKeyHash ' \
+        'still unburned' in result['msg']
+    assert lab.odmfuse_calls() == [] and lab.phase()['status'] == 'failed'
+    assert l4t.burned_fuses(lab.state, PORT) == {'SecurityMode': '0x1'}
+
+
+def test_an_sbk_pkc_fused_device_is_read_with_its_keys_and_its_sbk_never_shown(module_runner, lab):
+    fuses = {'PublicKeyHash': PKH, 'SecureBootKey': SBK, 'SecurityMode': '0x1'}
+    config = l4t.write_fuse_config(os.path.join(lab.keys, 'sbk.xml'), fuses)
+    l4t.prefuse_device(lab.state, PORT, fuses)
+    result = fuse(module_runner, lab, fuse_config=config, sbk_key=lab.sbk)
+    assert not result.get('failed'), result['msg']
+    assert result['fused'] is True and lab.odmfuse_calls() == []
+    assert lab.calls() == [('odmfuseread.sh', ['-i', '0x23', NANO]),
+                           ('odmfuseread.sh', ['-i', '0x23', '-k', lab.pkc, '-S', lab.sbk, NANO])]
+    assert 'SecureBootKey never read back and were not compared' in result['msg']
+    with open(result['log_path']) as log_file:
+        text = log_file.read()
+    for where in (text, json.dumps(result), json.dumps(lab.phase())):
+        assert SBK[2:] not in where and 'lab-sbk-secret' not in where
+
+
+def test_a_keyed_device_and_no_keys_configured_is_refused_before_any_burn(module_runner, lab):
+    # PKC fused by another station; this configuration burns no key, so no key is given.
+    l4t.prefuse_device(lab.state, PORT, {'PublicKeyHash': PKH})
+    config = l4t.write_fuse_config(os.path.join(lab.root, 'mode.xml'), {'SecurityMode': '0x1'})
+    result = fuse(module_runner, lab, fuse_config=config, pkc_key=None)
+    assert result['failed'] is True and result['fused'] is False
+    assert 'reading its fuses before burning failed (odmfuseread.sh exited with 1)' in result['msg']
+    assert 'whether it is fused already is unknown; nothing was burned' in result['msg']
+    assert 'give pkc_key and sbk_key if it is' in result['msg']
+    assert 'PKC fused: its key must be given with -k' in result['msg']  # the log tail
+    assert lab.calls() == [('odmfuseread.sh', ['-i', '0x23', NANO])]
+    phase = lab.phase()
+    assert (phase['status'], phase['fused'], phase['burn_started']) == ('failed', False, None)
+
+
+def test_check_mode_on_a_fused_device_runs_no_tool_and_says_what_a_run_would_do(module_runner, lab):
+    l4t.prefuse_device(lab.state, PORT, {'PublicKeyHash': OTHER_PKH})
+    result = fuse(module_runner, lab, check_mode=True)
+    assert not result.get('failed'), result['msg']
+    assert 'a real run first reads its fuses with odmfuseread.sh' in result['msg']
+    assert 'holding other values or part of them: refused' in result['msg']
+    assert lab.calls() == [] and l4t.fuse_events(lab.state) == []
+    assert not os.path.exists(lab.state_file)
 
 
 # -- refusals before any tool ---------------------------------------------------------------
@@ -201,7 +286,7 @@ def test_check_mode_runs_no_tool_and_writes_nothing(module_runner, lab):
     result = fuse(module_runner, lab, check_mode=True)
     assert not result.get('failed'), result['msg']
     assert (result['changed'], result['fused'], result['dry_run_ok'], result['commands']) == (True, False, False, [])
-    assert 'would fuse' in result['msg']
+    assert 'would fuse' in result['msg'] and 'first reads its fuses with odmfuseread.sh' in result['msg']
     assert_nothing_ran(lab)
     assert not os.path.exists(lab.state_file) and not os.path.exists(lab.log_dir)
 
@@ -277,25 +362,26 @@ def test_a_tree_without_the_fuse_tools_is_refused(module_runner, lab):
 # -- failures of the tools -------------------------------------------------------------------
 
 def test_a_failed_dry_run_burns_nothing(module_runner, lab):
-    # A device PKC-fused earlier, and a configuration that does not give its key: --test fails.
-    lab.burn_by_hand('-X', l4t.write_fuse_config(os.path.join(lab.root, 'pkc-only.xml'),
-                                                 {'PublicKeyHash': PKH}), '-i', '0x23', NANO)
-    burned = l4t.burned_fuses(lab.state, PORT)
-    config = l4t.write_fuse_config(os.path.join(lab.root, 'mode.xml'), {'SecurityMode': '0x1'})
-    result = fuse(module_runner, lab, fuse_config=config, pkc_key=None)
+    # An odmfuse.sh whose pre-burn processing fails (as NVIDIA's does when tegraparser rejects
+    # the configuration or the board cannot be probed).
+    odmfuse = os.path.join(lab.tree, 'odmfuse.sh')
+    with open(odmfuse, 'w') as script:
+        script.write('#!/bin/sh\necho "Error: probing the target board failed."\nexit 1\n')
+    result = fuse(module_runner, lab)
     assert result['failed'] is True and result['dry_run_ok'] is False and result['fused'] is False
     assert 'the dry run failed (odmfuse.sh --test exited with 1); nothing was burned' in result['msg']
-    assert 'PKC fused: its key must be given with -k' in result['msg']  # the log tail
-    assert lab.odmfuse_calls()[1:] == [['--test', '-X', config, '-i', '0x23', NANO]]
-    assert l4t.burned_fuses(lab.state, PORT) == burned
+    assert 'probing the target board failed' in result['msg']  # the log tail
+    common = ['-X', lab.config, '-i', '0x23', '-k', lab.pkc, NANO]
+    assert [argv[1:] for argv in result['commands']] == [['-i', '0x23', NANO], ['--test'] + common]
+    assert l4t.burned_fuses(lab.state, PORT) == {}
     phase = lab.phase()
     assert (phase['status'], phase['fused'], phase['burn_started']) == ('failed', False, None)
 
-    # A failed dry run burned nothing, so the next run starts with a dry run again (it is not
-    # one of the runs after which a burn may have happened).
-    calls = len(lab.odmfuse_calls())
-    fuse(module_runner, lab, fuse_config=config)
-    assert lab.odmfuse_calls()[calls][0] == '--test'
+    # A failed dry run burned nothing, so the next run reads and starts with a dry run again (it
+    # is not one of the runs after which a burn may have happened).
+    again = fuse(module_runner, lab)
+    assert [os.path.basename(argv[0]) for argv in again['commands']] == ['odmfuseread.sh', 'odmfuse.sh']
+    assert again['commands'][1][1] == '--test'
 
 
 def test_a_silent_burn_failure_is_caught_by_the_read_back(module_runner, lab):
@@ -303,7 +389,7 @@ def test_a_silent_burn_failure_is_caught_by_the_read_back(module_runner, lab):
     result = fuse(module_runner, lab)
     assert result['failed'] is True and result['fused'] is False and result['dry_run_ok'] is True
     assert l4t.burned_fuses(lab.state, PORT) == {}
-    assert [event['event'] for event in l4t.fuse_events(lab.state)] == ['test', 'silent', 'read']
+    assert [event['event'] for event in l4t.fuse_events(lab.state)] == ['read', 'test', 'silent', 'read']
     assert 'odmfuse.sh reported success but the read-back differs' in result['msg']
     assert 'PublicKeyHash: expected %s, read back 0x0' % PKH in result['msg']
     assert 'do not retry blindly' in result['msg']
@@ -382,15 +468,36 @@ def test_an_sbk_config_needs_the_sbk_for_the_read_back(module_runner, lab):
     assert_nothing_ran(lab)
 
 
-def test_a_stale_fuse_info_never_passes_for_a_read_back(module_runner, lab):
-    # A read-back tool that claims success without writing fuse_info.txt, in a tree whose
+STALE = 'PublicKeyHash: %s\nSecurityMode: 0x1\n' % PKH
+
+
+def test_a_stale_fuse_info_never_passes_for_a_read(module_runner, lab):
+    # A read tool that claims success without writing fuse_info.txt, in a tree whose
     # fuse_info.txt from an earlier read shows exactly the configured fuses.
-    l4t.plant_silent_fuse_failure(lab.state, PORT)
     with open(os.path.join(lab.tree, 'bootloader', 'fuse_info.txt'), 'w') as stale:
-        stale.write('PublicKeyHash: %s\nSecurityMode: 0x1\n' % PKH)
+        stale.write(STALE)
+    with open(os.path.join(lab.tree, 'odmfuseread.sh'), 'w') as script:
+        script.write('#!/bin/sh\necho "ERROR: might be timeout in USB read."\nexit 0\n')
+    result = fuse(module_runner, lab)
+    assert result['failed'] is True and result['fused'] is False
+    assert 'reading its fuses before burning failed (again with its keys, odmfuseread.sh wrote no' in result['msg']
+    assert lab.odmfuse_calls() == [] and lab.phase()['status'] == 'failed'
+
+
+def test_a_fuse_info_of_an_earlier_read_never_passes_for_the_read_back(module_runner, lab):
+    # A read tool that reads the unfused device once, then claims success without writing
+    # fuse_info.txt: what the first read wrote must not pass for the read-back (it would show a
+    # difference instead of "unknown").
+    l4t.plant_silent_fuse_failure(lab.state, PORT)
     reader = os.path.join(lab.tree, 'odmfuseread.sh')
     with open(reader, 'w') as script:
-        script.write('#!/bin/sh\necho "ERROR: might be timeout in USB read."\nexit 0\n')
+        script.write('#!/bin/sh\ncd "$(dirname "$0")"\n'
+                     'if [ ! -e read-once ]; then\n'
+                     '    touch read-once\n'
+                     '    printf "PublicKeyHash: 0x0\\nSecurityMode: 0x0\\n" > bootloader/fuse_info.txt\n'
+                     '    exit 0\n'
+                     'fi\n'
+                     'echo "ERROR: might be timeout in USB read."\nexit 0\n')
     result = fuse(module_runner, lab)
     assert result['failed'] is True and result['fused'] is False
     assert 'then the read-back failed (odmfuseread.sh wrote no' in result['msg']
@@ -404,4 +511,4 @@ def test_relative_paths_reach_the_tools_as_absolute_paths(module_runner, lab, mo
     monkeypatch.chdir(lab.keys)  # the tools run in l4t_dir, not here
     result = fuse(module_runner, lab, fuse_config='fuse_config.xml', pkc_key='pkc.pem')
     assert result['fused'] is True, result['msg']
-    assert lab.calls()[1] == ('odmfuse.sh', ['-X', lab.config, '-i', '0x23', '-k', lab.pkc, NANO])
+    assert lab.calls()[2] == ('odmfuse.sh', ['-X', lab.config, '-i', '0x23', '-k', lab.pkc, NANO])

@@ -87,7 +87,8 @@ def test_the_device_that_asks_is_fused_the_others_skipped_or_failed_alone(module
     # The device's own port tree, its board from jetson_board through board_configs, its key.
     tree = os.path.realpath(fused['port_tree'])
     common = ['-X', lab.config, '-i', '0x23', '-k', lab.pkc, NANO]
-    assert lab.calls() == [('odmfuse.sh', ['--test'] + common, tree), ('odmfuse.sh', common, tree),
+    assert lab.calls() == [('odmfuseread.sh', ['-i', '0x23', NANO], tree),
+                           ('odmfuse.sh', ['--test'] + common, tree), ('odmfuse.sh', common, tree),
                            ('odmfuseread.sh', ['-i', '0x23', '-k', lab.pkc, NANO], tree)]
     assert phase(fused)['status'] == 'done' and phase(fused)['fused'] is True
 
@@ -122,6 +123,36 @@ def test_a_recorded_burn_is_kept_when_the_inventory_no_longer_asks_for_fusing(mo
     assert phase(device) == recorded
 
 
+def test_a_device_fused_elsewhere_with_other_values_fails_alone_and_nothing_is_burned(module_runner, lab):
+    # Fused by another station for another product; no state file here.
+    other = {'PublicKeyHash': '0x' + 'a5' * 32, 'SecurityMode': '0x1'}
+    l4t.prefuse_device(lab.state, '1-3', other)
+    refused = lab.device('AZJN-0043', '1-3')
+    skipped = lab.device('AZJN-0044', '1-4', fuse=False)
+    result = run(module_runner, lab, [refused, skipped])
+    assert not result.get('failed'), result['msg']
+    assert result['failed_devices'] == ['AZJN-0043']
+    outcome = result['devices']['AZJN-0043']
+    assert outcome['msg'].startswith('AZJN-0043: ')
+    assert 'holds fuses other than the configured ones: PublicKeyHash: expected 0x5a' in outcome['msg']
+    assert 'SecurityMode' not in outcome['msg'].split('Nothing was burned')[0]  # same value: not a difference
+    assert [tool for tool, _argv, _tree in lab.calls()] == ['odmfuseread.sh', 'odmfuseread.sh']  # keyless, keyed
+    assert l4t.burned_fuses(lab.state, '1-3') == other
+    assert (phase(refused)['status'], phase(refused)['fused']) == ('failed', False)
+    assert result['devices']['AZJN-0044']['skipped'] is True and phase(skipped)['status'] == 'skipped'
+
+
+def test_a_device_fused_elsewhere_as_configured_is_recorded_fused_without_a_burn(module_runner, lab):
+    l4t.prefuse_device(lab.state, '1-3', FUSES)
+    device = lab.device('AZJN-0043', '1-3')
+    result = run(module_runner, lab, [device])
+    outcome = result['devices']['AZJN-0043']
+    assert result['failed_devices'] == [] and outcome['fused'] is True and outcome['changed'] is False
+    assert 'already holds the configured fuses' in outcome['msg']
+    assert [tool for tool, _argv, _tree in lab.calls()] == ['odmfuseread.sh', 'odmfuseread.sh']
+    assert (phase(device)['status'], phase(device)['fused']) == ('done', True)
+
+
 def test_two_devices_to_fuse_in_recovery_at_once_are_both_refused(module_runner, tmp_path):
     lab = StationLab(tmp_path, {'1-3': '7523'})
     add_device(lab.sysfs, '1-4', '7523')
@@ -141,6 +172,7 @@ def test_check_mode_runs_no_tool_and_writes_nothing(module_runner, lab):
     result = run(module_runner, lab, devices, check_mode=True)
     assert result['failed_devices'] == ['AZJN-0045']
     assert result['devices']['AZJN-0043']['changed'] and 'would fuse' in result['devices']['AZJN-0043']['msg']
+    assert 'first reads its fuses' in result['devices']['AZJN-0043']['msg']
     assert 'would be recorded as skipped' in result['devices']['AZJN-0044']['msg']
     assert lab.calls() == [] and l4t.fuse_events(lab.state) == []
     assert not os.path.exists(os.path.join(lab.workdir, 'devices')) and not os.path.exists(lab.logs)
