@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 SANITY_ROOT := $(or $(TMPDIR),/tmp)/azaion.jetson-sanity/ansible_collections/azaion/jetson
 ANSIBLE_TEST_PIP := $(HOME)/.ansible/test/cache/get_pip_24_2.py
 
-.PHONY: test demo bench units integration sanity lint changelog-lint galaxy-import venv clean
+.PHONY: test demo bench units integration chaos sanity lint changelog-lint galaxy-import venv clean
 
 test: units integration sanity lint changelog-lint galaxy-import
 
@@ -30,6 +30,10 @@ units: $(STAMP)
 
 integration: $(STAMP)
 	$(BIN)/python -m pytest tests/integration -q -n 2
+
+# Faults and kill -9 during real runs over the lab; each scenario's figures are printed at the end.
+chaos: $(STAMP)
+	$(BIN)/python -m pytest tests/chaos -q -n 2
 
 # Every sanity test that applies to the collection, with no ignore file.
 sanity: $(STAMP)

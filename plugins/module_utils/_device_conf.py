@@ -17,7 +17,7 @@ import re
 import secrets
 import stat
 
-from ansible_collections.azaion.jetson.plugins.module_utils._files import write_file_atomic
+from ansible_collections.azaion.jetson.plugins.module_utils._files import remove_leftover_temporaries, write_file_atomic
 
 EMAIL_KEY = 'AZAION_DEVICE_EMAIL'
 PASSWORD_KEY = 'AZAION_DEVICE_PASSWORD'
@@ -513,6 +513,9 @@ def write_device_conf(module):
         attrs_changed = (current.st_uid, current.st_gid, stat.S_IMODE(current.st_mode)) != (uid, gid, mode)
     changed = content_changed or attrs_changed
 
+    if not module.check_mode:
+        # What a write killed before its rename left: removed even when the file itself is right.
+        remove_leftover_temporaries(target.path)
     if changed and not module.check_mode:
         try:
             check_writable(target.path)

@@ -24,6 +24,7 @@ def write_file_atomic(path, data, mode=0o600, uid=None, gid=None):
     symbolic link at ``path`` for the new file rather than writing through it.
     """
     directory = os.path.dirname(path) or '.'
+    remove_leftover_temporaries(path)
     fd, tmp_path = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=directory)
     try:
         os.fchmod(fd, mode)
@@ -47,6 +48,22 @@ def write_file_atomic(path, data, mode=0o600, uid=None, gid=None):
         _remove_quietly(tmp_path)
         raise
     fsync_directory(directory)
+
+
+def remove_leftover_temporaries(path):
+    """Remove the temporary files that :func:`write_file_atomic` left beside ``path`` when it
+    was killed before its rename (a device.conf's may hold a password, and a staging rootfs's
+    would be flashed); return their names. Only one writer writes a given path at a time."""
+    directory = os.path.dirname(path) or '.'
+    prefix = '.' + os.path.basename(path) + '.'
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    leftovers = sorted(name for name in names if name.startswith(prefix) and name.endswith('.tmp'))
+    for name in leftovers:
+        _remove_quietly(os.path.join(directory, name))
+    return leftovers
 
 
 def fsync_directory(directory):

@@ -26,6 +26,13 @@ description:
     over finished devices changes nothing, makes no request (the sync records match) and writes
     no file.
   - One device's failure does not fail the task; RV(devices) holds each device's result.
+  - With O(rotate), before a device's C(device.conf) changes, its state file records the identity
+    phase as running and a flash and Loader check recorded as done as failed (to do again), so a
+    run stopped half-way never leaves a device recorded as finished with an image or an account
+    that does not hold its new password.
+  - Once the admin API refuses the token (HTTP 401 or 403), the devices not started yet fail
+    without anything being written for them (no C(device.conf), no request), because the token
+    is the same for every device. Fix the token and run again.
   - The admin API URL and token come from the inventory variables C(azaion_admin_api_url) and
     C(azaion_admin_api_token), else from E(AZAION_ADMIN_API_URL) and E(AZAION_ADMIN_API_TOKEN) on
     the controller; leave O(api_url) and O(api_token) unset in playbooks.
@@ -171,6 +178,7 @@ from ansible_collections.azaion.jetson.plugins.module_utils._device_conf import 
     device_conf_argument_spec,
     write_device_conf,
 )
+from ansible_collections.azaion.jetson.plugins.module_utils._device_state import DeviceState, DeviceStateError
 from ansible_collections.azaion.jetson.plugins.module_utils._station_run import (
     DeviceExit,
     DeviceParamsError,
@@ -212,8 +220,12 @@ class Identity(object):
 
     def __init__(self, module, client, client_error):
         self.params = module.params
+        self.check_mode = module.check_mode
         self.client = client
         self.client_error = client_error
+        # Set once the admin API refuses the token (401/403): the token is the same for every
+        # device, so the devices not reached yet are left untouched instead of each failing alike.
+        self.token_refused = None
 
     def connect(self):
         if self.client_error is not None:
@@ -222,9 +234,18 @@ class Identity(object):
 
     def __call__(self, proxy, device):
         name = device['name']
+        if self.token_refused is not None:
+            proxy.fail_json('%s: not attempted, nothing changed: the admin API refused the token (%s); fix the token '
+                            '(azaion_admin_api_token or AZAION_ADMIN_API_TOKEN) and run again' % (name, self.token_refused))
         if not device.get('rootfs'):
             proxy.fail_json('%s: no staging rootfs to write its device.conf into; set jetson_rootfs_dir or '
                             'jetson_usb_instance for this device' % name)
+        if self.params['rotate'] and not self.check_mode:
+            try:
+                self.reopen_phases(device)
+            except (DeviceStateError, IOError, OSError) as exc:
+                proxy.fail_json('%s: its state file could not be written before the rotation: %s'
+                                % (name, getattr(exc, 'strerror', None) or exc))
         values = dict((key, self.params[key]) for key in DEVICE_CONF_OPTIONS)
         values.update(rootfs_dir=device['rootfs'], email=device['email'])
         conf = run_part(proxy, device_conf_argument_spec(), values, write_device_conf)
@@ -243,10 +264,29 @@ class Identity(object):
         changed = bool(conf.get('changed') or account.get('changed'))
         extra = dict(diff=diffs) if diffs else {}
         if account.get('failed'):
+            refused = [call['status'] for call in account.get('requests', []) if call.get('status') in (401, 403)]
+            if refused and self.token_refused is None:
+                self.token_refused = 'HTTP %d for %s' % (refused[-1], name)
             proxy.fail_json('%s: account: %s' % (name, account['msg']), changed=changed, device_conf=conf,
                             account=account, **extra)
         proxy.exit_json(changed=changed, msg='device.conf: %s; account: %s' % (conf['msg'], account['msg']),
                         device_conf=conf, account=account, **extra)
+
+    @staticmethod
+    def reopen_phases(device):
+        """Before a rotation rewrites a finished device's device.conf: its identity is in progress
+        again, and its flash (an image with the old password) and Loader check are to do again.
+        Without this, a run killed between the new device.conf and the reflash leaves the device
+        recorded as finished: the next run would do nothing, with the account, the station's
+        device.conf and the device each holding a different password."""
+        state = DeviceState(device['state_file'], serial=device['serial'])
+        phases = state.load().get('phases', {})
+        if phases.get('identity', {}).get('status') == 'done':
+            state.record('identity', status='running', finished=None, seconds=None, error=None)
+        for phase in ('flash', 'verify'):
+            if phases.get(phase, {}).get('status') == 'done':
+                state.record(phase, status='failed', error='the device.conf was rotated since: %s again' % (
+                    'flash' if phase == 'flash' else 'check the Loader'))
 
 
 def main():

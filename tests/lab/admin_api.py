@@ -68,6 +68,8 @@ FAULT_KEYS = {
     'rate': (1.0, lambda value: _is_number(value) and 0 <= value <= 1, 'a number from 0 to 1'),
     'times': (None, lambda value: value is None or (_is_int(value) and value >= 0),
               'a non-negative integer or null'),
+    # Matching requests let through before the rule may fire: {"skip": 4} faults the 5th on.
+    'skip': (0, lambda value: _is_int(value) and value >= 0, 'a non-negative integer'),
     'drop': (None, lambda value: value in (None, 'before', 'after'), '"before", "after" or null'),
     'latency': (0, lambda value: _is_number(value) and value >= 0, 'a number of seconds, 0 or more'),
     'body': (None, lambda value: value is None or isinstance(value, str), 'a string or null'),
@@ -81,7 +83,7 @@ def _normalize_fault(rule):
     unknown = sorted(set(rule) - set(FAULT_KEYS))
     if unknown:
         raise ValueError('unknown fault key(s): ' + ', '.join(unknown))
-    fault = {'fired': 0}
+    fault = {'fired': 0, 'seen': 0}
     for key, (default, is_valid, wanted) in FAULT_KEYS.items():
         fault[key] = rule.get(key, default)
         if not is_valid(fault[key]):
@@ -276,6 +278,9 @@ class LabAdminAPI(LoopbackService):
             if fault['method'] not in ('*', method) or fault['path'] not in ('*', path):
                 continue
             if fault['times'] is not None and fault['fired'] >= fault['times']:
+                continue
+            fault['seen'] += 1
+            if fault['seen'] <= fault['skip']:
                 continue
             # Certain rules draw no number, so adding one does not shift the others' sequence.
             if fault['rate'] < 1 and self._random.random() >= fault['rate']:

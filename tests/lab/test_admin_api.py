@@ -143,6 +143,15 @@ def test_status_fault_fires_only_the_given_number_of_times(api):
     assert list(api.users()) == [EMAIL]
 
 
+def test_skip_lets_the_first_matching_requests_through_then_the_rule_fires_on_each(api):
+    # A token revoked in the middle of a batch: the 3rd write and every later one get 401.
+    api.set_faults([{'method': 'POST', 'status': 401, 'skip': 2}])
+    requests.get(api.url + '/users', headers=AUTH, timeout=5)  # not a match: not counted
+    statuses = [create(api, email='user%d@customer.example' % number).status_code for number in range(4)]
+    assert statuses == [201, 201, 401, 401]
+    assert sorted(api.users()) == ['user0@customer.example', 'user1@customer.example']
+
+
 def test_fault_can_return_a_non_json_page(api):
     api.set_faults([{'path': '/users', 'status': 502, 'body': '<html>Bad Gateway</html>'}])
     reply = create(api)
@@ -207,6 +216,7 @@ def test_stop_ends_kept_alive_connections_and_start_comes_back_on_the_same_port(
     ({'colour': 'red'}, 'unknown fault key(s): colour'),
     ({'rate': 1.5}, 'fault rate must be'),
     ({'times': True}, 'fault times must be'),
+    ({'skip': -1}, 'fault skip must be'),
     ({'body': '<html/>'}, 'fault body needs a status'),
 ])
 def test_invalid_fault_rules_are_refused(api, rule, message):

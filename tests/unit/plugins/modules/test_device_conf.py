@@ -113,6 +113,23 @@ def test_second_run_changes_nothing(module_runner, rootfs):
     assert_secret_free(result, password_in(path))
 
 
+def test_a_temporary_file_left_by_a_killed_write_is_removed_even_when_the_file_is_right(module_runner, rootfs):
+    run(module_runner, rootfs)
+    path = conf_path(rootfs)
+    before = snapshot(path)
+    # What a write killed between its temporary file and its rename leaves (it may hold a
+    # password, and the staging rootfs it sits in gets flashed).
+    (path.parent / '.device.conf.k1ll3d.tmp').write_text('AZAION_DEVICE_PASSWORD=0123')
+    result = run(module_runner, rootfs)
+    assert result['changed'] is False and snapshot(path) == before
+    assert listing(path.parent) == ['device.conf']
+    # A rewrite removes them too, and leaves other files alone.
+    (path.parent / '.device.conf.k1ll3d.tmp').write_text('partial')
+    (path.parent / '.other.conf.x.tmp').write_text('not ours')
+    run(module_runner, rootfs, rotate=True)
+    assert listing(path.parent) == ['.other.conf.x.tmp', 'device.conf']
+
+
 def test_keeps_existing_valid_password(module_runner, rootfs):
     path = write_conf(rootfs, '# identity\nAZAION_DEVICE_EMAIL=%s\nAZAION_DEVICE_PASSWORD=%s\n' % (EMAIL, PW))
     before = snapshot(path)

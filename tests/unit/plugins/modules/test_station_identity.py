@@ -202,3 +202,56 @@ def test_a_bad_admin_api_setting_fails_each_device_after_its_file(module_runner,
         assert outcome['msg'].startswith(device['name'] + ': account: api_url must be an http:// or https:// URL')
         assert os.path.exists(device['device_conf'])  # the file is kept: a re-run finds it
         assert DeviceState(device['state_file']).phase('identity')['status'] == 'failed'
+
+
+@pytest.mark.parametrize('status', [401, 403])
+def test_a_refused_token_leaves_the_devices_not_reached_untouched(module_runner, lab, tmp_path, status):
+    # One at a time: the 3rd device's POST is refused (a token revoked mid-batch), and the
+    # devices after it get neither a device.conf nor a request.
+    devices = make_devices(tmp_path, 5)
+    lab.set_faults([{'method': 'POST', 'status': status, 'skip': 2}])
+    result = run(module_runner, lab, devices, parallel=1)
+    assert result['failed_devices'] == [device['name'] for device in devices[2:]]
+    refused = result['devices'][devices[2]['name']]['msg']
+    assert refused.startswith(devices[2]['name'] + ': account: HTTP %d from POST /users' % status), refused
+    assert 'AZAION_ADMIN_API_TOKEN' in refused
+    for device in devices[3:]:
+        msg = result['devices'][device['name']]['msg']
+        assert msg == ('%s: not attempted, nothing changed: the admin API refused the token (HTTP %d for %s); fix the '
+                       'token (azaion_admin_api_token or AZAION_ADMIN_API_TOKEN) and run again'
+                       % (device['name'], status, devices[2]['name']))
+        assert not os.path.exists(device['device_conf'])
+    assert [entry['method'] for entry in lab.request_log()] == ['POST'] * 3
+    assert sorted(lab.users()) == [devices[0]['email'], devices[1]['email']]
+
+    lab.set_faults([])  # a good token: the re-run converges
+    again = run(module_runner, lab, devices, parallel=1)
+    assert again['failed_devices'] == []
+    for device in devices:
+        assert lab.users()[device['email']]['password'] == read_credentials(device['device_conf'])[1]
+
+
+def test_a_rotation_reopens_the_flash_and_loader_check_of_a_finished_device_before_its_file_changes(
+        module_runner, lab, tmp_path):
+    devices = make_devices(tmp_path, 2)
+    assert run(module_runner, lab, devices)['failed_devices'] == []
+    for device in devices:  # then flashed and checked
+        for phase in ('flash', 'verify'):
+            DeviceState(device['state_file'], serial=device['serial']).record(phase, status='done')
+    # The rotation's account update fails (as when the run is killed before it): the device
+    # must not stay recorded as finished with a device.conf that neither its account nor the
+    # flashed device holds.
+    lab.set_faults([{'method': 'PATCH', 'status': 503}])
+    result = run(module_runner, lab, devices, rotate=True, retries=0)
+    assert result['failed_devices'] == sorted(device['name'] for device in devices)
+    for device in devices:
+        state = DeviceState(device['state_file'])
+        assert [state.phase(phase)['status'] for phase in ('identity', 'flash', 'verify')] == ['failed'] * 3
+        assert state.phase('flash')['error'] == 'the device.conf was rotated since: flash again'
+
+    lab.set_faults([])
+    assert run(module_runner, lab, devices, rotate=True)['failed_devices'] == []
+    for device in devices:
+        state = DeviceState(device['state_file'])
+        assert state.phase('identity')['status'] == 'done' and state.phase('flash')['status'] == 'failed'
+        assert lab.users()[device['email']]['password'] == read_credentials(device['device_conf'])[1]

@@ -1,0 +1,257 @@
+"""The chaos suite: real provision runs over the lab, under injected admin API faults and kill -9.
+
+Each scenario records its figures with the ``figures`` fixture and asserts them; they are
+printed at the end of the run, in a "chaos figures" section (also under pytest-xdist, whose
+workers' own output pytest does not show).
+The batch here is a minimal copy of ``ProvisionBatch`` in tests/integration/test_provision.py
+(the two suites run in separate pytest invocations: importing across them would clash on
+``conftest``), plus what a chaos run needs to judge a device's state after a fault.
+"""
+
+import fcntl
+import glob
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lab import l4t_host, labkit
+from lab.admin_api import LabAdminAPI
+
+# Files an atomic write leaves behind when killed before its rename (see _files.write_file_atomic).
+ATOMIC_LEFTOVER = '.*.tmp'
+
+
+class ChaosBatch:
+    """A lab station with ``count`` devices (one USB port each), an inventory over it, and the
+    playbook run in the foreground or in a process group of its own."""
+
+    def __init__(self, root, api, token, count, flash_seconds=0.0, boot_seconds=0.2, extra_vars=None):
+        self.api = api
+        self.token = token
+        self.ports = dict(('1-%d' % (number + 2), '7523') for number in range(count))  # 1-1: the lab's keyboard
+        self.lab = labkit.FactoryLab(root, self.ports, flash_seconds=flash_seconds, boot_seconds=boot_seconds)
+        self.lab.start_loaders(api.url)
+        self.serials = dict((port, 'AZJN-%04d' % (index + 1)) for index, port in enumerate(self.ports))
+        self.secrets_file = str(root) + '-secrets.json'
+        with open(self.secrets_file, 'w') as secrets_vars:
+            json.dump({'jetson_default_user_password': secrets.token_hex(12)}, secrets_vars)
+        self.inventory = os.path.join(str(root), 'hosts.yml')
+        self.group_vars = dict(self.lab.group_vars(), identity_api_retry_backoff=0.05, verify_health_timeout=30)
+        self.group_vars.update(extra_vars or {})
+        host_vars = dict((serial, self.lab.host_vars(port)) for port, serial in self.serials.items())
+        labkit.write_inventory(self.inventory, host_vars, self.group_vars)
+
+    def command(self, args, token):
+        environment = {'AZAION_ADMIN_API_URL': self.api.url, 'AZAION_ADMIN_API_TOKEN': token or self.token,
+                       'ANSIBLE_FORKS': '12'}
+        command = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', self.inventory,
+                   os.path.join(labkit.PLAYBOOKS_DIR, 'provision.yml'), '-e', '@' + self.secrets_file] + list(args)
+        return command, labkit.ansible_env(environment)
+
+    def run(self, *args, token=None):
+        command, environment = self.command(args, token)
+        result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=900, check=False)
+        result.recap = labkit.play_recap(result.stdout)
+        return result
+
+    def start(self, *args, token=None):
+        """The playbook in the background, in a process group of its own (to be killed whole)."""
+        command, environment = self.command(args, token)
+        return subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+
+    def email(self, serial):
+        return 'azaion-jetson-%s@azaion.com' % serial.rsplit('-', 1)[1]
+
+    def tree(self, port):
+        return os.path.join(self.lab.workdir, 'ports', port, 'Linux_for_Tegra')
+
+    def state_file(self, serial):
+        return os.path.join(self.lab.workdir, 'devices', serial, 'state.json')
+
+    def phases(self, serial):
+        """Phase -> status in the device's state file ({} when there is none yet)."""
+        try:
+            with open(self.state_file(serial)) as state:
+                return dict((phase, record['status']) for phase, record in json.load(state)['phases'].items())
+        except FileNotFoundError:
+            return {}
+
+    def report(self):
+        with open(os.path.join(self.lab.workdir, 'reports', 'batch.json')) as report:
+            return dict((row['serial'], row) for row in json.load(report)['devices'])
+
+    def not_done(self):
+        """The devices whose report row is not done (all of them when there is no report yet)."""
+        try:
+            report = self.report()
+        except (OSError, ValueError):
+            return sorted(self.serials.values())
+        return sorted(serial for serial in self.serials.values() if report.get(serial, {}).get('result') != 'done')
+
+    def duplicate_accounts(self):
+        """Accounts beyond one per device e-mail (the lab API refuses a second POST of an e-mail,
+        so a duplicate is an account whose e-mail is none of the batch's)."""
+        emails = [user['email'] for user in self.api.users().values()]
+        wanted = set(self.email(serial) for serial in self.serials.values())
+        return len(emails) - len(set(emails)) + len([email for email in emails if email not in wanted])
+
+    def password_mismatches(self, flashed=True):
+        """Devices whose device.conf password is not their account's, in the port's tree and (when
+        ``flashed``) on the device's storage, or whose storage holds another device.conf than its tree."""
+        users = self.api.users()
+        mismatches = []
+        for port, serial in self.serials.items():
+            try:
+                conf = labkit.read_device_conf(os.path.join(self.tree(port), 'rootfs'))
+            except FileNotFoundError:
+                conf = {}
+            account = users.get(self.email(serial))
+            same = (conf.get('AZAION_DEVICE_EMAIL') == self.email(serial) and account is not None
+                    and account['password'] == conf.get('AZAION_DEVICE_PASSWORD'))
+            if flashed and same:
+                same = os.path.exists(self.lab.storage(port)) and labkit.read_device_conf(self.lab.storage(port)) == conf
+            if not same:
+                mismatches.append(serial)
+        return mismatches
+
+    def partial_files(self):
+        """What a write cut short would leave: temporary files of atomic writes anywhere in the
+        station's workdir or on the devices' storage, and device.conf or state.json files that do
+        not parse completely."""
+        partial = []
+        for top in (self.lab.workdir, os.path.join(self.lab.lab_state, 'storage')):
+            partial += glob.glob(os.path.join(top, '**', ATOMIC_LEFTOVER), recursive=True)
+        for port, serial in self.serials.items():
+            for rootfs in (os.path.join(self.tree(port), 'rootfs'), self.lab.storage(port)):
+                try:
+                    conf = labkit.read_device_conf(rootfs)
+                except FileNotFoundError:  # not written yet: not partial (the mismatches count it)
+                    continue
+                if len(conf.get('AZAION_DEVICE_PASSWORD', '')) != 32 or not conf.get('AZAION_DEVICE_EMAIL'):
+                    partial.append(os.path.join(rootfs, 'etc', 'azaion', 'device.conf'))
+            try:
+                with open(self.state_file(serial)) as state:
+                    assert isinstance(json.load(state)['phases'], dict)
+            except FileNotFoundError:
+                pass
+            except (ValueError, KeyError, AssertionError):
+                partial.append(self.state_file(serial))
+        return partial
+
+    def station_is_clean(self):
+        """As in test_provision.py: nothing of a flash left on the station."""
+        host = self.lab.host_root
+        assert l4t_host.exports(host) == []
+        assert os.listdir(os.path.join(host, 'etc', 'exports.d')) == []
+        assert l4t_host.gadget_interfaces(host) == []
+        assert l4t_host.udev_rules(host) == ['10-azaion-jetson-l4t-usb-msd.rules', '99-azaion-jetson-l4t-host.rules']
+        assert glob.glob(os.path.join(self.lab.workdir, 'ports', '*', 'Linux_for_Tegra', 'mfi_*')) == []
+        for lock in glob.glob(os.path.join(self.lab.workdir, 'flash-slots', '*.lock')):
+            with open(lock) as slot:
+                fcntl.flock(slot, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises when a slot is still held
+        return True
+
+
+@pytest.fixture
+def figures(request):
+    """``figures(line)`` records a line of this test's figures for the end-of-run section."""
+    def record(line):
+        request.node.user_properties.append(('chaos', line))
+    return record
+
+
+def pytest_terminal_summary(terminalreporter):
+    reports = [report for report in terminalreporter.getreports('passed') + terminalreporter.getreports('failed')
+               if report.when == 'call']
+    lines = [(report.nodeid, value) for report in reports for name, value in report.user_properties if name == 'chaos']
+    if lines:
+        terminalreporter.section('chaos figures')
+        for nodeid, line in lines:
+            terminalreporter.write_line('%s: %s' % (nodeid.rsplit('::', 1)[-1], line))
+        kills = [line for _nodeid, line in lines if line.startswith('kill ')]
+        if kills:
+            terminalreporter.write_line('kill -9 totals: %d kill points (%d of the controller only), each re-run: 0 partial '
+                                        'files, 0 mismatches, every device done, station clean'
+                                        % (len(kills), sum(1 for line in kills if 'controller only' in line)))
+
+
+@pytest.fixture
+def api_token():
+    return secrets.token_hex(16)
+
+
+@pytest.fixture
+def admin_api(api_token):
+    with LabAdminAPI(token=api_token) as api:
+        yield api
+
+
+@pytest.fixture
+def make_batch(tmp_path, admin_api, api_token):
+    batches = []
+
+    def make(count, **kwargs):
+        batch = ChaosBatch(tmp_path / ('lab%d' % len(batches)), admin_api, api_token, count, **kwargs)
+        batches.append(batch)
+        return batch
+    yield make
+    for batch in batches:
+        batch.lab.stop_loaders()
+
+
+def process_tree(pid):
+    """``pid`` and all its descendants (whatever their session), from /proc."""
+    children = {}
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            try:
+                with open('/proc/%s/stat' % entry) as stat:
+                    parent = int(stat.read().rsplit(')', 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def kill_everything(playbook):
+    """kill -9 the run: the controller, its workers (each in a session of its own), the modules
+    on the station and NVIDIA's tools, none of which gets to clean up."""
+    for _attempt in range(5):
+        for pid in process_tree(playbook.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    playbook.communicate(timeout=60)
+
+
+def kill_controller(playbook):
+    """kill -9 only the ansible-playbook controller: its workers and modules live on as orphans
+    until they finish or notice."""
+    orphans = process_tree(playbook.pid)[1:]
+    os.kill(playbook.pid, signal.SIGKILL)
+    playbook.communicate(timeout=60)
+    return orphans
+
+
+def wait_until(condition, timeout=120, what='the lab'):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, 'timed out waiting for ' + what
+        time.sleep(0.01)
+
+
+def assert_ok(result):
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
