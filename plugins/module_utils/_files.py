@@ -25,7 +25,9 @@ def write_file_atomic(path, data, mode=0o600, uid=None, gid=None):
     """
     directory = os.path.dirname(path) or '.'
     remove_leftover_temporaries(path)
-    fd, tmp_path = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=directory)
+    # The writer's pid in the name tells a leftover of a killed writer from a write in flight.
+    fd, tmp_path = tempfile.mkstemp(prefix='.%s.%d.' % (os.path.basename(path), os.getpid()), suffix='.tmp',
+                                    dir=directory)
     try:
         os.fchmod(fd, mode)
         if uid is not None or gid is not None:
@@ -53,17 +55,36 @@ def write_file_atomic(path, data, mode=0o600, uid=None, gid=None):
 def remove_leftover_temporaries(path):
     """Remove the temporary files that :func:`write_file_atomic` left beside ``path`` when it
     was killed before its rename (a device.conf's may hold a password, and a staging rootfs's
-    would be flashed); return their names. Only one writer writes a given path at a time."""
+    would be flashed); return their names. A temporary file of a writer still alive (another
+    thread of this process, or another process, writing the same path: the flashes of a
+    station all write its udev rules) is a write in flight, and is left alone."""
     directory = os.path.dirname(path) or '.'
     prefix = '.' + os.path.basename(path) + '.'
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
         return []
-    leftovers = sorted(name for name in names if name.startswith(prefix) and name.endswith('.tmp'))
+    leftovers = sorted(name for name in names if name.startswith(prefix) and name.endswith('.tmp')
+                       and not _writer_alive(name[len(prefix):]))
     for name in leftovers:
         _remove_quietly(os.path.join(directory, name))
     return leftovers
+
+
+def _writer_alive(rest):
+    """Whether the writer whose pid leads ``rest`` (``<pid>.<random>.tmp``) still runs."""
+    pid = rest.split('.', 1)[0]
+    if not pid.isdigit():
+        return False  # not named by write_file_atomic as it is now: a leftover
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: alive
+    return True
 
 
 def fsync_directory(directory):
