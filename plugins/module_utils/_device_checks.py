@@ -26,8 +26,9 @@ STATION_TREES = ('staging', 'ports')
 RECOVERY_FIX = 'put the device in recovery mode (hold REC, power on) on that port, or fix jetson_usb_instance'
 
 
-def _inside(path, top):
-    return path == top or path.startswith(top.rstrip('/') + '/')
+def inside(path, top):
+    """Whether ``path`` is ``top`` or under it (both normalized absolute paths; never when one is empty)."""
+    return bool(path) and bool(top) and (path == top or path.startswith(top.rstrip('/') + '/'))
 
 
 def needs_recovery(device, pending):
@@ -41,7 +42,7 @@ def path_problems(devices, pending_phases, l4t_dir, workdir):
     one directory); and a staging rootfs that is not there when a phase will write into it."""
     problems = []
     bundle = os.path.realpath(l4t_dir) if l4t_dir else None
-    if bundle and workdir and _inside(os.path.realpath(workdir), bundle):
+    if bundle and workdir and inside(os.path.realpath(workdir), bundle):
         problems.append('jetson_workdir %s is inside the bundle jetson_l4t_dir %s once symbolic links are resolved;'
                         ' set jetson_workdir outside the bundle, which is never to be written' % (workdir, l4t_dir))
     station_trees = [os.path.join(os.path.realpath(workdir), tree) for tree in STATION_TREES] if workdir else []
@@ -54,10 +55,10 @@ def path_problems(devices, pending_phases, l4t_dir, workdir):
         if real == '/':
             problems.append("%s: jetson_rootfs_dir %s is the station's own root once symbolic links are resolved; set"
                             " it to the device's staging rootfs" % (name, own))
-        elif bundle and _inside(real, bundle):
+        elif bundle and inside(real, bundle):
             problems.append('%s: jetson_rootfs_dir %s is inside the bundle jetson_l4t_dir %s once symbolic links are'
                             ' resolved; set it to a rootfs outside the bundle' % (name, own, l4t_dir))
-        elif any(_inside(real, tree) for tree in station_trees):
+        elif any(inside(real, tree) for tree in station_trees):
             problems.append("%s: jetson_rootfs_dir %s is inside the station's own trees under jetson_workdir once"
                             ' symbolic links are resolved; set it to a rootfs outside them' % (name, own))
         elif set(pending_phases.get(name, ())) & set(('identity', 'flash')) and not os.path.isdir(real):

@@ -21,6 +21,10 @@ from ansible_collections.azaion.jetson.plugins.module_utils._files import write_
 SERIAL_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$')
 
 
+# The provisioning phases a state file records, in the order a run does them.
+PHASES = ('rootfs', 'fuse', 'identity', 'flash', 'verify')
+
+
 class DeviceStateError(ValueError):
     """The state file exists but cannot be read as this collection writes it."""
 

@@ -154,6 +154,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.azaion.jetson.plugins.module_utils._admin_api import AdminAPIClient, AdminAPIError
 from ansible_collections.azaion.jetson.plugins.module_utils._device_checks import file_problems, path_problems, usb_problems
+from ansible_collections.azaion.jetson.plugins.module_utils._device_state import PHASES
 from ansible_collections.azaion.jetson.plugins.module_utils._station_run import station_argument_spec
 from ansible_collections.azaion.jetson.plugins.module_utils._station_host import (
     INTERNAL_SCRIPT,
@@ -163,7 +164,6 @@ from ansible_collections.azaion.jetson.plugins.module_utils._station_host import
 )
 
 MEBIBYTE = 1024 * 1024
-PHASES = ('rootfs', 'fuse', 'identity', 'flash', 'verify')
 
 
 def admin_api_problems(params):

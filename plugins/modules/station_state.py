@@ -122,10 +122,8 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.azaion.jetson.plugins.module_utils._device_state import DeviceState, DeviceStateError
+from ansible_collections.azaion.jetson.plugins.module_utils._device_state import PHASES, DeviceState, DeviceStateError
 from ansible_collections.azaion.jetson.plugins.module_utils._station_run import StationRun, station_argument_spec
-
-PHASES = ['rootfs', 'fuse', 'identity', 'flash', 'verify']
 
 
 def is_finished(phase, record, fuse_enabled):
@@ -140,7 +138,7 @@ def is_finished(phase, record, fuse_enabled):
 def main():
     module = AnsibleModule(
         argument_spec=station_argument_spec(
-            phases=dict(type='list', elements='str', choices=PHASES, default=list(PHASES)),
+            phases=dict(type='list', elements='str', choices=list(PHASES), default=list(PHASES)),
         ),
         supports_check_mode=True,
     )

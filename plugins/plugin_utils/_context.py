@@ -22,7 +22,7 @@ from ansible_collections.azaion.jetson.plugins.plugin_utils._identity import (
     batch_problems,
     device_email,
 )
-from ansible_collections.azaion.jetson.plugins.module_utils._device_checks import STATION_TREES
+from ansible_collections.azaion.jetson.plugins.module_utils._device_checks import STATION_TREES, inside
 from ansible_collections.azaion.jetson.plugins.plugin_utils import _inputs as inputs
 from ansible_collections.azaion.jetson.plugins.plugin_utils._station import station_paths
 
@@ -75,7 +75,7 @@ def station_settings(name, device_vars, station_vars, station):
         else:
             value = default
         settings[key] = default if value in (None, '') and key != 'l4t_dir' else value
-    if inputs.inside(settings['workdir'], settings['l4t_dir']):
+    if inside(settings['workdir'], settings['l4t_dir']):
         problems.append('%s: jetson_workdir %s is inside the bundle jetson_l4t_dir %s, which is never to be written;'
                         ' set jetson_workdir outside it' % (name, settings['workdir'], settings['l4t_dir']))
     return settings, problems
@@ -101,11 +101,11 @@ def device_context(name, device_vars, station_vars=None, email_prefix=DEFAULT_EM
     if own_rootfs == '/':
         problems.append("%s: jetson_rootfs_dir is /, the station's own root; set it to the device's staging rootfs"
                         ' (or leave it unset for the port tree\'s)' % name)
-    elif inputs.inside(own_rootfs, settings['l4t_dir']):
+    elif inside(own_rootfs, settings['l4t_dir']):
         problems.append('%s: jetson_rootfs_dir %s is inside the bundle jetson_l4t_dir %s, which is never to be'
                         ' written; set it to a rootfs outside the bundle (or leave it unset)'
                         % (name, own_rootfs, settings['l4t_dir']))
-    elif any(inputs.inside(own_rootfs, posixpath.join(settings['workdir'], tree)) for tree in STATION_TREES):
+    elif any(inside(own_rootfs, posixpath.join(settings['workdir'], tree)) for tree in STATION_TREES):
         problems.append("%s: jetson_rootfs_dir %s is inside the station's own trees (%s under jetson_workdir), which the"
                         ' run makes and remakes; set it to a rootfs outside them (or leave it unset for the port'
                         " tree's)" % (name, own_rootfs, ' and '.join(STATION_TREES)))

@@ -94,11 +94,6 @@ def absolute_path(who, value, variable, problems, what):
     return posixpath.normpath(path)
 
 
-def inside(path, top):
-    """Whether ``path`` is ``top`` or under it (both normalized absolute paths)."""
-    return bool(path) and bool(top) and (path == top or path.startswith(top.rstrip('/') + '/'))
-
-
 def whole_number(who, value, variable, problems, low, high, why):
     """A whole number from ``low`` to ``high`` (None when it is not one)."""
     number = None
