@@ -4,19 +4,17 @@
 
 """Controller side of azaion.jetson.companion_user: the admin API URL and token come from
 ``azaion_admin_api_url`` / ``azaion_admin_api_token`` or the controller's
-``AZAION_ADMIN_API_URL`` / ``AZAION_ADMIN_API_TOKEN``, never from the task's arguments
+``AZAION_ADMIN_API_URL`` / ``AZAION_ADMIN_API_TOKEN`` (or the files their ``_file`` forms name), and
+so may the TLS client certificate, key and CA, never from the task's arguments
 (see plugin_utils/_controller_secrets.py for why)."""
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.azaion.jetson.plugins.plugin_utils._controller_secrets import ControllerSecretsAction
+from ansible_collections.azaion.jetson.plugins.plugin_utils._controller_secrets import ADMIN_API_SOURCES, ControllerSecretsAction
 
 
 class ActionModule(ControllerSecretsAction):
     MODULE = 'azaion.jetson.companion_user'
-    SOURCES = {
-        'api_url': ('azaion_admin_api_url', 'AZAION_ADMIN_API_URL'),
-        'api_token': ('azaion_admin_api_token', 'AZAION_ADMIN_API_TOKEN'),
-    }
+    SOURCES = ADMIN_API_SOURCES

@@ -3,7 +3,8 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 """Controller side of azaion.jetson.l4t_rootfs: the default user's password comes from the
-inventory variable ``jetson_default_user_password``, never from the task's arguments (see
+inventory variable ``jetson_default_user_password`` (or the controller's
+``AZAION_DEFAULT_USER_PASSWORD``, or the files their ``_file`` forms name), never from the task's arguments (see
 plugin_utils/_controller_secrets.py for why)."""
 
 from __future__ import absolute_import, division, print_function
@@ -16,5 +17,5 @@ from ansible_collections.azaion.jetson.plugins.plugin_utils._controller_secrets 
 class ActionModule(ControllerSecretsAction):
     MODULE = 'azaion.jetson.l4t_rootfs'
     SOURCES = {
-        'default_user_password': ('jetson_default_user_password', None),
+        'default_user_password': ('jetson_default_user_password', 'AZAION_DEFAULT_USER_PASSWORD'),
     }

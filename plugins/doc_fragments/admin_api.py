@@ -25,9 +25,12 @@ options:
     description:
       - Bearer token, sent in the C(Authorization) header as C(Bearer <token>) with every
         request; for example the token of an C(ApiAdmin) account.
-      - If not set, the inventory variable C(azaion_admin_api_token) is used, else the
-        environment variable E(AZAION_ADMIN_API_TOKEN) of the controller, else that of the host
-        the module runs on.
+      - If not set, the controller takes it from the inventory variable C(azaion_admin_api_token),
+        else from the file that C(azaion_admin_api_token_file) names, else from its environment
+        variable E(AZAION_ADMIN_API_TOKEN), else from the file that its environment variable
+        E(AZAION_ADMIN_API_TOKEN_FILE) names (the way an AWX credential gives it, so that the
+        token is not in the job's environment); else the module takes E(AZAION_ADMIN_API_TOKEN)
+        of the host it runs on.
       - Better left unset in playbooks. The controller then hands the token to the module
         itself, while a token written as a task argument reaches every callback (loggers, AWX
         job events) with the task's arguments before the module can mask it.
@@ -37,8 +40,10 @@ options:
     type: str
   client_cert:
     description:
-      - PEM certificate (chain) presented to the admin API for mutual TLS.
+      - PEM certificate (chain) presented to the admin API for mutual TLS, a file on the host
+        the module runs on.
       - May also hold the private key, in which case O(client_key) is not needed.
+      - For a certificate that is a file on the controller, see O(client_cert_content).
     type: path
   client_key:
     description:
@@ -76,4 +81,34 @@ options:
       - A numeric C(Retry-After) header on HTTP 429 or 503 is honoured instead, also capped at 30 seconds.
     type: float
     default: 1.0
+'''
+
+    # The content of TLS files that live on the controller, carried to the module by its action plugin.
+    TLS_CONTENT = r'''
+options:
+  client_cert_content:
+    description:
+      - The PEM client certificate for mutual TLS with the admin API, when it is a file on the
+        controller (for example an AWX credential's file) rather than on the station.
+      - Better left unset in playbooks. The controller takes it from the inventory variable
+        C(azaion_admin_api_client_cert), else from the file that C(azaion_admin_api_client_cert_file)
+        names, else from its environment variable E(AZAION_ADMIN_API_CLIENT_CERT), else from the
+        file that E(AZAION_ADMIN_API_CLIENT_CERT_FILE) names.
+      - On the station it exists only in memory, never in a file. Mutually exclusive with O(client_cert).
+    type: str
+  client_key_content:
+    description:
+      - The PEM private key of O(client_cert_content), from the inventory variable
+        C(azaion_admin_api_client_key), the file that C(azaion_admin_api_client_key_file) names, or
+        the controller's E(AZAION_ADMIN_API_CLIENT_KEY) or E(AZAION_ADMIN_API_CLIENT_KEY_FILE), in that order.
+      - On the station it exists only in memory, never in a file, and it never appears in results.
+        Mutually exclusive with O(client_key).
+    type: str
+  ca_content:
+    description:
+      - The PEM CA bundle of the admin API, when it is a file on the controller, from the inventory
+        variable C(azaion_admin_api_ca), the file that C(azaion_admin_api_ca_file) names, or the
+        controller's E(AZAION_ADMIN_API_CA) or E(AZAION_ADMIN_API_CA_FILE), in that order.
+      - Mutually exclusive with O(ca_path).
+    type: str
 '''

@@ -19,6 +19,7 @@ __metaclass__ = type
 import errno
 import http.client
 import json
+import os
 import random
 import re
 import socket
@@ -26,6 +27,7 @@ import ssl
 import threading
 import time
 
+from contextlib import contextmanager
 from urllib.error import HTTPError, URLError
 from urllib.parse import quote, quote_plus, urlencode, urlsplit
 from urllib.request import getproxies, proxy_bypass
@@ -56,7 +58,41 @@ def admin_api_argument_spec():
         timeout=dict(type='float', default=30),
         retries=dict(type='int', default=5),
         retry_backoff=dict(type='float', default=1.0),
+        **tls_content_argument_spec()
     )
+
+
+def tls_content_argument_spec():
+    """The options that carry the content of TLS files from the controller (the action plugin
+    fills them from controller files): on the station they exist only in memory."""
+    return dict(
+        client_cert_content=dict(type='str'),
+        client_key_content=dict(type='str', no_log=True),
+        ca_content=dict(type='str'),
+    )
+
+
+@contextmanager
+def in_memory_files(*contents):
+    """Paths from which ``contents`` (text, or None) can be read while the block runs, and which
+    are never on a disk: anonymous memory files (``memfd_create``), gone with the process even
+    when it is killed. None stays None. The TLS library reads a client certificate and its key
+    only from paths (and a CA bundle given as text would be added to the system's, where a
+    CA file replaces it), and the key must not be left on the station's disk."""
+    descriptors, paths = [], []
+    try:
+        for content in contents:
+            if content is None:
+                paths.append(None)
+                continue
+            descriptor = os.memfd_create('azaion-jetson-tls', os.MFD_CLOEXEC)
+            descriptors.append(descriptor)
+            os.write(descriptor, content.encode('utf-8'))
+            paths.append('/proc/self/fd/%d' % descriptor)
+        yield paths
+    finally:
+        for descriptor in descriptors:
+            os.close(descriptor)
 
 
 class AdminAPIError(Exception):
@@ -281,7 +317,8 @@ class AdminAPIClient(object):
 
     def __init__(self, api_url, api_token=None, client_cert=None, client_key=None, ca_path=None,
                  validate_certs=True, timeout=30, retries=5, retry_backoff=1.0, backoff_cap=BACKOFF_CAP,
-                 user_agent=USER_AGENT, sleep=time.sleep, rand=random.random, keep_alive=False):
+                 user_agent=USER_AGENT, sleep=time.sleep, rand=random.random, keep_alive=False,
+                 client_cert_content=None, client_key_content=None, ca_content=None):
         self.secrets = set()
         if api_token:
             self.secrets.add(api_token)
@@ -290,8 +327,9 @@ class AdminAPIClient(object):
         if parts.scheme not in ('http', 'https') or not parts.netloc:
             raise AdminAPIError('api_url must be an http:// or https:// URL such as https://admin.example.com, '
                                 'got %r' % display_url(url), kind='config')
-        if client_key and not client_cert:
-            raise AdminAPIError('client_key is set but client_cert is not: give both for mTLS', kind='config')
+        if (client_key or client_key_content) and not (client_cert or client_cert_content):
+            raise AdminAPIError('client_key (or client_key_content) is set but client_cert (or client_cert_content) is not:'
+                                ' give both for mTLS', kind='config')
         if timeout is None or timeout <= 0:
             raise AdminAPIError('timeout must be a positive number of seconds', kind='config')
         if retries is None or retries < 0:
@@ -314,13 +352,18 @@ class AdminAPIClient(object):
         self._connections = []  # every kept-alive connection, for close()
         # One TLS context for all requests (Request would load the trust store on every call).
         try:
-            context = make_context(cafile=ca_path, validate_certs=validate_certs,
-                                   client_cert=client_cert, client_key=client_key)
+            with in_memory_files(client_cert_content, client_key_content, ca_content) as in_memory:
+                cert_in_memory, key_in_memory, ca_in_memory = in_memory
+                context = make_context(cafile=ca_path or ca_in_memory, validate_certs=validate_certs,
+                                       client_cert=client_cert or cert_in_memory, client_key=client_key or key_in_memory)
         except (OSError, ValueError) as exc:
             raise AdminAPIError(
                 'cannot load the TLS files (ca_path=%s, client_cert=%s, client_key=%s): %s; check that '
                 'the files exist, are PEM, and that the key matches the certificate'
-                % (ca_path, client_cert, client_key, getattr(exc, 'strerror', None) or exc), kind='config')
+                % (ca_path or ('from the controller' if ca_content else None),
+                   client_cert or ('from the controller' if client_cert_content else None),
+                   client_key or ('from the controller' if client_key_content else None),
+                   getattr(exc, 'strerror', None) or exc), kind='config')
         headers = {'Accept': 'application/json'}
         if self.token:
             headers['Authorization'] = 'Bearer %s' % self.token
@@ -336,6 +379,8 @@ class AdminAPIClient(object):
         return cls(api_url=params['api_url'], api_token=params.get('api_token'),
                    client_cert=params.get('client_cert'), client_key=params.get('client_key'),
                    ca_path=params.get('ca_path'), validate_certs=params.get('validate_certs', True),
+                   client_cert_content=params.get('client_cert_content'),
+                   client_key_content=params.get('client_key_content'), ca_content=params.get('ca_content'),
                    timeout=params.get('timeout', 30), retries=params.get('retries', 5),
                    retry_backoff=params.get('retry_backoff', 1.0), **kwargs)
 

@@ -36,6 +36,7 @@ author: Azaion engineering (@azaion)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - azaion.jetson.admin_api
+  - azaion.jetson.admin_api.tls_content
 options:
   device_conf:
     description:

@@ -53,8 +53,11 @@ options:
     description:
       - The default user's password. Required with O(default_user).
       - Better left unset in playbooks. The controller then takes it from the inventory
-        variable C(jetson_default_user_password) and hands it to the module itself, while a
-        password written as a task argument reaches every callback with the task's arguments.
+        variable C(jetson_default_user_password), else from the file that
+        C(jetson_default_user_password_file) names, else from its environment variable
+        E(AZAION_DEFAULT_USER_PASSWORD), else from the file that E(AZAION_DEFAULT_USER_PASSWORD_FILE)
+        names, and hands it to the module itself, while a password written as a task argument
+        reaches every callback with the task's arguments.
     type: str
   hostname:
     description: The image's host name, set with the default user.

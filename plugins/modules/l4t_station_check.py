@@ -40,6 +40,7 @@ author: Azaion engineering (@azaion)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - azaion.jetson.devices
+  - azaion.jetson.admin_api.tls_content
 options:
   pending_phases:
     description:
@@ -109,6 +110,9 @@ options:
   client_key:
     description: The key of O(client_cert).
     type: path
+notes:
+  - The action plugin fills O(client_cert_content), O(client_key_content) and O(ca_content) from
+    the controller, as for M(azaion.jetson.station_identity).
 attributes:
   check_mode:
     support: full
@@ -152,7 +156,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.azaion.jetson.plugins.module_utils._admin_api import AdminAPIClient, AdminAPIError
+from ansible_collections.azaion.jetson.plugins.module_utils._admin_api import AdminAPIClient, AdminAPIError, tls_content_argument_spec
 from ansible_collections.azaion.jetson.plugins.module_utils._device_checks import file_problems, path_problems, usb_problems
 from ansible_collections.azaion.jetson.plugins.module_utils._device_state import PHASES
 from ansible_collections.azaion.jetson.plugins.module_utils._station_run import station_argument_spec
@@ -170,7 +174,9 @@ def admin_api_problems(params):
     """Why the admin API does not answer from here, if it does not (no credentials are sent)."""
     try:
         client = AdminAPIClient(params['api_url'], client_cert=params['client_cert'], client_key=params['client_key'],
-                                ca_path=params['ca_path'], validate_certs=params['validate_certs'], timeout=15,
+                                ca_path=params['ca_path'], client_cert_content=params['client_cert_content'],
+                                client_key_content=params['client_key_content'], ca_content=params['ca_content'],
+                                validate_certs=params['validate_certs'], timeout=15,
                                 retries=1, retry_backoff=0.5)
         client.request('GET', '/users', query={'searchEmail': 'azaion-batch-check'}, expected=(200, 401, 403))
     except AdminAPIError as exc:
@@ -195,6 +201,7 @@ def main():
             ca_path=dict(type='path'),
             client_cert=dict(type='path'),
             client_key=dict(type='path', no_log=False),
+            **tls_content_argument_spec()
         ),
         supports_check_mode=True,
     )

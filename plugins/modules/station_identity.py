@@ -41,6 +41,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - azaion.jetson.devices
   - azaion.jetson.admin_api
+  - azaion.jetson.admin_api.tls_content
 options:
   owner:
     description:

@@ -24,6 +24,7 @@ from ansible_collections.azaion.jetson.plugins.plugin_utils._identity import (
 )
 from ansible_collections.azaion.jetson.plugins.module_utils._device_checks import STATION_TREES, inside
 from ansible_collections.azaion.jetson.plugins.plugin_utils import _inputs as inputs
+from ansible_collections.azaion.jetson.plugins.plugin_utils._controller_secrets import ControllerSecretError, controller_secret
 from ansible_collections.azaion.jetson.plugins.plugin_utils._station import station_paths
 
 # Settings that belong to a station (design.md): set on the station's host or on its devices,
@@ -189,11 +190,12 @@ def phase_problems(context, phases, device_vars):
         if missing('azaion_admin_api_url', context['api_url']) and API_URL_ENV not in found:
             problems.append('%s: the admin API URL is not set; set azaion_admin_api_url in the inventory or export %s'
                             % (name, API_URL_ENV))
-        token_variable = 'azaion_admin_api_token'
-        token = inputs.get(device_vars, token_variable)
-        if token is None:
-            token_variable, token = API_TOKEN_ENV, os.environ.get(API_TOKEN_ENV)
-        inputs.token(token, token_variable, problems)
+        try:
+            token, token_source = controller_secret(device_vars, 'azaion_admin_api_token', API_TOKEN_ENV)
+        except ControllerSecretError as exc:
+            problems.append('%s: %s' % (name, exc))
+        else:
+            inputs.token(token, token_source, problems)
     if 'verify' in phases and missing('jetson_loader_url', context['loader_url']):
         problems.append("%s: jetson_loader_url is not set; set it to the device's Loader URL (as the station reaches"
                         ' it after first boot)' % name)

@@ -12,6 +12,11 @@ them. A module whose action plugin derives from ``ControllerSecretsAction`` take
 from inventory variables or from the controller's environment (as AWX credentials inject
 them) instead, and the task's arguments never hold them. Reading them on the controller also
 lets a remote station work with credentials that exist only on the controller.
+
+Each source has a file form, so that a secret need not sit in the job's environment (AWX
+writes a credential's secrets to files and injects their paths; ansible-runner writes the
+whole environment into its artifacts): ``<variable>_file`` and ``<ENVIRONMENT_VARIABLE>_FILE``
+name a file on the controller that holds the value.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -23,17 +28,83 @@ import os
 from urllib.parse import urlsplit
 
 from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
 
 from ansible_collections.azaion.jetson.plugins.module_utils._admin_api import display_url
 
+display = Display()
+
+LOCAL_CONNECTIONS = ('local', 'ansible.builtin.local')
+
+
+# The TLS files of the admin API that may live on the controller: module option -> (inventory
+# variable, controller environment variable); each also has its _file / _FILE form.
+TLS_CONTENT_SOURCES = {
+    'client_cert_content': ('azaion_admin_api_client_cert', 'AZAION_ADMIN_API_CLIENT_CERT'),
+    'client_key_content': ('azaion_admin_api_client_key', 'AZAION_ADMIN_API_CLIENT_KEY'),
+    'ca_content': ('azaion_admin_api_ca', 'AZAION_ADMIN_API_CA'),
+}
+# Everything a module needs to call the admin API.
+ADMIN_API_SOURCES = dict(TLS_CONTENT_SOURCES, **{
+    'api_url': ('azaion_admin_api_url', 'AZAION_ADMIN_API_URL'),
+    'api_token': ('azaion_admin_api_token', 'AZAION_ADMIN_API_TOKEN'),
+})
+
+
+class ControllerSecretError(Exception):
+    """A file named for a secret cannot be read; the message names the variable and the fix."""
+
+
+def _file_content(source, path):
+    try:
+        with open(os.path.expanduser(str(path))) as secret_file:
+            return secret_file.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ControllerSecretError('%s names the file %s, which cannot be read on the controller (%s); point %s at'
+                                    ' the file that holds the value, or unset it'
+                                    % (source, path, getattr(exc, 'strerror', None) or exc, source))
+
+
+def controller_secret(variables, variable, environment_variable=None, template=None):
+    """``(value, source)`` of a secret on the controller: the inventory ``variable``, else the
+    file named by ``<variable>_file``, else the controller's ``environment_variable``, else the
+    file named by ``<environment_variable>_FILE``; ``(None, None)`` when none is set. A file that
+    is empty counts as not set: AWX writes a file for a credential input left empty.
+    ``template`` renders a variable's value (an action plugin's templar); raises
+    :class:`ControllerSecretError` when a named file cannot be read."""
+    template = template or (lambda value: value)
+    value = template(variables.get(variable))
+    if value not in (None, ''):
+        return str(value), variable
+    path = template(variables.get(variable + '_file'))
+    if path not in (None, ''):
+        value = _file_content(variable + '_file', path)
+        if value:
+            return value, variable + '_file'
+    if environment_variable:
+        value = os.environ.get(environment_variable)
+        if value:
+            return value, environment_variable
+        path = os.environ.get(environment_variable + '_FILE')
+        if path:
+            value = _file_content(environment_variable + '_FILE', path)
+            if value:
+                return value, environment_variable + '_FILE'
+    return None, None
+
 
 class ControllerSecretsAction(ActionBase):
-    """Fill module options missing from the task from variables, then the controller's environment."""
+    """Fill module options missing from the task from variables, then the controller's
+    environment (and the files they name, see :func:`controller_secret`)."""
 
     TRANSFERS_FILES = False
     # Set by each subclass: the module to run, and option -> (inventory variable, environment variable or None).
     MODULE = None
     SOURCES = {}
+    # Options whose value is a file on the station, and the option that carries the same file's
+    # content from the controller: one device cannot have both.
+    STATION_FILE_OPTIONS = {'client_cert_content': 'client_cert', 'client_key_content': 'client_key',
+                            'ca_content': 'ca_path'}
 
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
@@ -42,13 +113,19 @@ class ControllerSecretsAction(ActionBase):
         for option, (variable, environment_variable) in self.SOURCES.items():
             if module_args.get(option) not in (None, ''):
                 continue
-            value = None
-            if task_vars.get(variable) not in (None, ''):
-                value = self._templar.template(task_vars[variable])
-            if value in (None, '') and environment_variable:
-                value = os.environ.get(environment_variable)
-            if value not in (None, ''):
-                module_args[option] = str(value)
+            try:
+                value, source = controller_secret(task_vars, variable, environment_variable, self._templar.template)
+            except ControllerSecretError as exc:
+                result.update(failed=True, msg=str(exc))
+                return result
+            if value is None:
+                continue
+            station_option = self.STATION_FILE_OPTIONS.get(option)
+            if station_option and module_args.get(station_option) not in (None, ''):
+                result.update(failed=True, msg='%s is given twice: as a file on the station (the task\'s %s) and as %s on'
+                                               ' the controller; keep one of them' % (station_option, station_option, source))
+                return result
+            module_args[option] = value
         url = module_args.get('api_url')
         if url and '@' in urlsplit(str(url)).netloc:
             # A second line behind the batch check: the module's arguments would carry the
@@ -58,5 +135,18 @@ class ControllerSecretsAction(ActionBase):
                                            ' goes in azaion_admin_api_token or AZAION_ADMIN_API_TOKEN)'
                                            % display_url(str(url)))
             return result
+        self._warn_without_pipelining(module_args)
         result.update(self._execute_module(module_name=self.MODULE, module_args=module_args, task_vars=task_vars))
         return result
+
+    def _warn_without_pipelining(self, module_args):
+        """Without pipelining, the module and its arguments (the secrets among them) are written
+        to a file on the remote host for the task's lifetime (and kept there with
+        ANSIBLE_KEEP_REMOTE_FILES); with it, they travel on the connection's standard input."""
+        carried = sorted(option for option in self.SOURCES if option in module_args and option != 'api_url')
+        if not carried or self._connection.transport in LOCAL_CONNECTIONS:
+            return
+        if not self._connection.is_pipelining_enabled():
+            display.warning('%s: pipelining is off, so %s travel in a module file written to the station\'s disk for'
+                            ' the task\'s lifetime (kept there with ANSIBLE_KEEP_REMOTE_FILES); set ANSIBLE_PIPELINING=True'
+                            ' (pipelining = True in ansible.cfg)' % (self._play_context.remote_addr, ', '.join(carried)))

@@ -197,8 +197,9 @@ def url(who, value, variable, problems, what):
 def token(value, source, problems):
     """The admin API token's presence and characters; its value is never shown."""
     if value is None or value == '':
-        problems.append('the admin API token is not set; set azaion_admin_api_token (from a vault) or export'
-                        ' AZAION_ADMIN_API_TOKEN on the controller')
+        problems.append('the admin API token is not set; set azaion_admin_api_token (from a vault) or'
+                        ' azaion_admin_api_token_file, or export AZAION_ADMIN_API_TOKEN_FILE (a file that holds the'
+                        ' token) on the controller')
         return
     if not isinstance(value, str) or not TOKEN_PATTERN.match(value):
         problems.append('the admin API token in %s has characters a token cannot have (white space, control or'

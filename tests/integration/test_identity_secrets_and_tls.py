@@ -80,6 +80,59 @@ def test_https_with_a_test_ca_and_a_required_client_certificate(make_batch, tmp_
         assert sorted(tls_api.users()) == ['azaion-jetson-0001@azaion.com', 'azaion-jetson-0002@azaion.com']
 
 
+def test_the_token_and_the_tls_files_as_files_on_the_controller_never_reach_an_argument_an_event_or_a_disk(
+        make_batch, tmp_path):
+    """As an AWX credential gives them: each secret in a file on the controller, named by a
+    *_FILE variable, and none of them in the run's environment."""
+    authority = trustme.CA()
+    server_cert = authority.issue_cert('localhost', '127.0.0.1')
+    client_cert = authority.issue_cert('flash-station-01.factory.example.com')
+    controller = tmp_path / 'controller-credentials'
+    controller.mkdir()
+    server_pem = str(tmp_path / 'server.pem')
+    server_cert.private_key_and_cert_chain_pem.write_to_path(server_pem)
+    files = {}
+    for variable, blob in (('AZAION_ADMIN_API_CA_FILE', authority.cert_pem),
+                           ('AZAION_ADMIN_API_CLIENT_CERT_FILE', client_cert.cert_chain_pems[0]),
+                           ('AZAION_ADMIN_API_CLIENT_KEY_FILE', client_cert.private_key_pem)):
+        files[variable] = str(controller / variable.lower())
+        blob.write_to_path(files[variable])
+    batch = make_batch(2)
+    files['AZAION_ADMIN_API_TOKEN_FILE'] = str(controller / 'token')
+    with open(files['AZAION_ADMIN_API_TOKEN_FILE'], 'w') as token_file:
+        token_file.write(batch.token + '\n')  # as an editor leaves it
+    token, batch.token = batch.token, None  # not in the environment
+    key = client_cert.private_key_pem.bytes().decode().strip().splitlines()[1]  # a line of the key itself
+    log_file, events_file, tree_dir = tmp_path / 'ansible.log', tmp_path / 'events.jsonl', tmp_path / 'tree'
+    with LabAdminAPI(token=token, tls_cert=server_pem, tls_key=server_pem, client_ca=files['AZAION_ADMIN_API_CA_FILE']) as tls_api:
+        batch.api = tls_api
+        with ProcessArgumentWatcher() as watcher:
+            result = batch.run('-vvvv', **dict(sweep_env(log_file, events_file, tree_dir), **files))
+        assert_ok(result)
+        users = tls_api.users()
+    assert sorted(users) == ['azaion-jetson-0001@azaion.com', 'azaion-jetson-0002@azaion.com']
+    haystacks = [('stdout', result.stdout.encode()), ('stderr', result.stderr.encode()),
+                 ('ansible.log', log_file.read_bytes()), ('events', events_file.read_bytes()),
+                 ('process arguments', b'\n'.join(watcher.seen))]
+    haystacks += list(everything_written_under(str(tree_dir))) + list(everything_written_under(batch.workdir))
+    haystacks += list(everything_written_under(os.path.join(batch.root, 'rootfs')))
+    # The sweep sees what it searches: the key's option in the module's arguments, masked.
+    assert b'"client_key_content": "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"' in b''.join(text for _name, text in haystacks)
+    for secret in [token, key] + [user['password'] for user in users.values()]:
+        leaks = [name for name, text in haystacks if secret.encode() in text]
+        assert leaks == [], 'a secret leaked into %s' % leaks
+
+
+def test_an_unreadable_token_file_is_refused_before_anything_is_written_naming_the_variable(make_batch, tmp_path):
+    batch = make_batch(1)
+    batch.token = None
+    missing = str(tmp_path / 'no-such-token')
+    result = batch.run(AZAION_ADMIN_API_TOKEN_FILE=missing)
+    assert result.returncode != 0
+    assert 'AZAION_ADMIN_API_TOKEN_FILE names the file %s, which cannot be read on the controller' % missing in result.stdout
+    assert batch.api.request_log() == [] and not os.path.exists(batch.conf_path('AZJN-0001'))
+
+
 def test_https_with_an_unknown_ca_is_a_clear_error(make_batch, tmp_path):
     authority = trustme.CA()
     server_cert = authority.issue_cert('localhost')

@@ -5,8 +5,10 @@
 
 import http.client
 import json
+import os
 import socket
 import ssl
+import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.error import URLError
@@ -23,6 +25,7 @@ from ansible_collections.azaion.jetson.plugins.module_utils._admin_api import (
     classify_exception,
     compute_backoff,
     http_error_message,
+    in_memory_files,
     normalize_api_url,
     parse_retry_after,
     scrub,
@@ -54,7 +57,8 @@ def lab():
 def test_argument_spec_options_and_env_fallbacks():
     spec = admin_api_argument_spec()
     assert set(spec) == {'api_url', 'api_token', 'client_cert', 'client_key', 'ca_path', 'validate_certs',
-                         'timeout', 'retries', 'retry_backoff'}
+                         'timeout', 'retries', 'retry_backoff', 'client_cert_content', 'client_key_content', 'ca_content'}
+    assert spec['client_key_content']['no_log'] is True
     assert spec['api_url']['required'] is True
     assert spec['api_url']['fallback'][1] == ['AZAION_ADMIN_API_URL']
     assert spec['api_token']['no_log'] is True
@@ -189,7 +193,7 @@ def test_classify_timeout_and_dropped_connection():
 def test_client_rejects_bad_configuration(tmp_path):
     with pytest.raises(AdminAPIError, match='http:// or https://'):
         AdminAPIClient('admin.example.com')
-    with pytest.raises(AdminAPIError, match='client_key is set but client_cert is not'):
+    with pytest.raises(AdminAPIError, match=r'client_key \(or client_key_content\) is set but client_cert \(or client_cert_content\) is not'):
         AdminAPIClient('https://admin.example.com', client_key=str(tmp_path / 'k.pem'))
     with pytest.raises(AdminAPIError, match='cannot load the TLS files'):
         AdminAPIClient('https://admin.example.com', client_cert=str(tmp_path / 'missing.pem'))
@@ -393,6 +397,37 @@ def test_tls_with_required_client_certificate(pki):
         assert len(server.request_log()) == 1  # only the authenticated request reached the API
     assert caught.value.kind in ('tls', 'connection')
     assert 'set client_cert and client_key' in str(caught.value)
+
+
+def test_tls_files_carried_from_the_controller_are_used_from_memory_and_never_written(pki, tmp_path, monkeypatch):
+    def content(name):
+        with open(pki[name]) as pem:
+            return pem.read()
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))  # where a temporary file would go
+    with LabAdminAPI(tls_cert=pki['server.crt'], tls_key=pki['server.key'], client_ca=pki['ca.pem']) as server:
+        client = client_for(server.url, ca_content=content('ca.pem'), client_cert_content=content('station.crt'),
+                            client_key_content=content('station.key'))
+        assert client.request('GET', '/users').status == 200
+        assert len(server.request_log()) == 1
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_in_memory_files_are_readable_in_the_block_only_and_leave_none_as_none():
+    with in_memory_files('first\n', None, 'second') as paths:
+        assert paths[1] is None
+        with open(paths[0]) as first, open(paths[2]) as second:
+            assert (first.read(), second.read()) == ('first\n', 'second')
+        assert paths[0].startswith('/proc/self/fd/')
+    assert not os.path.exists(paths[0])
+
+
+def test_a_bad_tls_content_names_its_source_not_its_text(pki):
+    with pytest.raises(AdminAPIError) as caught:
+        client_for('https://127.0.0.1:9', client_cert_content='not a certificate', client_key_content='not a key')
+    assert caught.value.kind == 'config'
+    assert 'client_cert=from the controller' in str(caught.value) and 'not a key' not in str(caught.value)
 
 
 # ---------------------------------------------------------------------------------------------
