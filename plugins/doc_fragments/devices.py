@@ -88,6 +88,11 @@ options:
       batch:
         description: The name of the device's batch (C(jetson_batch_name), default V(batch)). Not used by the modules.
         type: str
+      report_dir:
+        description:
+          - Where the controller keeps the batch report (C(jetson_report_dir), by default the
+            playbook directory's C(reports)). Not used by the modules.
+        type: path
       settings:
         description:
           - The station's settings (C(l4t_dir), C(workdir), C(usb_sysfs_root), C(flash_concurrency),

@@ -17,11 +17,12 @@ from ansible_collections.azaion.jetson.plugins.plugin_utils._context import (
 )
 
 
-def device_contexts_filter(hosts, hostvars, email_prefix=None, email_domain=None, api_url=None, phases=None):
+def device_contexts_filter(hosts, hostvars, email_prefix=None, email_domain=None, api_url=None, phases=None,
+                           report_dir=''):
     if not isinstance(hosts, (list, tuple)):
         raise AnsibleFilterError('device_contexts expects a list of inventory host names')
     return device_contexts(list(hosts), hostvars, email_prefix, email_domain, api_url,
-                           None if phases is None else list(phases))
+                           None if phases is None else list(phases), report_dir)
 
 
 def device_outcomes_filter(phase_results, names, finished=(), station_error=None):

@@ -55,6 +55,7 @@ DEVICE_OPTIONS = dict(
     pkc_key=dict(type='path'),
     sbk_key=dict(type='path'),
     batch=dict(type='str'),
+    report_dir=dict(type='path'),
     # The station's settings and the batch check's findings: the playbook's, not the modules'.
     settings=dict(type='dict'),
     problems=dict(type='list', elements='str'),

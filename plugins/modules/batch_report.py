@@ -10,27 +10,47 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 ---
 module: batch_report
-short_description: Write a provisioning batch's report (CSV and JSON) on the station
+short_description: Write a provisioning batch's report (CSV and JSON), on a station or on the controller
 version_added: 1.0.0
 description:
-  - Reads the state file of every device in O(devices) (see M(azaion.jetson.device_state))
-    and writes C(<workdir>/reports/<batch>.json) and C(<workdir>/reports/<batch>.csv). Per
-    device they hold its serial, e-mail, station, USB port, board, each phase's status and duration, and
-    the error that stopped it. No secret is in the state files, so none is in the report.
+  - On a station (with O(workdir)), reads the state file of every device in O(devices) (see
+    M(azaion.jetson.device_state)) and writes C(<workdir>/reports/<batch>.json) and
+    C(<workdir>/reports/<batch>.csv). Per device they hold its serial, e-mail, station, USB port,
+    board, each phase's status and duration, and the error that stopped it. No secret is in the
+    state files, so none is in the report.
+  - On the controller (with O(station_reports), the registered results of the stations' runs),
+    combines the stations' reports into one batch report in O(report_dir), so that the report
+    is kept where the run was started (an AWX job, a controller) and not only on the stations.
+    A device whose station's report could not be made gets a row saying so.
   - Also returns the rows, a summary and a readable table for the play's output.
-  - The files are rewritten only when a device's row changed, so re-running a finished batch
-    reports no change.
-  - A report about to be replaced is kept, moved to C(<workdir>/reports/history/<batch>-<when it
-    was written>.json) (and C(.csv)). So another wave of the same batch, or a later run, never
-    loses an earlier run's report.
+  - Each report says which run wrote it (O(run): when, which tags and limit) and when. The
+    files are rewritten by every run, but the task reports a change only when a device's row
+    changed, so re-running a finished batch changes nothing.
+  - A report whose rows are about to change is kept, moved to
+    C(<report_dir>/history/<batch>-<when it was written>.json) (and C(.csv)). So another wave of
+    the same batch, or a later run, never loses an earlier run's report.
 author: Azaion engineering (@azaion)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 options:
   workdir:
-    description: The station's work directory (C(jetson_workdir)); state files are read from C(devices/<serial>/state.json) under it.
+    description:
+      - The station's work directory (C(jetson_workdir)); state files are read from
+        C(devices/<serial>/state.json) under it.
+      - Exactly one of O(workdir) and O(station_reports) is required.
     type: path
-    required: true
+  station_reports:
+    description:
+      - The results of this module's runs on the stations (a registered loop's C(results)), each
+        with C(rows), or C(failed) and C(msg) when that station's report could not be made.
+      - Exactly one of O(workdir) and O(station_reports) is required.
+    type: list
+    elements: dict
+  report_dir:
+    description:
+      - Where the report files are written.
+      - Defaults to C(<workdir>/reports) on a station; required with O(station_reports).
+    type: path
   batch:
     description: Name of the report files.
     type: str
@@ -47,6 +67,12 @@ options:
     type: list
     elements: str
     default: [rootfs, fuse, identity, flash, verify]
+  run:
+    description:
+      - What identifies the run that writes the report, kept in the JSON report as C(run), for
+        example C(started), C(tags), C(limit) and C(job).
+    type: dict
+    default: {}
 attributes:
   check_mode:
     support: full
@@ -58,12 +84,23 @@ attributes:
 '''
 
 EXAMPLES = r'''
-- name: Write the batch report
+- name: Write the batch report on the station
   azaion.jetson.batch_report:
     workdir: /var/lib/azaion-jetson
     batch: wave-1
     devices:
       - {serial: AZJN-0101, email: azaion-jetson-0101@azaion.com, station: localhost, usb_instance: "1-3.1"}
+    run: {started: "2026-11-30T08:00:00Z", tags: [all], limit: wave1}
+  register: station_report
+
+- name: Keep it on the controller
+  azaion.jetson.batch_report:
+    station_reports: ["{{ station_report }}"]
+    report_dir: "{{ playbook_dir }}/reports"
+    batch: wave-1
+    devices:
+      - {serial: AZJN-0101, station: localhost}
+  delegate_to: localhost
   register: report
 
 - name: Show it
@@ -147,7 +184,8 @@ def render_csv(rows, columns):
 
 
 def render_table(rows, phases):
-    header = ['serial', 'port', 'board', 'result'] + phases
+    stations = ['station'] if len(set(row.get('station') for row in rows)) > 1 else []
+    header = ['serial'] + stations + ['port', 'board', 'result'] + phases
     lines = [header] + [[str(row[key] or '-') for key in header] for row in rows]
     widths = [max(len(line[index]) for line in lines) for index in range(len(header))]
     text = ['  '.join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
@@ -173,30 +211,69 @@ def keep_in_history(reports_dir, batch, generated, paths):
             os.rename(path, target)
 
 
+def station_rows(module, devices, phases):
+    """The rows of a station's devices, from their state files under the station's workdir."""
+    rows = []
+    for device in devices:
+        path = os.path.join(module.params['workdir'], 'devices', device['serial'], 'state.json')
+        try:
+            state = DeviceState(path).load()
+        except ValueError as exc:
+            module.fail_json(msg='%s is not a device state file (%s)' % (path, exc))
+        rows.append(device_row(device, phases, state))
+    return rows
+
+
+def combined_rows(devices, station_reports, phases):
+    """The rows of every device from its station's report, in the order of ``devices``; a device
+    whose station's report is missing gets a failed row that says why."""
+    found, failures = {}, {}
+    for report in station_reports:
+        for row in report.get('rows') or []:
+            found[row['serial']] = row
+        if report.get('failed'):
+            # A registered loop's result names its item under the loop's variable.
+            station = report.get(report.get('ansible_loop_var') or 'item')
+            failures[str(station)] = report.get('msg') or 'failed'
+    rows = []
+    for device in devices:
+        row = found.get(device['serial'])
+        if row is None:
+            station = device.get('station') or ''
+            row = device_row(device, phases, {})
+            row.update(result='failed', error="its station's report could not be made: %s"
+                       % failures.get(station, 'the station returned no row for it'))
+        rows.append(row)
+    return rows
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            workdir=dict(type='path', required=True),
+            workdir=dict(type='path'),
+            station_reports=dict(type='list', elements='dict'),
+            report_dir=dict(type='path'),
             batch=dict(type='str', default='batch'),
             devices=dict(type='list', elements='dict', required=True),
             phases=dict(type='list', elements='str', default=['rootfs', 'fuse', 'identity', 'flash', 'verify']),
+            run=dict(type='dict', default={}),
         ),
+        required_one_of=[('workdir', 'station_reports')],
+        mutually_exclusive=[('workdir', 'station_reports')],
+        required_by=dict(station_reports='report_dir'),
         supports_check_mode=True,
     )
     params = module.params
     phases = params['phases']
     if '/' in params['batch'] or params['batch'] in ('', '.', '..'):
         module.fail_json(msg='batch %r must be a plain file name such as wave-1' % params['batch'])
-    rows = []
     for device in params['devices']:
         if not device.get('serial'):
             module.fail_json(msg='every device needs a serial; got %r' % (device,))
-        path = os.path.join(params['workdir'], 'devices', device['serial'], 'state.json')
-        try:
-            state = DeviceState(path).load()
-        except ValueError as exc:
-            module.fail_json(msg='%s is not a device state file (%s)' % (path, exc))
-        rows.append(device_row(device, phases, state))
+    if params['workdir']:
+        rows = station_rows(module, params['devices'], phases)
+    else:
+        rows = combined_rows(params['devices'], params['station_reports'], phases)
 
     summary = dict(total=len(rows))
     for result in ('done', 'failed', 'pending'):
@@ -206,7 +283,7 @@ def main():
         columns += [phase, phase + '_seconds']
     columns.append('error')
 
-    reports_dir = os.path.join(params['workdir'], 'reports')
+    reports_dir = params['report_dir'] or os.path.join(params['workdir'], 'reports')
     json_path = os.path.join(reports_dir, params['batch'] + '.json')
     csv_path = os.path.join(reports_dir, params['batch'] + '.csv')
     content = dict(batch=params['batch'], summary=summary, devices=rows)
@@ -215,15 +292,16 @@ def main():
             previous = json.load(existing)
     except (IOError, OSError, ValueError):
         previous = None
-    previous_generated = previous.pop('generated', None) if isinstance(previous, dict) else None
-    changed = previous != content
-    if changed and not module.check_mode:
+    previous_generated = previous.get('generated') if isinstance(previous, dict) else None
+    # Which run wrote the report changes with every run; the task changes only with the rows.
+    changed = previous is None or dict((key, previous.get(key)) for key in content) != content
+    if not module.check_mode:
         try:
             if not os.path.isdir(reports_dir):
                 os.makedirs(reports_dir, 0o750)
-            if previous is not None:
+            if changed and previous is not None:
                 keep_in_history(reports_dir, params['batch'], previous_generated, (json_path, csv_path))
-            document = dict(content, generated=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
+            document = dict(content, run=params['run'], generated=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
             write_file_atomic(json_path, json.dumps(document, indent=2, sort_keys=True).encode('utf-8') + b'\n', mode=0o640)
             write_file_atomic(csv_path, render_csv(rows, columns).encode('utf-8'), mode=0o640)
         except (IOError, OSError) as exc:

@@ -83,13 +83,14 @@ def station_settings(name, device_vars, station_vars, station):
 
 
 def device_context(name, device_vars, station_vars=None, email_prefix=DEFAULT_EMAIL_PREFIX,
-                   email_domain=DEFAULT_EMAIL_DOMAIN, api_url='', phases=None):
+                   email_domain=DEFAULT_EMAIL_DOMAIN, api_url='', phases=None, report_dir=''):
     """The context of inventory host ``name``: see DEVICE_OPTIONS in module_utils/_station_run.py.
 
     ``problems`` lists what stops the batch (each names the device, the variable and the fix):
     every variable checked by its rule (plugin_utils/_inputs.py) and, with ``phases`` (the
     phases of this run), what those phases need. A context with problems is never given to a
-    station module.
+    station module. ``report_dir``: the batch report's directory when ``jetson_report_dir`` is
+    not set.
     """
     station = station_of(device_vars)
     settings, problems = station_settings(name, device_vars, station_vars, station)
@@ -152,6 +153,8 @@ def device_context(name, device_vars, station_vars=None, email_prefix=DEFAULT_EM
         sbk_key=inputs.absolute_path(name, inputs.get(device_vars, 'jetson_sbk_key'), 'jetson_sbk_key', problems,
                                      'the SBK key file'),
         batch=inputs.batch_name(name, inputs.get(device_vars, 'jetson_batch_name'), 'jetson_batch_name', problems),
+        report_dir=inputs.absolute_path(name, inputs.get(device_vars, 'jetson_report_dir', report_dir), 'jetson_report_dir',
+                                        problems, 'the directory on the controller where the batch report is kept'),
         settings=settings,
         problems=problems,
     )
@@ -202,7 +205,7 @@ def phase_problems(context, phases, device_vars):
     return problems
 
 
-def device_contexts(hosts, hostvars, email_prefix=None, email_domain=None, api_url=None, phases=None):
+def device_contexts(hosts, hostvars, email_prefix=None, email_domain=None, api_url=None, phases=None, report_dir=''):
     """The contexts of inventory ``hosts``, in their order.
 
     ``email_prefix`` and ``email_domain``: by default each device's ``identity_email_prefix``
@@ -210,6 +213,7 @@ def device_contexts(hosts, hostvars, email_prefix=None, email_domain=None, api_u
     URL of a device that sets no ``azaion_admin_api_url``; by default the controller's
     AZAION_ADMIN_API_URL (this runs on the controller, where AWX injects its credentials).
     ``phases``: the phases of this run, to check what they need (see :func:`phase_problems`).
+    ``report_dir``: see :func:`device_context`.
     """
     if api_url is None:
         api_url = os.environ.get(API_URL_ENV, '')
@@ -220,7 +224,8 @@ def device_contexts(hosts, hostvars, email_prefix=None, email_domain=None, api_u
         contexts.append(device_context(
             name, device_vars, _station_vars(hostvars, station),
             email_prefix or inputs.get(device_vars, 'identity_email_prefix', DEFAULT_EMAIL_PREFIX),
-            email_domain or inputs.get(device_vars, 'identity_email_domain', DEFAULT_EMAIL_DOMAIN), api_url, phases))
+            email_domain or inputs.get(device_vars, 'identity_email_domain', DEFAULT_EMAIL_DOMAIN), api_url, phases,
+            report_dir))
     return contexts
 
 
@@ -270,7 +275,7 @@ def batch_check(contexts, email_prefix=DEFAULT_EMAIL_PREFIX, email_domain=DEFAUL
     for problem in ([problem for context in contexts for problem in context.get('problems', [])]
                     + batch_problems(contexts, email_prefix, email_domain)
                     + station_problems([context for context in contexts if 'settings' in context])
-                    + batch_name_problems(contexts) + device_station_problems(contexts)):
+                    + run_setting_problems(contexts) + device_station_problems(contexts)):
         if problem not in problems:
             problems.append(problem)
     return problems
@@ -285,16 +290,19 @@ def device_station_problems(contexts):
             for context in contexts if context['station'] in names]
 
 
-def batch_name_problems(contexts):
-    """One run is one batch: its devices must agree on the batch's name (its report's)."""
-    names = {}
-    for context in contexts:
-        names.setdefault(context.get('batch') or 'batch', []).append(context['name'])
-    if len(names) < 2:
-        return []
-    return ['the devices of this run disagree on jetson_batch_name (%s); set it once for the whole run, in the'
-            ' group jetsons or with -e' % '; '.join('%s for %s' % (name, ', '.join(devices))
-                                                    for name, devices in sorted(names.items()))]
+def run_setting_problems(contexts):
+    """One run is one batch, with one report: its devices must agree on the batch's name and on
+    where the controller keeps its report."""
+    problems = []
+    for key, variable, unset in (('batch', 'jetson_batch_name', 'batch'), ('report_dir', 'jetson_report_dir', '')):
+        values = {}
+        for context in contexts:
+            values.setdefault(context.get(key) or unset, []).append(context['name'])
+        if len(values) > 1:
+            problems.append('the devices of this run disagree on %s (%s); set it once for the whole run, in the group'
+                            ' jetsons or with -e' % (variable, '; '.join('%s for %s' % (value or 'unset', ', '.join(devices))
+                                                                         for value, devices in sorted(values.items()))))
+    return problems
 
 
 def station_leaders(contexts, host=None):

@@ -568,6 +568,11 @@ def test_two_waves_on_the_same_ports_with_the_batch_name_in_the_inventory_each_k
     with open(os.path.join(reports, 'may-line2.json')) as report:
         first = json.load(report)
     assert [(row['serial'], row['result']) for row in first['devices']] == [('AZJN-0001', 'done'), ('AZJN-0002', 'done')]
+    home = os.path.join(batch.lab.report_dir, 'may-line2.json')  # the controller's copy (jetson_report_dir)
+    with open(home) as report:
+        first_home = json.load(report)
+    assert first_home['devices'] == first['devices']
+    assert (first_home['run']['limit'], first_home['run']['tags']) == ('wave1', ['all'])
 
     for port, product in batch.lab.ports.items():  # the second wave's devices, in recovery mode
         usb_sysfs.add_device(batch.lab.sysfs, port, product)
@@ -579,4 +584,10 @@ def test_two_waves_on_the_same_ports_with_the_batch_name_in_the_inventory_each_k
     assert [name for name in kept if name.endswith('.json')] == ['may-line2-%s.json' % re.sub(r'[-:]', '', first['generated'])]
     with open(os.path.join(reports, 'history', kept[-1])) as report:
         assert json.load(report) == first
+    with open(home) as report:
+        second_home = json.load(report)
+    assert second_home['devices'] == second['devices'] and second_home['run']['limit'] == 'wave2'
+    stamp = re.sub(r'[-:]', '', first_home['generated'])
+    assert sorted(os.listdir(os.path.join(batch.lab.report_dir, 'history'))) == ['may-line2-%s.csv' % stamp,
+                                                                                 'may-line2-%s.json' % stamp]
     assert sorted(batch.api.users()) == ['azaion-jetson-%04d@azaion.com' % number for number in range(1, 5)]

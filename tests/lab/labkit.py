@@ -130,6 +130,7 @@ class FactoryLab:  # pylint: disable=too-many-instance-attributes
         self.lab_state = os.path.join(self.root, 'lab-state')
         self.sysfs = os.path.join(self.root, 'sysfs')
         self.workdir = os.path.join(self.root, 'station')
+        self.report_dir = os.path.join(self.root, 'reports')
         os.makedirs(self.lab_state, exist_ok=True)
         self.host_root = l4t_host.make_host_root(os.path.join(self.root, 'host'), self.lab_state)
         usb_sysfs.make_usb_sysfs(self.sysfs, self.ports)
@@ -168,6 +169,7 @@ class FactoryLab:  # pylint: disable=too-many-instance-attributes
             'jetson_l4t_dir': self.bundle,
             'jetson_usb_sysfs_root': self.sysfs,
             'jetson_station_root': self.host_root,
+            'jetson_report_dir': self.report_dir,  # the controller's copy of the batch report
             'flash_image_space_mb': 1,  # the lab's images are a few kilobytes
             'rootfs_sample_tarball': self.sample_rootfs,
             'rootfs_default_user': SERVICE_USER,

@@ -100,3 +100,45 @@ def test_a_report_replaced_by_a_later_wave_is_kept_in_the_history(module_runner,
     # Another batch's report is another file: nothing of "may" is touched.
     other = module_runner(batch_report.main, dict(workdir=workdir, batch='june', devices=[{'serial': 'AZJN-0001'}]))
     assert other['json_path'].endswith('june.json') and sorted(os.listdir(history)) == kept
+
+
+def test_the_controller_report_combines_the_stations_reports_and_says_why_a_station_gave_none(module_runner, tmp_path):
+    workdirs = dict((station, str(tmp_path / station)) for station in ('station-a', 'station-b'))
+    devices = [{'serial': 'AZJN-0001', 'station': 'station-a', 'usb_instance': '1-1'},
+               {'serial': 'AZJN-0002', 'station': 'station-b', 'usb_instance': '1-1'},
+               {'serial': 'AZJN-0003', 'station': 'station-c', 'usb_instance': '1-1'}]
+    record(module_runner, os.path.join(workdirs['station-a'], 'devices', 'AZJN-0001', 'state.json'), phase='rootfs', status='done')
+    record(module_runner, os.path.join(workdirs['station-b'], 'devices', 'AZJN-0002', 'state.json'), phase='flash',
+           status='failed', error='no Jetson in recovery mode')
+    station_reports = []
+    for station, workdir in sorted(workdirs.items()):
+        result = module_runner(batch_report.main, dict(workdir=workdir, devices=[device for device in devices
+                                                                                 if device['station'] == station]))
+        station_reports.append(dict(result, ansible_loop_var='station', station=station))
+    station_reports.append({'failed': True, 'msg': 'Failed to connect to the host via ssh', 'ansible_loop_var': 'station',
+                            'station': 'station-c'})
+    report_dir = str(tmp_path / 'controller' / 'reports')
+    run = {'started': '2026-11-30T08:00:00Z', 'tags': ['all'], 'limit': 'wave1'}
+    home = module_runner(batch_report.main, dict(station_reports=station_reports, report_dir=report_dir, devices=devices,
+                                                 batch='may', run=run))
+    assert home['json_path'] == os.path.join(report_dir, 'may.json') and home['changed'] is True
+    assert [(row['serial'], row['station'], row['result']) for row in home['rows']] == [
+        ('AZJN-0001', 'station-a', 'pending'), ('AZJN-0002', 'station-b', 'failed'), ('AZJN-0003', 'station-c', 'failed')]
+    assert home['rows'][2]['error'] == "its station's report could not be made: Failed to connect to the host via ssh"
+    assert home['table'].splitlines()[0].split()[:2] == ['serial', 'station']
+    with open(home['json_path']) as report:
+        written = json.load(report)
+    assert written['run'] == run and written['summary'] == {'total': 3, 'done': 0, 'failed': 2, 'pending': 1}
+
+    # The next run rewrites which run wrote it; with the same rows it is no change, and no history.
+    later = dict(run, started='2026-11-30T09:00:00Z')
+    again = module_runner(batch_report.main, dict(station_reports=station_reports, report_dir=report_dir, devices=devices,
+                                                  batch='may', run=later))
+    assert again['changed'] is False and not os.path.exists(os.path.join(report_dir, 'history'))
+    with open(home['json_path']) as report:
+        assert json.load(report)['run'] == later
+
+
+def test_the_controller_report_needs_its_directory(module_runner):
+    result = module_runner(batch_report.main, dict(station_reports=[], devices=[{'serial': 'AZJN-0001'}]))
+    assert result['failed'] is True and 'report_dir' in result['msg']
