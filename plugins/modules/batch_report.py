@@ -16,14 +16,16 @@ description:
   - On a station (with O(workdir)), reads the state file of every device in O(devices) (see
     M(azaion.jetson.device_state)) and writes C(<workdir>/reports/<batch>.json) and
     C(<workdir>/reports/<batch>.csv). Per device they hold its serial, e-mail, station, USB port,
-    board, each phase's status and duration, and the error that stopped it. No secret is in the
-    state files, so none is in the report.
+    board, its result (V(done), V(failed), V(interrupted) or V(pending)), the last phase it
+    reached, the phases a stopped run had interrupted, each phase's status and duration, and the
+    first line of the error that stopped it (the whole error is in its state file and log). No
+    secret is in the state files, so none is in the report.
   - On the controller (with O(station_reports), the registered results of the stations' runs),
     combines the stations' reports into one batch report in O(report_dir), so that the report
     is kept where the run was started (an AWX job, a controller) and not only on the stations.
     A device whose station's report could not be made gets a row saying so.
   - Also returns the rows, a summary and a readable table for the play's output.
-  - Each report says which run wrote it (O(run): when, which tags and limit) and when. The
+  - Each report says which run wrote it (O(run), for example when it started, its tags and limit) and when. The
     files are rewritten by every run, but the task reports a change only when a device's row
     changed, so re-running a finished batch changes nothing.
   - A report whose rows are about to change is kept, moved to
@@ -67,6 +69,15 @@ options:
     type: list
     elements: str
     default: [rootfs, fuse, identity, flash, verify]
+  interrupted:
+    description:
+      - Device name -> the phases that a stopped run had left running when this run started (the
+        RV(azaion.jetson.station_state#module:interrupted_phases) of the station's state read);
+        the row's C(interrupted) column lists them.
+      - A phase still recorded as running when the report is written is reported as
+        V(interrupted), and so is the device's result.
+    type: dict
+    default: {}
   run:
     description:
       - What identifies the run that writes the report, kept in the JSON report as C(run), for
@@ -115,10 +126,10 @@ rows:
   type: list
   elements: dict
 summary:
-  description: Counts of devices C(done), C(failed) and C(pending), and C(total).
+  description: Counts of devices C(done), C(failed), C(interrupted) and C(pending), and C(total).
   returned: always
   type: dict
-  sample: {"total": 6, "done": 5, "failed": 1, "pending": 0}
+  sample: {"total": 6, "done": 5, "failed": 1, "interrupted": 0, "pending": 0}
 table:
   description: The report as readable text, one line per device.
   returned: always
@@ -146,27 +157,49 @@ from ansible_collections.azaion.jetson.plugins.module_utils._files import write_
 from ansible_collections.azaion.jetson.plugins.module_utils._device_state import DeviceState
 
 FINISHED = ('done', 'skipped')
+ERROR_LENGTH = 300
+# Columns that describe this run rather than the device: a re-run that differs only in them
+# changes nothing.
+RUN_COLUMNS = ('interrupted',)
 
 
-def device_row(device, phases, state):
-    """One report row: the device's facts, then status and seconds of each phase, then the error."""
+def one_line(text):
+    """The first line of an error, short enough for a table cell (the rest is in the device's log
+    and its state file)."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    line = lines[0] if lines else ''
+    return line if len(line) <= ERROR_LENGTH else line[:ERROR_LENGTH - 3] + '...'
+
+
+def device_row(device, phases, state, interrupted=()):
+    """One report row: the device's facts, its result and the last phase it reached, then
+    status and seconds of each phase, then a one-line error. ``interrupted``: the phases a
+    stopped run had left running when this run started. A phase still recorded as running when
+    the report is written was interrupted too: no run is working on it."""
     recorded = state.get('phases', {})
     row = dict(serial=device['serial'], email=device.get('email') or '', station=device.get('station') or '',
                port=device.get('usb_instance') or '',
-               board=(recorded.get('flash') or {}).get('board') or device.get('board') or '')
+               board=(recorded.get('flash') or {}).get('board') or device.get('board') or '',
+               phase='', interrupted=', '.join(interrupted))
     errors = []
     for phase in phases:
         record = recorded.get(phase) or {}
         status = record.get('status') or 'pending'
+        if status == 'running':
+            status = 'interrupted'
         if phase == 'fuse' and status == 'pending' and not device.get('fuse_enabled'):
             status = 'skipped'
         row[phase] = status
         row[phase + '_seconds'] = record.get('seconds')
+        if status not in ('pending', 'skipped'):
+            row['phase'] = phase
         if status == 'failed':
-            errors.append('%s: %s' % (phase, record.get('error') or 'failed'))
+            errors.append('%s: %s' % (phase, one_line(record.get('error') or 'failed')))
     row['error'] = '; '.join(errors)
     if errors:
         row['result'] = 'failed'
+    elif 'interrupted' in (row[phase] for phase in phases):
+        row['result'] = 'interrupted'
     elif all(row[phase] in FINISHED for phase in phases):
         row['result'] = 'done'
     else:
@@ -190,6 +223,9 @@ def render_table(rows, phases):
     widths = [max(len(line[index]) for line in lines) for index in range(len(header))]
     text = ['  '.join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
     text += ['%s: %s' % (row['serial'], row['error']) for row in rows if row['error']]
+    text += ['%s: %s was interrupted (a run was stopped); %s' % (
+        row['serial'], row['interrupted'], 'run the batch again to resume it' if row['result'] == 'interrupted'
+        else 'this run resumed it') for row in rows if row['interrupted']]
     return '\n'.join(text)
 
 
@@ -220,8 +256,13 @@ def station_rows(module, devices, phases):
             state = DeviceState(path).load()
         except ValueError as exc:
             module.fail_json(msg='%s is not a device state file (%s)' % (path, exc))
-        rows.append(device_row(device, phases, state))
+        rows.append(device_row(device, phases, state, module.params['interrupted'].get(device.get('name') or device['serial'], ())))
     return rows
+
+
+def device_facts(rows):
+    """The rows without what describes the run (see RUN_COLUMNS)."""
+    return [dict((key, value) for key, value in row.items() if key not in RUN_COLUMNS) for row in rows or []]
 
 
 def combined_rows(devices, station_reports, phases):
@@ -257,6 +298,7 @@ def main():
             devices=dict(type='list', elements='dict', required=True),
             phases=dict(type='list', elements='str', default=['rootfs', 'fuse', 'identity', 'flash', 'verify']),
             run=dict(type='dict', default={}),
+            interrupted=dict(type='dict', default={}),
         ),
         required_one_of=[('workdir', 'station_reports')],
         mutually_exclusive=[('workdir', 'station_reports')],
@@ -276,9 +318,9 @@ def main():
         rows = combined_rows(params['devices'], params['station_reports'], phases)
 
     summary = dict(total=len(rows))
-    for result in ('done', 'failed', 'pending'):
+    for result in ('done', 'failed', 'interrupted', 'pending'):
         summary[result] = sum(1 for row in rows if row['result'] == result)
-    columns = ['serial', 'email', 'station', 'port', 'board', 'result']
+    columns = ['serial', 'email', 'station', 'port', 'board', 'result', 'phase', 'interrupted']
     for phase in phases:
         columns += [phase, phase + '_seconds']
     columns.append('error')
@@ -294,7 +336,7 @@ def main():
         previous = None
     previous_generated = previous.get('generated') if isinstance(previous, dict) else None
     # Which run wrote the report changes with every run; the task changes only with the rows.
-    changed = previous is None or dict((key, previous.get(key)) for key in content) != content
+    changed = previous is None or device_facts(previous.get('devices')) != device_facts(rows)
     if not module.check_mode:
         try:
             if not os.path.isdir(reports_dir):

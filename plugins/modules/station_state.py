@@ -72,6 +72,7 @@ devices:
       that ran), empty when the file does not exist yet.
     - C(pending) lists the phases of O(phases) that are not finished for the device, in the
       order of O(phases); C(finished) is V(true) when there is none.
+    - C(interrupted) lists its phases recorded as V(running) (see RV(interrupted_phases)).
     - C(failed) and C(msg) (naming the device, the file and the fix) when its state file could
       not be read; C(seconds) it took.
   returned: always
@@ -81,6 +82,7 @@ devices:
       changed: false
       finished: false
       pending: [identity, flash, verify]
+      interrupted: []
       phases:
         rootfs: {status: done, started: 1767225600.0, finished: 1767225604.2, seconds: 4.2, error: null}
       msg: "jetson-0042: to do: identity, flash, verify"
@@ -107,6 +109,15 @@ pending_phases:
   returned: always
   type: dict
   sample: {jetson-0041: [], jetson-0042: [identity, flash, verify]}
+interrupted_phases:
+  description:
+    - Device name -> the phases recorded as V(running), as a run that was stopped (Ctrl-C, a
+      killed controller, a station that went down) leaves them. This run does them again when
+      they are among O(phases), and the batch report says they were interrupted.
+    - Only devices with such phases are listed.
+  returned: always
+  type: dict
+  sample: {jetson-0042: [flash]}
 failed_devices:
   description: The devices whose state file could not be read, sorted.
   returned: always
@@ -154,7 +165,9 @@ def main():
                 message += '; fix it or move it aside (the device\'s phases will then run again)'
             proxy.fail_json('%s: %s' % (name, message))
         pending = [phase for phase in wanted if not is_finished(phase, phases.get(phase) or {}, device['fuse_enabled'])]
-        proxy.exit_json(phases=phases, finished=not pending, pending=pending,
+        # A phase still recorded as running when a run starts: the run that started it was stopped.
+        interrupted = [phase for phase in PHASES if (phases.get(phase) or {}).get('status') == 'running']
+        proxy.exit_json(phases=phases, finished=not pending, pending=pending, interrupted=interrupted,
                         msg='%s: %s' % (name, ('to do: %s' % ', '.join(pending)) if pending else 'finished'))
 
     run = StationRun(module, work)
@@ -163,7 +176,8 @@ def main():
     run.exit(results, 'state',
              finished_devices=[name for name in ok if results[name]['finished']],
              pending_devices=[name for name in ok if not results[name]['finished']],
-             pending_phases=dict((name, results[name]['pending']) for name in ok))
+             pending_phases=dict((name, results[name]['pending']) for name in ok),
+             interrupted_phases=dict((name, results[name]['interrupted']) for name in ok if results[name]['interrupted']))
 
 
 if __name__ == '__main__':

@@ -62,7 +62,7 @@ def test_batch_report_rows_summary_files_and_no_change_on_rerun(module_runner, t
                {'serial': 'AZJN-0003', 'usb_instance': '1-3', 'fuse_enabled': True}]
     result = module_runner(batch_report.main, dict(workdir=workdir, devices=devices))
     assert result['changed'] is True
-    assert result['summary'] == {'total': 3, 'done': 1, 'failed': 1, 'pending': 1}
+    assert result['summary'] == {'total': 3, 'done': 1, 'failed': 1, 'interrupted': 0, 'pending': 1}
     rows = dict((row['serial'], row) for row in result['rows'])
     assert rows['AZJN-0001']['board'] == 'orin-nx-16gb' and rows['AZJN-0001']['fuse'] == 'skipped'
     assert rows['AZJN-0002']['error'] == 'flash: ERROR: might be timeout in USB write'
@@ -128,7 +128,7 @@ def test_the_controller_report_combines_the_stations_reports_and_says_why_a_stat
     assert home['table'].splitlines()[0].split()[:2] == ['serial', 'station']
     with open(home['json_path']) as report:
         written = json.load(report)
-    assert written['run'] == run and written['summary'] == {'total': 3, 'done': 0, 'failed': 2, 'pending': 1}
+    assert written['run'] == run and written['summary'] == {'total': 3, 'done': 0, 'failed': 2, 'interrupted': 0, 'pending': 1}
 
     # The next run rewrites which run wrote it; with the same rows it is no change, and no history.
     later = dict(run, started='2026-11-30T09:00:00Z')
@@ -142,3 +142,34 @@ def test_the_controller_report_combines_the_stations_reports_and_says_why_a_stat
 def test_the_controller_report_needs_its_directory(module_runner):
     result = module_runner(batch_report.main, dict(station_reports=[], devices=[{'serial': 'AZJN-0001'}]))
     assert result['failed'] is True and 'report_dir' in result['msg']
+
+
+def test_a_row_says_the_last_phase_a_one_line_error_and_what_a_stopped_run_interrupted(module_runner, tmp_path):
+    workdir = str(tmp_path)
+
+    def state(serial, **statuses):
+        for phase, status in statuses.items():
+            error = 'ERROR: might be timeout in USB write\n[ 12.3 ] tail of the log\n' if status == 'failed' else None
+            record(module_runner, os.path.join(workdir, 'devices', serial, 'state.json'), phase=phase, status=status,
+                   error=error)
+
+    state('AZJN-0001', rootfs='done', identity='done', flash='failed')
+    state('AZJN-0002', rootfs='done', identity='done', flash='running')  # stopped mid-flash, not resumed
+    state('AZJN-0003', rootfs='done', identity='done', flash='done', verify='done')  # resumed and finished
+    devices = [{'serial': serial, 'name': serial} for serial in ('AZJN-0001', 'AZJN-0002', 'AZJN-0003')]
+    interrupted = {'AZJN-0002': ['flash'], 'AZJN-0003': ['flash']}  # as this run's state read found them
+    result = module_runner(batch_report.main, dict(workdir=workdir, devices=devices, interrupted=interrupted))
+    rows = dict((row['serial'], row) for row in result['rows'])
+    assert [(rows[serial]['result'], rows[serial]['phase'], rows[serial]['interrupted']) for serial in sorted(rows)] == [
+        ('failed', 'flash', ''), ('interrupted', 'flash', 'flash'), ('done', 'verify', 'flash')]
+    assert rows['AZJN-0001']['error'] == 'flash: ERROR: might be timeout in USB write'
+    assert rows['AZJN-0002']['flash'] == 'interrupted'
+    assert result['summary'] == {'total': 3, 'done': 1, 'failed': 1, 'interrupted': 1, 'pending': 0}
+    assert 'AZJN-0002: flash was interrupted (a run was stopped); run the batch again to resume it' in result['table']
+    assert 'AZJN-0003: flash was interrupted (a run was stopped); this run resumed it' in result['table']
+    with open(result['csv_path']) as report:
+        assert len(report.read().splitlines()) == 4  # a header and one line per device
+
+    # The next run finds nothing interrupted: its report is no change.
+    again = module_runner(batch_report.main, dict(workdir=workdir, devices=devices))
+    assert again['changed'] is False and again['rows'][2]['interrupted'] == ''

@@ -58,7 +58,9 @@ def test_each_device_gets_its_finished_and_pending_phases(module_runner, tmp_pat
     with open(broken['state_file'], 'w') as handle:
         handle.write('{"phases": {"rootfs": ')  # cut off by a full disk
     fresh = context(workdir, 'AZJN-0045', '1-5')  # no state file yet
-    devices = [finished, half, to_fuse, broken, fresh]
+    stopped = context(workdir, 'AZJN-0046', '1-6')
+    done(stopped, 'rootfs', 'identity', flash='running')  # its run was killed mid-flash
+    devices = [finished, half, to_fuse, broken, fresh, stopped]
     before = snapshot(workdir)
 
     result = run(module_runner, devices)
@@ -66,10 +68,12 @@ def test_each_device_gets_its_finished_and_pending_phases(module_runner, tmp_pat
     assert result['changed'] is False
     assert result['failed_devices'] == ['AZJN-0044']
     assert result['finished_devices'] == ['AZJN-0041']
-    assert result['pending_devices'] == ['AZJN-0042', 'AZJN-0043', 'AZJN-0045']
+    assert result['pending_devices'] == ['AZJN-0042', 'AZJN-0043', 'AZJN-0045', 'AZJN-0046']
+    assert result['interrupted_phases'] == {'AZJN-0046': ['flash']}
+    assert result['devices']['AZJN-0046']['pending'] == ['flash', 'verify']
     outcome = result['devices']
     # What the station check takes: every readable device's pending phases, by name.
-    assert sorted(result['pending_phases']) == ['AZJN-0041', 'AZJN-0042', 'AZJN-0043', 'AZJN-0045']
+    assert sorted(result['pending_phases']) == ['AZJN-0041', 'AZJN-0042', 'AZJN-0043', 'AZJN-0045', 'AZJN-0046']
     assert all(result['pending_phases'][name] == outcome[name]['pending'] for name in result['pending_phases'])
     assert result['pending_phases']['AZJN-0041'] == [] and result['pending_phases']['AZJN-0045'] != []
     assert outcome['AZJN-0041']['finished'] is True and outcome['AZJN-0041']['pending'] == []
@@ -78,7 +82,7 @@ def test_each_device_gets_its_finished_and_pending_phases(module_runner, tmp_pat
     assert outcome['AZJN-0042']['phases']['flash']['status'] == 'failed'
     assert outcome['AZJN-0043']['pending'] == ['fuse']
     unfused = ['rootfs', 'identity', 'flash', 'verify']  # not to be fused: no fuse phase to do
-    assert outcome['AZJN-0045'] == dict(changed=False, phases={}, finished=False, pending=unfused,
+    assert outcome['AZJN-0045'] == dict(changed=False, phases={}, finished=False, pending=unfused, interrupted=[],
                                         msg='AZJN-0045: to do: %s' % ', '.join(unfused),
                                         seconds=outcome['AZJN-0045']['seconds'])
     broken_result = outcome['AZJN-0044']
