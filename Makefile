@@ -13,9 +13,9 @@ STAMP := $(VENV)/.installed
 SANITY_ROOT := $(or $(TMPDIR),/tmp)/azaion.jetson-sanity/ansible_collections/azaion/jetson
 ANSIBLE_TEST_PIP := $(HOME)/.ansible/test/cache/get_pip_24_2.py
 
-.PHONY: test demo bench units integration chaos sanity lint changelog-lint galaxy-import venv clean
+.PHONY: test demo bench units integration chaos remote sanity lint docs-lint changelog-lint galaxy-import awx venv clean
 
-test: units integration sanity lint changelog-lint galaxy-import
+test: units integration awx remote sanity lint changelog-lint galaxy-import
 
 venv: $(STAMP)
 
@@ -34,6 +34,12 @@ integration: $(STAMP)
 # Faults and kill -9 during real runs over the lab; each scenario's figures are printed at the end.
 chaos: $(STAMP)
 	$(BIN)/python -m pytest tests/chaos -q -n 2
+
+# Three remote stations in network namespaces, each with its own sshd, provisioned over SSH with
+# --become (needs root; the suite installs openssh-server and sudo with apt-get when missing).
+# One process: the namespaces and links have fixed names.
+remote: $(STAMP)
+	$(BIN)/python -m pytest tests/remote -q -p no:xdist
 
 # Every sanity test that applies to the collection, with no ignore file.
 sanity: $(STAMP)
@@ -54,6 +60,29 @@ lint: $(STAMP)
 	$(BIN)/python -c 'import sys; sys.path.insert(0, "tests"); from lab import labkit; labkit.link_collection()'
 	PATH=$(CURDIR)/$(BIN):$$PATH ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS_PATH) ansible-lint --profile production --offline
 
+# antsibull-docs over the collection as linked under build/collections (the plugin, module and
+# role docs with every reference to any collection checked, their generated RST and the guides in
+# docs/docsite/rst through rstcheck, the guides' references, links.yml, extra-docs.yml and
+# config.yml); it calls ansible-doc, hence the venv first on PATH.
+docs-lint: $(STAMP)
+	$(BIN)/python -c 'import sys; sys.path.insert(0, "tests"); from lab import labkit; labkit.link_collection()'
+	cd $(COLLECTIONS_PATH)/ansible_collections/azaion/jetson && PATH=$(CURDIR)/$(BIN):$$PATH \
+	  ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS_PATH) $(CURDIR)/$(BIN)/antsibull-docs lint-collection-docs \
+	  --plugin-docs --check-extra-docs-refs --validate-collection-refs all --disallow-unknown-collection-refs .
+	@# antsibull-docs does not check environment variables: every E(AZAION_...) of the plugin and role docs
+	@# and every :envvar: of the guides must be declared in config.yml and defined by an envvar directive.
+	@$(BIN)/python -c 'import glob, re, sys, yaml; \
+	  declared = set(yaml.safe_load(open("docs/docsite/config.yml"))["envvar_directives"]); \
+	  guides = "".join(open(path).read() for path in sorted(glob.glob("docs/docsite/rst/*.rst"))); \
+	  defined = set(re.findall(r"^\.\. envvar:: *(\S+)", guides, re.M)); \
+	  docs = "".join(open(path).read() for path in glob.glob("plugins/**/*.py", recursive=True) \
+	                 + glob.glob("plugins/**/*.yml", recursive=True) + glob.glob("roles/*/meta/argument_specs.yml")); \
+	  used = set(re.findall(r":envvar:`([^`]+)`", guides)) | set(re.findall(r"E\((AZAION_\w+)\)", docs)); \
+	  problems = ["%s: used but not declared in docs/docsite/config.yml" % name for name in sorted(used - declared)] \
+	    + ["%s: declared but not defined by an envvar directive" % name for name in sorted(declared - defined)] \
+	    + ["%s: defined by an envvar directive but not declared" % name for name in sorted(defined - declared)]; \
+	  sys.exit("\n".join(problems) or None)'
+
 changelog-lint: $(STAMP)
 	$(BIN)/antsibull-changelog lint
 
@@ -66,6 +95,20 @@ galaxy-import: $(STAMP)
 	  || { cat importer.log; exit 1; }
 	@! grep -E '(WARNING|ERROR)' build/galaxy/importer.log || { echo 'galaxy-importer reported the lines above'; exit 1; }
 	@tail -1 build/galaxy/importer.log
+
+# AWX assets (extensions/awx): the collection declares no Python or system requirement for an
+# execution environment (introspect over the linked collection, as ansible-builder runs it in
+# a build), the EE definition is valid (create writes the build context, no container engine
+# needed), then the provision playbook under ansible-runner, as an AWX job, leaves no secret.
+awx: $(STAMP)
+	$(BIN)/python -c 'import sys; sys.path.insert(0, "tests"); from lab import labkit; labkit.link_collection()'
+	rm -rf build/awx && mkdir -p build/awx
+	$(BIN)/ansible-builder introspect $(COLLECTIONS_PATH) > build/awx/introspect.yml
+	$(BIN)/python -c 'import sys, yaml; found = yaml.safe_load(open(sys.argv[1])); \
+	  sys.exit(0 if found == {"python": [], "system": []} else "unexpected EE requirements: %s" % found)' build/awx/introspect.yml
+	$(BIN)/ansible-builder create -f extensions/awx/execution-environment.yml -c build/awx/context --output-filename Containerfile
+	@test -s build/awx/context/Containerfile
+	$(BIN)/python -m pytest tests/awx -q -n 2
 
 demo: $(STAMP)
 	$(BIN)/python tests/lab/demo.py

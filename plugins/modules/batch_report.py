@@ -43,11 +43,11 @@ options:
     type: path
   station_reports:
     description:
-      - The results of this module's runs on the stations (a registered loop's C(results)), each
-        with C(rows), or C(failed) and C(msg) when that station's report could not be made.
+      - Station name -> the result of this module's run on that station, with C(rows), or
+        C(failed) and C(msg) when that station's report could not be made, or nothing when the
+        station's run stopped before its report.
       - Exactly one of O(workdir) and O(station_reports) is required.
-    type: list
-    elements: dict
+    type: dict
   report_dir:
     description:
       - Where the report files are written.
@@ -106,7 +106,7 @@ EXAMPLES = r'''
 
 - name: Keep it on the controller
   azaion.jetson.batch_report:
-    station_reports: ["{{ station_report }}"]
+    station_reports: {localhost: "{{ station_report }}"}
     report_dir: "{{ playbook_dir }}/reports"
     batch: wave-1
     devices:
@@ -265,25 +265,23 @@ def device_facts(rows):
     return [dict((key, value) for key, value in row.items() if key not in RUN_COLUMNS) for row in rows or []]
 
 
-def combined_rows(devices, station_reports, phases):
+def combined_rows(module, devices, station_reports, phases):
     """The rows of every device from its station's report, in the order of ``devices``; a device
-    whose station's report is missing gets a failed row that says why."""
-    found, failures = {}, {}
-    for report in station_reports:
+    whose station gave no report gets a failed row that says why (and the task a warning)."""
+    found = {}
+    for station, report in sorted(station_reports.items()):
         for row in report.get('rows') or []:
             found[row['serial']] = row
-        if report.get('failed'):
-            # A registered loop's result names its item under the loop's variable.
-            station = report.get(report.get('ansible_loop_var') or 'item')
-            failures[str(station)] = report.get('msg') or 'failed'
+        if not report.get('rows') and report.get('failed'):
+            module.warn("%s: its batch report could not be made: %s" % (station, report.get('msg') or 'failed'))
     rows = []
     for device in devices:
         row = found.get(device['serial'])
         if row is None:
-            station = device.get('station') or ''
+            report = station_reports.get(device.get('station') or '') or {}
             row = device_row(device, phases, {})
             row.update(result='failed', error="its station's report could not be made: %s"
-                       % failures.get(station, 'the station returned no row for it'))
+                       % (report.get('msg') or "the station's run stopped before its report"))
         rows.append(row)
     return rows
 
@@ -292,7 +290,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             workdir=dict(type='path'),
-            station_reports=dict(type='list', elements='dict'),
+            station_reports=dict(type='dict'),
             report_dir=dict(type='path'),
             batch=dict(type='str', default='batch'),
             devices=dict(type='list', elements='dict', required=True),
@@ -315,7 +313,7 @@ def main():
     if params['workdir']:
         rows = station_rows(module, params['devices'], phases)
     else:
-        rows = combined_rows(params['devices'], params['station_reports'], phases)
+        rows = combined_rows(module, params['devices'], params['station_reports'], phases)
 
     summary = dict(total=len(rows))
     for result in ('done', 'failed', 'interrupted', 'pending'):

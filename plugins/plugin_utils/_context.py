@@ -213,10 +213,15 @@ def device_contexts(hosts, hostvars, email_prefix=None, email_domain=None, api_u
     URL of a device that sets no ``azaion_admin_api_url``; by default the controller's
     AZAION_ADMIN_API_URL (this runs on the controller, where AWX injects its credentials).
     ``phases``: the phases of this run, to check what they need (see :func:`phase_problems`).
-    ``report_dir``: see :func:`device_context`.
+    ``report_dir``: see :func:`device_context`; one inside an installed collection (the
+    collection's playbook run by its name) becomes ``reports`` in the current directory.
     """
     if api_url is None:
         api_url = os.environ.get(API_URL_ENV, '')
+    if 'ansible_collections' in report_dir.split(os.sep):
+        # The collection's own playbook, run by its name: its directory is the installed
+        # collection, no place for reports. The directory the run was started in is.
+        report_dir = os.path.join(os.getcwd(), 'reports')
     contexts = []
     for name in hosts:
         device_vars = hostvars[name]

@@ -147,6 +147,7 @@ class ControllerSecretsAction(ActionBase):
         if not carried or self._connection.transport in LOCAL_CONNECTIONS:
             return
         if not self._connection.is_pipelining_enabled():
-            display.warning('%s: pipelining is off, so %s travel in a module file written to the station\'s disk for'
-                            ' the task\'s lifetime (kept there with ANSIBLE_KEEP_REMOTE_FILES); set ANSIBLE_PIPELINING=True'
-                            ' (pipelining = True in ansible.cfg)' % (self._play_context.remote_addr, ', '.join(carried)))
+            display.warning('%s: pipelining is off: the module file that carries %s is written to the station\'s disk'
+                            ' for the task\'s lifetime (and kept there with ANSIBLE_KEEP_REMOTE_FILES); set'
+                            ' ANSIBLE_PIPELINING=True (pipelining = True in ansible.cfg)'
+                            % (self._play_context.remote_addr, ' and '.join(carried)))

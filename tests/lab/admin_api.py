@@ -172,6 +172,7 @@ class LabAdminAPI(LoopbackService):
             self._users = {}
             self._next_id = 1
             self._log = []
+            self._peers = []
             self._writes = 0
             self._faults = []
             self._random = random.Random(self._seed)
@@ -197,6 +198,12 @@ class LabAdminAPI(LoopbackService):
         """
         with self._lock:
             return copy.deepcopy(self._log)
+
+    def request_peers(self):
+        """Who sent each API request, in the order of ``request_log()``: {"peer" (the client's
+        address), "method", "path"}. Tells which station a request came from."""
+        with self._lock:
+            return copy.deepcopy(self._peers)
 
     def write_count(self):
         """POST /users and PATCH /users/password requests received, faulted or not."""
@@ -236,7 +243,7 @@ class LabAdminAPI(LoopbackService):
 
     # -- answering requests (called from the connection threads) ------------------------------
 
-    def _answer(self, method, path, query, headers, body):
+    def _answer(self, method, path, query, headers, body, peer=None):
         """Return ``(status, payload bytes or None, content type, headers)`` or DROPPED."""
         if path.startswith('/_lab/'):
             try:
@@ -246,6 +253,7 @@ class LabAdminAPI(LoopbackService):
         entry = {'method': method, 'path': path, 'status': None, 'fault': None, 'applied': False}
         with self._lock:
             self._log.append(entry)
+            self._peers.append({'peer': peer, 'method': method, 'path': path})
             if (method, path) in WRITE_ROUTES:
                 self._writes += 1
             fault = self._pick_fault(method, path)
@@ -412,7 +420,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         url = urlsplit(self.path)
         reply = self.server.lab_api._answer(self.command, url.path, parse_qs(url.query),
-                                            self.headers, body)
+                                            self.headers, body, peer=self.client_address[0])
         if reply is DROPPED:
             self.close_connection = True  # the server closes the socket: EOF, no status line
             return

@@ -48,6 +48,16 @@ def test_create_then_same_email_conflicts(api):
     assert [entry['applied'] for entry in api.request_log()] == [True, False]
 
 
+def test_each_request_is_logged_with_the_address_it_came_from(api):
+    create(api)
+    requests.get(api.url + '/users', timeout=5)
+    requests.get(api.url + '/_lab/state', timeout=5)  # lab routes are not API requests
+    assert api.request_peers() == [{'peer': '127.0.0.1', 'method': 'POST', 'path': '/users'},
+                                   {'peer': '127.0.0.1', 'method': 'GET', 'path': '/users'}]
+    api.reset()
+    assert api.request_peers() == []
+
+
 def test_patch_sets_password_and_unknown_email_is_not_found(api):
     api.add_user(EMAIL, PASSWORD, 'CompanionPC')
     reply = patch(api)

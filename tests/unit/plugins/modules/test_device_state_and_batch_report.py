@@ -110,13 +110,10 @@ def test_the_controller_report_combines_the_stations_reports_and_says_why_a_stat
     record(module_runner, os.path.join(workdirs['station-a'], 'devices', 'AZJN-0001', 'state.json'), phase='rootfs', status='done')
     record(module_runner, os.path.join(workdirs['station-b'], 'devices', 'AZJN-0002', 'state.json'), phase='flash',
            status='failed', error='no Jetson in recovery mode')
-    station_reports = []
+    station_reports = {'station-c': {'failed': True, 'msg': 'Failed to connect to the host via ssh'}}
     for station, workdir in sorted(workdirs.items()):
-        result = module_runner(batch_report.main, dict(workdir=workdir, devices=[device for device in devices
-                                                                                 if device['station'] == station]))
-        station_reports.append(dict(result, ansible_loop_var='station', station=station))
-    station_reports.append({'failed': True, 'msg': 'Failed to connect to the host via ssh', 'ansible_loop_var': 'station',
-                            'station': 'station-c'})
+        station_reports[station] = module_runner(batch_report.main, dict(
+            workdir=workdir, devices=[device for device in devices if device['station'] == station]))
     report_dir = str(tmp_path / 'controller' / 'reports')
     run = {'started': '2026-11-30T08:00:00Z', 'tags': ['all'], 'limit': 'wave1'}
     home = module_runner(batch_report.main, dict(station_reports=station_reports, report_dir=report_dir, devices=devices,
@@ -140,7 +137,7 @@ def test_the_controller_report_combines_the_stations_reports_and_says_why_a_stat
 
 
 def test_the_controller_report_needs_its_directory(module_runner):
-    result = module_runner(batch_report.main, dict(station_reports=[], devices=[{'serial': 'AZJN-0001'}]))
+    result = module_runner(batch_report.main, dict(station_reports={}, devices=[{'serial': 'AZJN-0001'}]))
     assert result['failed'] is True and 'report_dir' in result['msg']
 
 

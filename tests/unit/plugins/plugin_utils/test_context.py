@@ -104,3 +104,23 @@ def test_an_outcome_of_a_finished_device_a_failed_station_and_a_run_that_stopped
         'd1: its station failed: rootfs staging failed'
     stopped = device_outcome({'rootfs': {'devices': {'d1': {'changed': True}}}, 'flash': {}}, 'd1')
     assert stopped['failed'] and 'flash run did not happen' in stopped['msg']
+
+
+def test_the_report_directory_is_the_playbooks_unless_that_is_an_installed_collection(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    hostvars = {'AZJN-0001': {}, 'AZJN-0002': {'jetson_report_dir': '/srv/reports'}}
+    project = device_contexts(['AZJN-0001', 'AZJN-0002'], hostvars, report_dir='/srv/project/reports')
+    assert [context['report_dir'] for context in project] == ['/srv/project/reports', '/srv/reports']
+    installed = device_contexts(['AZJN-0001'], hostvars, report_dir='/home/ops/.ansible/collections/ansible_collections'
+                                                                   '/azaion/jetson/playbooks/reports')
+    assert installed[0]['report_dir'] == str(tmp_path / 'reports')
+
+
+def test_a_relative_or_disagreeing_report_directory_stops_the_batch_naming_the_variable():
+    relative = device_context('AZJN-0001', {'jetson_report_dir': 'reports'})
+    assert any('jetson_report_dir' in problem and 'AZJN-0001' in problem for problem in relative['problems'])
+    contexts = [device_context('AZJN-0001', {'jetson_report_dir': '/srv/a'}),
+                device_context('AZJN-0002', {'jetson_report_dir': '/srv/b'})]
+    assert batch_check(contexts) == [
+        'the devices of this run disagree on jetson_report_dir (/srv/a for AZJN-0001; /srv/b for AZJN-0002); set it once'
+        ' for the whole run, in the group jetsons or with -e']
