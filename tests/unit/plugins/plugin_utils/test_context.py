@@ -111,8 +111,8 @@ def test_the_report_directory_is_the_playbooks_unless_that_is_an_installed_colle
     hostvars = {'AZJN-0001': {}, 'AZJN-0002': {'jetson_report_dir': '/srv/reports'}}
     project = device_contexts(['AZJN-0001', 'AZJN-0002'], hostvars, report_dir='/srv/project/reports')
     assert [context['report_dir'] for context in project] == ['/srv/project/reports', '/srv/reports']
-    installed = device_contexts(['AZJN-0001'], hostvars, report_dir='/home/ops/.ansible/collections/ansible_collections'
-                                                                   '/azaion/jetson/playbooks/reports')
+    inside_a_collection = '/home/ops/.ansible/collections/ansible_collections/azaion/jetson/playbooks/reports'
+    installed = device_contexts(['AZJN-0001'], hostvars, report_dir=inside_a_collection)
     assert installed[0]['report_dir'] == str(tmp_path / 'reports')
 
 
