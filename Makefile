@@ -15,7 +15,7 @@ ANSIBLE_TEST_PIP := $(HOME)/.ansible/test/cache/get_pip_24_2.py
 
 .PHONY: test demo bench units integration chaos remote sanity lint docs-lint changelog-lint galaxy-import awx venv clean
 
-test: units integration awx remote sanity lint changelog-lint galaxy-import
+test: units integration awx remote sanity lint docs-lint changelog-lint galaxy-import
 
 venv: $(STAMP)
 

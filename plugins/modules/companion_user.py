@@ -116,30 +116,31 @@ seealso:
 '''
 
 EXAMPLES = r'''
+# No api_url or api_token here: the controller takes them from azaion_admin_api_url and
+# azaion_admin_api_token (vaulted), or from AZAION_ADMIN_API_URL and AZAION_ADMIN_API_TOKEN_FILE,
+# so the token is never a task argument (which every callback receives).
 - name: Create the device's CompanionPC account with the password from its device.conf
   azaion.jetson.companion_user:
-    api_url: "{{ azaion_admin_api_url }}"
-    api_token: "{{ azaion_admin_api_token }}"
     device_conf: "{{ jetson_rootfs_dir }}/etc/azaion/device.conf"
     email: "{{ jetson_serial | azaion.jetson.device_email }}"
-    sync_record: "{{ jetson_workdir }}/state/{{ jetson_serial }}/companion_user.json"
+    sync_record: "{{ jetson_workdir }}/devices/{{ jetson_serial }}/identity-sync.json"
+  delegate_to: "{{ jetson_station }}"
   register: companion_user
 
-- name: Use the role code the customer's admin UI sends, over mutual TLS
+- name: Use the role code the customer's admin UI sends, over mutual TLS with files on the station
   azaion.jetson.companion_user:
-    api_url: https://admin.internal.example.com
-    device_conf: /srv/jetson/AZJN-0042/rootfs/etc/azaion/device.conf
+    device_conf: /var/lib/azaion-jetson/ports/1-3/Linux_for_Tegra/rootfs/etc/azaion/device.conf
     role: 30
     ca_path: /etc/azaion/admin-ca.pem
     client_cert: /etc/azaion/station.crt
     client_key: /etc/azaion/station.key
+  delegate_to: "{{ jetson_station }}"
 
 - name: Create the account if missing, but never change the password of an existing one
   azaion.jetson.companion_user:
-    device_conf: /srv/jetson/AZJN-0042/rootfs/etc/azaion/device.conf
+    device_conf: /var/lib/azaion-jetson/ports/1-3/Linux_for_Tegra/rootfs/etc/azaion/device.conf
     update_password: on_create
-  environment:
-    AZAION_ADMIN_API_URL: https://admin.internal.example.com
+  delegate_to: "{{ jetson_station }}"
 '''
 
 RETURN = r'''

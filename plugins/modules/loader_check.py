@@ -103,7 +103,7 @@ EXAMPLES = r'''
   azaion.jetson.loader_check:
     url: "{{ jetson_loader_url }}"
     device_conf: "{{ jetson_rootfs_dir }}/etc/azaion/device.conf"
-  delegate_to: "{{ jetson_station | default('localhost') }}"
+  delegate_to: "{{ jetson_station }}"
   register: loader
 
 - name: Give a slow first boot 15 minutes, over TLS with a private CA
