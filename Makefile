@@ -11,11 +11,17 @@ STAMP := $(VENV)/.installed
 # ansible-test runs only inside ansible_collections/<namespace>/<name>/: a clean copy goes here.
 # Outside the checkout: inside it, ansible-test would list files through git and skip the copy.
 SANITY_ROOT := $(or $(TMPDIR),/tmp)/azaion.jetson-sanity/ansible_collections/azaion/jetson
-ANSIBLE_TEST_PIP := $(HOME)/.ansible/test/cache/get_pip_24_2.py
+# ansible-test bootstraps pip from this cache (the version is ansible-test's: 23.1.2 for 2.17).
+ANSIBLE_TEST_PIPS := $(HOME)/.ansible/test/cache/get_pip_24_2.py $(HOME)/.ansible/test/cache/get_pip_23_1_2.py
+# Whose ansible-test runs the sanity tests: the main venv's, or an older release's (older-cores).
+ANSIBLE_TEST_BIN ?= $(CURDIR)/$(BIN)
+# meta/runtime.yml claims ansible-core 2.17 and later: these releases run the unit tests and the
+# sanity tests too, each from a venv of its own (.venv-core-<release>); 2.19 is the main venv's.
+OLDER_CORES := 2.17.14 2.18.19
 
-.PHONY: test demo bench units integration chaos remote sanity lint docs-lint changelog-lint galaxy-import awx venv clean
+.PHONY: test demo bench units integration chaos remote sanity older-cores lint docs-lint changelog-lint galaxy-import awx venv clean
 
-test: units integration awx remote sanity lint docs-lint changelog-lint galaxy-import
+test: units integration awx remote sanity older-cores lint docs-lint changelog-lint galaxy-import
 
 venv: $(STAMP)
 
@@ -46,12 +52,24 @@ sanity: $(STAMP)
 	@# ansible-test skips its shellcheck test (the lab's NVIDIA tool doubles) without shellcheck.
 	@command -v shellcheck >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 	  && apt-get update -qq && apt-get install -y -qq shellcheck >/dev/null; } || echo 'shellcheck is not installed'
-	@test -f $(ANSIBLE_TEST_PIP) || { mkdir -p $(dir $(ANSIBLE_TEST_PIP)); cp tests/sanity/get_pip_standin.py $(ANSIBLE_TEST_PIP); }
+	@for pip in $(ANSIBLE_TEST_PIPS); do test -f $$pip || { mkdir -p $$(dirname $$pip); cp tests/sanity/get_pip_standin.py $$pip; }; done
 	rm -rf $(SANITY_ROOT) && mkdir -p $(SANITY_ROOT)
 	git ls-files -z --cached --others --exclude-standard \
 	  | xargs -0 sh -c 'for f; do [ -e "$$f" ] && printf "%s\0" "$$f"; done' sh \
 	  | xargs -0 cp --parents -t $(SANITY_ROOT)
-	cd $(SANITY_ROOT) && PATH=$(CURDIR)/$(BIN):$$PATH ansible-test sanity --venv --requirements --python 3.11 --color no
+	cd $(SANITY_ROOT) && PATH=$(ANSIBLE_TEST_BIN):$$PATH ansible-test sanity --venv --requirements --python 3.11 --color no
+
+# The unit tests and every sanity test under each release of OLDER_CORES.
+older-cores: $(STAMP)
+	@set -e; for core in $(OLDER_CORES); do \
+	  venv=$(CURDIR)/.venv-core-$$core; \
+	  test -f $$venv/.installed || { $(PYTHON) -m venv $$venv && $$venv/bin/python -m pip install --quiet \
+	    --disable-pip-version-check "ansible-core==$$core" -r tests/requirements-older-cores.txt && touch $$venv/.installed; }; \
+	  echo "ansible-core $$core: unit tests"; \
+	  $$venv/bin/python -m pytest tests/unit tests/lab -q -n 2 -p no:cacheprovider; \
+	  echo "ansible-core $$core: sanity tests"; \
+	  $(MAKE) --no-print-directory sanity ANSIBLE_TEST_BIN=$$venv/bin; \
+	done
 
 # ansible-lint resolves the collection's own modules through the same link the tests use.
 COLLECTIONS_PATH := $(CURDIR)/build/collections

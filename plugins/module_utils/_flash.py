@@ -37,6 +37,7 @@ from ansible_collections.azaion.jetson.plugins.module_utils._device_state import
     DeviceState,
     DeviceStateError,
 )
+from ansible_collections.azaion.jetson.plugins.module_utils._progress import no_progress
 from ansible_collections.azaion.jetson.plugins.module_utils._slots import FlashSlots
 from ansible_collections.azaion.jetson.plugins.module_utils._tool_runner import log_tail, run_tool
 from ansible_collections.azaion.jetson.plugins.module_utils._usb import (
@@ -75,6 +76,14 @@ RELEASE_LAYOUTS = {
 MAX_INSTANCES = 10
 IDENTITY_VALUE_PATTERN = re.compile(r'^[A-Za-z0-9._-]+$')
 PHASE = 'flash'
+# The steps of a device's flash, as its progress shows them (see _progress.py).
+CHECKING = 'checking the device'
+WAITING_TO_GENERATE = 'waiting for a generation slot'
+GENERATING = 'generating images'
+WAITING_TO_FLASH = 'waiting for a flash slot'
+FLASHING = 'flashing'
+FLASHING_AS = 'flashing as instance %d'
+CHECKING_OUTCOME = 'checking the outcome'
 LOG_TAIL_LINES = 20
 SETTLE_POLL = 0.5
 RECOVERY_HINT = 'put the device in recovery mode (hold REC, power on) and re-run'
@@ -271,6 +280,12 @@ class Flasher(object):
         self.stamp = self.conf_digest = None
         self.log_path = None
         self.fields = {}
+        # report(step, log_path=None): a station run gives each device's flash its reporter.
+        self.report = no_progress
+
+    def at(self, step):
+        """The device's flash is now at ``step`` (for the people watching; see _progress.py)."""
+        self.report(step, self.log_path)
 
     # -- results --------------------------------------------------------------------------------
 
@@ -454,7 +469,9 @@ class Flasher(object):
             pass
         generation = FlashSlots(self.params['slots_dir'], self.params['concurrency'], name='generate',
                                 label='%s %s' % (self.serial, self.port))
+        self.at(WAITING_TO_GENERATE)
         with generation:
+            self.at(GENERATING)
             # The tree's own run would otherwise restart the NFS server under the flashes in flight.
             self.host.write_service_shim(self.l4t_dir)
             self.state.record(PHASE, step='generate')
@@ -491,6 +508,7 @@ class Flasher(object):
         try:
             self.host.export_tree(instance, self.l4t_dir)
             self.state.record(PHASE, step='flash', slot=instance, command=self.argv)
+            self.at(FLASHING_AS % instance)
             return self.run(self.argv)
         finally:
             self.host.unexport(instance)
@@ -562,6 +580,7 @@ class Flasher(object):
             generated = self.generate() if self.tool == 'initrd' else False
             self.fields['generated'] = generated
             slots = FlashSlots(params['slots_dir'], params['concurrency'], label='%s %s' % (self.serial, self.port))
+            self.at(WAITING_TO_FLASH)
             with slots:
                 self.fields.update(slot=slots.slot, slot_wait_seconds=round(slots.wait_seconds, 3))
                 self.state.record(PHASE, slot=slots.slot, slot_wait_seconds=round(slots.wait_seconds, 3))
@@ -569,7 +588,11 @@ class Flasher(object):
                     _find_device(params)  # it may have gone while waiting for a slot
                 except FlashError as exc:
                     self.fail(str(exc))
-                run = self.flash_initrd(slots) if self.tool == 'initrd' else self.run(self.argv)
+                if self.tool == 'initrd':
+                    run = self.flash_initrd(slots)
+                else:
+                    self.at(FLASHING)
+                    run = self.run(self.argv)
         except (StationHostError, FlashError) as exc:
             self.fail('flashing %s on USB port %s failed on the station: %s' % (self.serial, self.port, exc))
         seconds = round(time.time() - started, 3)
@@ -577,6 +600,7 @@ class Flasher(object):
         if run.rc != 0 or run.timed_out:
             self.failed_run('flashing', run)
         if self.tool == 'initrd':
+            self.at(CHECKING_OUTCOME)
             holding = self.settled()
             if holding:
                 self.fail('NVIDIA\'s tool reported success, but the device on USB port %s %s: the flash in device'

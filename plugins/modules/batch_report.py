@@ -18,8 +18,13 @@ description:
     C(<workdir>/reports/<batch>.csv). Per device they hold its serial, e-mail, station, USB port,
     board, its result (V(done), V(failed), V(interrupted) or V(pending)), the last phase it
     reached, the phases a stopped run had interrupted, each phase's status and duration, and the
-    first line of the error that stopped it (the whole error is in its state file and log). No
-    secret is in the state files, so none is in the report.
+    first line of the error that stopped it (the whole error is in its state file and in its
+    tool log, whose path is in the row). No secret is in the state files, so none is in the
+    report.
+  - Also writes C(<batch>.html) beside them, a page to read at a glance - a timeline of the
+    ports, one row per station and USB port with a bar for each phase of each device coloured by
+    its outcome, then the table. The JSON report keeps each row's C(timeline) (phase, status,
+    start and end).
   - On the controller (with O(station_reports), the registered results of the stations' runs),
     combines the stations' reports into one batch report in O(report_dir), so that the report
     is kept where the run was started (an AWX job, a controller) and not only on the stations.
@@ -29,7 +34,7 @@ description:
     files are rewritten by every run, but the task reports a change only when a device's row
     changed, so re-running a finished batch changes nothing.
   - A report whose rows are about to change is kept, moved to
-    C(<report_dir>/history/<batch>-<when it was written>.json) (and C(.csv)). So another wave of
+    C(<report_dir>/history/<batch>-<when it was written>.json) (and C(.csv), C(.html)). So another wave of
     the same batch, or a later run, never loses an earlier run's report.
 author: Azaion engineering (@azaion)
 extends_documentation_fragment:
@@ -142,6 +147,12 @@ csv_path:
   description: The CSV report.
   returned: always
   type: str
+html_path:
+  description:
+    - The HTML report - a timeline of the ports (a row per station and USB port, a bar per phase
+      of each device, coloured by its outcome), then the devices' table.
+  returned: always
+  type: str
 '''
 
 import csv
@@ -155,6 +166,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.azaion.jetson.plugins.module_utils._files import write_file_atomic
 from ansible_collections.azaion.jetson.plugins.module_utils._device_state import DeviceState
+from ansible_collections.azaion.jetson.plugins.module_utils._report_html import render_html
 
 FINISHED = ('done', 'skipped')
 ERROR_LENGTH = 300
@@ -180,7 +192,7 @@ def device_row(device, phases, state, interrupted=()):
     row = dict(serial=device['serial'], email=device.get('email') or '', station=device.get('station') or '',
                port=device.get('usb_instance') or '',
                board=(recorded.get('flash') or {}).get('board') or device.get('board') or '',
-               phase='', interrupted=', '.join(interrupted))
+               phase='', interrupted=', '.join(interrupted), log='', timeline=[])
     errors = []
     for phase in phases:
         record = recorded.get(phase) or {}
@@ -193,6 +205,12 @@ def device_row(device, phases, state, interrupted=()):
         row[phase + '_seconds'] = record.get('seconds')
         if status not in ('pending', 'skipped'):
             row['phase'] = phase
+        if record.get('log_path'):
+            row['log'] = record['log_path']  # the tool log of its latest phase that has one
+        if record.get('started') is not None:
+            # For the HTML report's timeline; an interrupted phase ends where its record does.
+            row['timeline'].append(dict(phase=phase, status=status, started=record.get('started'),
+                                        finished=record.get('finished') or record.get('started')))
         if status == 'failed':
             errors.append('%s: %s' % (phase, one_line(record.get('error') or 'failed')))
     row['error'] = '; '.join(errors)
@@ -321,11 +339,12 @@ def main():
     columns = ['serial', 'email', 'station', 'port', 'board', 'result', 'phase', 'interrupted']
     for phase in phases:
         columns += [phase, phase + '_seconds']
-    columns.append('error')
+    columns += ['error', 'log']
 
     reports_dir = params['report_dir'] or os.path.join(params['workdir'], 'reports')
     json_path = os.path.join(reports_dir, params['batch'] + '.json')
     csv_path = os.path.join(reports_dir, params['batch'] + '.csv')
+    html_path = os.path.join(reports_dir, params['batch'] + '.html')
     content = dict(batch=params['batch'], summary=summary, devices=rows)
     try:
         with open(json_path) as existing:
@@ -340,14 +359,17 @@ def main():
             if not os.path.isdir(reports_dir):
                 os.makedirs(reports_dir, 0o750)
             if changed and previous is not None:
-                keep_in_history(reports_dir, params['batch'], previous_generated, (json_path, csv_path))
-            document = dict(content, run=params['run'], generated=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
+                keep_in_history(reports_dir, params['batch'], previous_generated, (json_path, csv_path, html_path))
+            generated = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
+            document = dict(content, run=params['run'], generated=generated)
             write_file_atomic(json_path, json.dumps(document, indent=2, sort_keys=True).encode('utf-8') + b'\n', mode=0o640)
             write_file_atomic(csv_path, render_csv(rows, columns).encode('utf-8'), mode=0o640)
+            write_file_atomic(html_path, render_html(params['batch'], rows, summary, phases, params['run'],
+                                                     generated).encode('utf-8'), mode=0o640)
         except (IOError, OSError) as exc:
             module.fail_json(msg='cannot write the batch report in %s: %s' % (reports_dir, exc.strerror or exc))
     module.exit_json(changed=changed, rows=rows, summary=summary, table=render_table(rows, phases),
-                     json_path=json_path, csv_path=csv_path)
+                     json_path=json_path, csv_path=csv_path, html_path=html_path)
 
 
 if __name__ == '__main__':

@@ -122,6 +122,19 @@ options:
     description:
       - More inputs of every device's image identity; a change flashes the devices again.
     type: dict
+  progress_interval:
+    description:
+      - Every how many seconds the task shows, while it runs, which devices are in which step
+        (waiting for a slot, generating images, flashing as instance k, checking the outcome),
+        for how long, the last line of each device's tool log, and how many are done or failed.
+        V(0) shows nothing.
+      - The module keeps that progress in C(progress-flash.json) in O(log_dir) while it runs
+        (device names, steps, times and log paths, nothing secret), and the action plugin reads
+        it from the station with M(azaion.jetson.station_progress), printing one time-stamped
+        block each time. A run that ends within the first interval reads nothing.
+      - Not in check mode, nor in a task that is itself C(async).
+    type: int
+    default: 30
 attributes:
   check_mode:
     support: full
@@ -193,8 +206,10 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.azaion.jetson.plugins.module_utils._flash import Flasher, flash_argument_spec
+from ansible_collections.azaion.jetson.plugins.module_utils._flash import CHECKING, Flasher, flash_argument_spec
+from ansible_collections.azaion.jetson.plugins.module_utils._progress import DONE, FAILED, ProgressFile, progress_path
 from ansible_collections.azaion.jetson.plugins.module_utils._station_run import (
+    DeviceExit,
     StationRun,
     devices_by,
     run_device_core,
@@ -210,7 +225,8 @@ SHARED_OPTIONS = ('tool', 'l4t_release', 'external_device', 'rootdev', 'board_co
 
 def argument_spec():
     # No default: every device gets a thread of its own; the flash slots bound the flashes.
-    return station_argument_spec(parallel=dict(type='int'), **shared_options(flash_argument_spec(), SHARED_OPTIONS))
+    return station_argument_spec(parallel=dict(type='int'), progress_interval=dict(type='int', default=30),
+                                 **shared_options(flash_argument_spec(), SHARED_OPTIONS))
 
 
 def signing_args(device):
@@ -230,8 +246,29 @@ def main():
         module.params['parallel'] = len(devices)
     flash_spec = flash_argument_spec()
     by_port = devices_by(devices, 'usb_instance')
+    recorded = module.params['progress_interval'] > 0 and not module.check_mode
+    progress = ProgressFile(progress_path(module.params['log_dir'], 'flash') if recorded else None, 'flash',
+                            [device['name'] for device in devices])
+
+    def flash(device_module, report):
+        flasher = Flasher(device_module)
+        flasher.report = report
+        flasher.main()
 
     def work(proxy, device):
+        report = progress.reporter(device['name'])
+        report(CHECKING)
+        outcome = FAILED
+        try:
+            flash_device(proxy, device, lambda device_module: flash(device_module, report))
+        except DeviceExit as done:
+            if not done.result.get('failed'):
+                outcome = DONE
+            raise
+        finally:
+            report(outcome)
+
+    def flash_device(proxy, device, core):
         name = device['name']
         if not device.get('usb_instance') or not device.get('port_tree'):
             proxy.fail_json('%s: it has no USB port, so nothing to flash it through; set jetson_usb_instance (the USB'
@@ -245,11 +282,15 @@ def main():
                    state_file=device['state_file'], expected_email=device['email'],
                    rootfs_dir=device.get('own_rootfs') or None, board=device.get('board') or None,
                    board_identity=device.get('board_identity') or {}, extra_args=signing_args(device))
-        run_device_core(proxy, flash_spec, SHARED_OPTIONS, own, lambda device_module: Flasher(device_module).main())
+        run_device_core(proxy, flash_spec, SHARED_OPTIONS, own, core)
 
     # The flash records its phase in the state file itself (with its fingerprint, slot and log).
     run = StationRun(module, work, phase=None)
-    run.exit(run.run(), 'flash')
+    try:
+        results = run.run()
+    finally:
+        progress.close()
+    run.exit(results, 'flash')
 
 
 if __name__ == '__main__':

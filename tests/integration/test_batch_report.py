@@ -3,6 +3,12 @@ a mixed outcome, and a run that was stopped; each row and the exit code say what
 
 import json
 import os
+import re
+import shutil
+import subprocess
+
+import pytest
+from PIL import Image
 
 from conftest import assert_ok
 from lab import l4t_bundle, l4t_host
@@ -46,7 +52,7 @@ def test_every_device_failing_in_the_flash_phase_gets_a_report_that_replaces_the
     assert all('\n' not in row['error'] for row in home['devices'])
     assert home['summary'] == {'total': 3, 'done': 0, 'failed': 3, 'interrupted': 0, 'pending': 0}
     assert '0 of 3 devices done, 3 failed, 0 interrupted, 0 pending' in result.stdout
-    assert len(os.listdir(os.path.join(batch.lab.report_dir, 'history'))) == 2  # the earlier report, kept
+    assert len(os.listdir(os.path.join(batch.lab.report_dir, 'history'))) == 3  # the earlier report, kept
 
 
 def test_every_device_failing_in_the_identity_phase_on_an_api_answering_500_gets_its_report(make_provision):
@@ -110,3 +116,51 @@ def test_a_stopped_run_leaves_its_devices_running_and_the_next_runs_report_them_
     assert all(recap['changed'] == 0 for recap in again.recap.values()), again.recap
     _station, home = reports(batch)
     assert [(row['result'], row['interrupted']) for row in home['devices']] == [('done', ''), ('done', '')]
+
+
+CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+                  '--disable-background-networking', '--disable-component-update', '--disable-sync', '--hide-scrollbars']
+
+
+def chromium():
+    """Debian's Chromium, installed when missing and this machine can (root with apt-get); else None."""
+    found = shutil.which('chromium')
+    if found is None and os.geteuid() == 0 and shutil.which('apt-get'):
+        subprocess.run(['apt-get', 'install', '-y', '-qq', 'chromium'], env=dict(os.environ, DEBIAN_FRONTEND='noninteractive'),
+                       capture_output=True, check=False, timeout=900)
+        found = shutil.which('chromium')
+    return found
+
+
+def test_the_html_report_shows_the_ports_over_time_as_a_person_sees_it_in_a_browser(make_provision, tmp_path):
+    browser = chromium()
+    if browser is None:
+        pytest.skip('Chromium is not installed and cannot be installed here (needs root and apt-get)')
+    batch = make_provision(THREE_PORTS)
+    l4t_bundle.plant_failure(batch.lab.lab_state, '1-2', times=1, kind='usb-timeout')
+    assert batch.run().returncode == 2
+    page = 'file://' + os.path.join(batch.lab.report_dir, 'batch.html')
+    profile = str(tmp_path / 'chromium-profile')
+    shown = subprocess.run([browser] + CHROMIUM_FLAGS + ['--user-data-dir=' + profile, '--dump-dom', page],
+                           capture_output=True, text=True, check=True, timeout=120).stdout
+    screenshot = str(tmp_path / 'report.png')
+    subprocess.run([browser] + CHROMIUM_FLAGS + ['--user-data-dir=' + profile, '--window-size=1280,900',
+                                                 '--screenshot=' + screenshot, page],
+                   capture_output=True, check=True, timeout=120)
+
+    # What the page says: the batch, its counts, a lane per port, a bar per phase of each device.
+    text = re.sub(r'<[^>]+>', ' ', shown)
+    assert 'Batch batch: 3 devices' in text and '2 done' in text and '1 failed' in text
+    lanes = re.findall(r'<text x="0" y="\d+" font-size="13">([^<]+)</text>', shown)
+    assert lanes == ['localhost 1-1', 'localhost 1-2', 'localhost 1-3']
+    bars = re.findall(r'<rect class="bar (\w+)" data-serial="([\w-]+)" data-phase="(\w+)"', shown)
+    assert ('failed', 'AZJN-0002', 'flash') in bars
+    assert sorted((serial, phase) for outcome, serial, phase in bars if outcome == 'done') == sorted(
+        [(serial, phase) for serial in ('AZJN-0001', 'AZJN-0003') for phase in ('rootfs', 'identity', 'flash', 'verify')]
+        + [('AZJN-0002', 'rootfs'), ('AZJN-0002', 'identity')])
+    row = re.search(r'<tr data-serial="AZJN-0002">(.*?)</tr>', shown, re.S).group(1)
+    assert 'a USB write timed out' in row and os.path.join(batch.lab.workdir, 'logs') in row  # its error and its log
+    # What the eye sees: the failed bar's red and the done bars' green are on the screen.
+    with Image.open(screenshot) as picture:
+        colours = set(colour for _count, colour in picture.convert('RGB').getcolors(maxcolors=1 << 22))
+    assert (0xc6, 0x28, 0x28) in colours and (0x2e, 0x7d, 0x32) in colours

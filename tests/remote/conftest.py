@@ -57,18 +57,30 @@ STATION_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'stati
 
 # Run by `ip netns exec <ns> unshare --mount ... sh -ec SCRIPT sh <station dir>`: the station's
 # private mounts, then its sshd, which every SSH session (and so every task) inherits them from.
-# /tmp goes last: the station directory itself may lie under the controller's /tmp.
+# /tmp goes last: the station directory itself may lie under the controller's /tmp, and so may
+# the checkout (with the venv that runs the station's lab), which stays visible at {checkout}.
 SSHD_NAMESPACE_SCRIPT = '''
 mount --make-rprivate /
 mount -t tmpfs -o mode=0755 azaion-station-srv /srv
-mkdir {mount}
+mkdir {mount} {checkout}
 mount --bind "$1/srv" {mount}
+mount --bind "$2" {checkout}
 mount --bind "$1/home" {home}
 mkdir -p /root/.ansible
 mount --bind "$1/root-ansible" /root/.ansible
 mount --bind "$1/tmp" /tmp
 exec {sshd} -D -e -f {mount}/sshd/sshd_config
 '''
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CHECKOUT_MOUNT = '/srv/azaion-test-checkout'
+
+
+def in_station(path):
+    """Where a path of the checkout is inside a station's namespaces."""
+    if os.path.commonpath([REPO_ROOT, path]) == REPO_ROOT:
+        return CHECKOUT_MOUNT + path[len(REPO_ROOT):]
+    return path
+
 
 SSHD_CONFIG = '''# sshd of the lab station {name} (tests/remote/conftest.py)
 ListenAddress {address}:22
@@ -250,12 +262,13 @@ def _start_sshd(station, client_public_key):
     with open(os.path.join(sshd_dir, 'sshd_config'), 'w') as config:
         config.write(SSHD_CONFIG.format(name=station.name, address=station.address, mount=STATION_MOUNT, user=SSH_USER))
     os.makedirs('/run/sshd', exist_ok=True)  # Debian's sshd wants its privilege separation directory
-    script = SSHD_NAMESPACE_SCRIPT.format(mount=STATION_MOUNT, home=pwd.getpwnam(SSH_USER).pw_dir, sshd=SSHD)
+    script = SSHD_NAMESPACE_SCRIPT.format(mount=STATION_MOUNT, checkout=CHECKOUT_MOUNT, home=pwd.getpwnam(SSH_USER).pw_dir,
+                                          sshd=SSHD)
     with open(station.sshd_log, 'w') as log:
         # Every step execs the next: the process we hold is sshd itself.
         station.sshd = subprocess.Popen(
             ['ip', 'netns', 'exec', station.namespace, 'unshare', '--mount', '--propagation', 'unchanged', '--',
-             '/bin/sh', '-ec', script, 'sh', station.host_dir], stdout=log, stderr=subprocess.STDOUT)
+             '/bin/sh', '-ec', script, 'sh', station.host_dir, REPO_ROOT], stdout=log, stderr=subprocess.STDOUT)
 
 
 def _wait_for_sshd(station, timeout=20):
@@ -274,7 +287,7 @@ def _start_lab(station, admin_api_url):
     ports = ','.join('%s=%s' % item for item in PORTS.items())
     with open(station.lab_log, 'w') as log:
         station.lab = subprocess.Popen(
-            station.nsenter(sys.executable, STATION_SCRIPT, '--root', STATION_MOUNT + '/lab', '--ports', ports,
+            station.nsenter(in_station(sys.executable), in_station(STATION_SCRIPT), '--root', STATION_MOUNT + '/lab', '--ports', ports,
                             '--flash-seconds', str(FLASH_SECONDS), '--admin-api-url', admin_api_url,
                             '--info-file', STATION_MOUNT + '/station.json'),
             stdout=log, stderr=subprocess.STDOUT)

@@ -1,10 +1,29 @@
 """Helpers for unit tests of the collection's modules."""
 
+import contextlib
 import json
 
 import pytest
 
-from ansible.module_utils.testing import patch_module_args
+try:
+    from ansible.module_utils.testing import patch_module_args
+except ImportError:  # ansible-core before 2.19: the same, by hand
+    from ansible.module_utils import basic
+    from ansible.module_utils.common import warnings as module_warnings
+    from ansible.module_utils.common.text.converters import to_bytes
+
+    @contextlib.contextmanager
+    def patch_module_args(args):
+        """A module run in this process gets ``args``; it starts without the warnings of the
+        runs before it (they are global before 2.19, and each real module run is a process)."""
+        previous = basic._ANSIBLE_ARGS  # pylint: disable=protected-access
+        basic._ANSIBLE_ARGS = to_bytes(json.dumps({'ANSIBLE_MODULE_ARGS': args}))  # pylint: disable=protected-access
+        del module_warnings._global_warnings[:]  # pylint: disable=protected-access
+        del module_warnings._global_deprecations[:]  # pylint: disable=protected-access
+        try:
+            yield
+        finally:
+            basic._ANSIBLE_ARGS = previous  # pylint: disable=protected-access
 
 
 class ModuleExit(Exception):

@@ -18,9 +18,13 @@ HEADER = 'serial,station,usb_instance,board,wave,fuse,loader_url\n'
 
 
 def load_plugin():
-    if AnsibleCollectionConfig.collection_finder is None:  # plain pytest, without pytest-ansible
+    plugin = None
+    if AnsibleCollectionConfig.collection_finder is not None:  # pytest-ansible's, or an earlier test's
+        plugin = inventory_loader.get('azaion.jetson.factory_manifest')
+    if plugin is None:  # plain pytest, or a finder without the collection's path
         init_plugin_loader([labkit.link_collection()])
-    return inventory_loader.get('azaion.jetson.factory_manifest')
+        plugin = inventory_loader.get('azaion.jetson.factory_manifest')
+    return plugin
 
 
 def parse_config(config, inventory=None):

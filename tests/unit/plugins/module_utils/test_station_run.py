@@ -8,7 +8,7 @@ import time
 import pytest
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.testing import patch_module_args
+from conftest import patch_module_args
 
 from ansible_collections.azaion.jetson.plugins.module_utils._device_state import DeviceState
 from ansible_collections.azaion.jetson.plugins.module_utils._station_run import (

@@ -92,8 +92,8 @@ def test_a_report_replaced_by_a_later_wave_is_kept_in_the_history(module_runner,
     history = os.path.join(workdir, 'reports', 'history')
     kept = sorted(os.listdir(history))
     stamp = first['generated'].replace('-', '').replace(':', '')
-    assert kept == ['may-%s.csv' % stamp, 'may-%s.json' % stamp]
-    with open(os.path.join(history, kept[1])) as report:
+    assert kept == ['may-%s.csv' % stamp, 'may-%s.html' % stamp, 'may-%s.json' % stamp]
+    with open(os.path.join(history, kept[2])) as report:
         assert json.load(report) == first  # wave 1's report, as it was
     with open(wave2['json_path']) as report:
         assert [row['serial'] for row in json.load(report)['devices']] == ['AZJN-0002']

@@ -1,0 +1,107 @@
+"""Live progress while the station flashes: time-stamped lines naming each flashing device, its
+step and its tool log's last line appear while the flash is still going on."""
+
+import calendar
+import os
+import re
+import sys
+import time
+
+import ansible_runner
+
+from lab import labkit
+# The batch fixture of test_provision.py, imported to be used here as a fixture.
+from test_provision import make_provision  # noqa: F401 pylint: disable=unused-import
+
+HEADER = re.compile(r'^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)Z\] flash on (\S+): (\d+) done, (\d+) failed, (\d+) to go$')
+DEVICE = re.compile(r'^  (AZJN-\d{4})  (.+?) +(\d+s|\d+m\d\ds|\d+h\d\dm)(?:  "(.*)")?$')
+
+
+def read_as_it_comes(playbook):
+    """Every line the playbook prints, with the time it arrived here."""
+    lines = []
+    for line in playbook.stdout:
+        lines.append((time.time(), line.rstrip('\n')))
+    playbook.wait(timeout=60)
+    playbook.stdout_text = '\n'.join(line for _arrived, line in lines)
+    return lines
+
+
+def progress_blocks(lines):
+    """The progress blocks: dicts with arrived, stamp (epoch), station, done, failed, to_go and
+    devices (name -> (step, how long, log line))."""
+    blocks = []
+    for arrived, line in lines:
+        header = HEADER.match(line)
+        if header:
+            stamp = calendar.timegm(time.strptime(header.group(1), '%Y-%m-%d %H:%M:%S'))
+            blocks.append(dict(arrived=arrived, stamp=stamp, station=header.group(2), done=int(header.group(3)),
+                               failed=int(header.group(4)), to_go=int(header.group(5)), devices={}))
+            continue
+        device = DEVICE.match(line)
+        if device and blocks:
+            blocks[-1]['devices'][device.group(1)] = (device.group(2), device.group(3), device.group(4))
+    return blocks
+
+
+def test_progress_lines_name_each_flashing_device_its_step_and_its_log_before_the_flash_ends(make_provision):
+    batch = make_provision({'1-1': '7523', '1-2': '7523'}, flash_seconds=20.0,
+                           extra_vars={'flash_progress_interval': 5})
+    playbook = batch.start()
+    lines = read_as_it_comes(playbook)
+    assert playbook.returncode == 0, playbook.stdout_text[-3000:]
+
+    runs = dict((run['usb_instance'], run) for run in batch.flash_runs())
+    assert sorted(runs) == ['1-1', '1-2'] and all(run['exit'] == 0 for run in runs.values())
+    blocks = progress_blocks(lines)
+    assert blocks, 'no progress line in:\n' + playbook.stdout_text[-3000:]
+    assert all(block['station'] == 'localhost' and block['done'] + block['failed'] + block['to_go'] == 2
+               for block in blocks)
+    for port, serial in batch.serials.items():
+        state = batch.flash_state(serial)
+        with open(state['log_path']) as log:
+            log_lines = [line.strip() for line in log]
+        seen = [(block, block['devices'][serial]) for block in blocks
+                if block['devices'].get(serial, ('',))[0] == 'flashing as instance %d' % state['slot']]
+        # Printed while the device was flashing, time-stamped, with a line of its own log.
+        during = [(block, device) for block, device in seen
+                  if runs[port]['start'] < block['arrived'] < runs[port]['end']]
+        assert during, (serial, blocks)
+        for block, (_step, _how_long, log_line) in during:
+            assert block['stamp'] <= block['arrived']
+            assert log_line in log_lines, (log_line, log_lines)
+    # The first block counts no device done or failed: both were flashing.
+    assert blocks[0]['done'] == blocks[0]['failed'] == 0 and blocks[0]['to_go'] == 2
+
+    # The result is as without progress: both devices done, the report written, nothing left behind.
+    report = batch.report()
+    assert all(row['result'] == 'done' and row['flash'] == 'done' for row in report.values())
+    assert batch.holds_its_own_identity() and batch.station_is_clean()
+    assert not os.path.exists(os.path.join(batch.lab.workdir, 'logs', 'progress-flash.json'))
+
+
+def test_under_ansible_runner_the_progress_lines_are_verbose_job_events(make_provision, tmp_path):
+    """AWX's view of a job: ansible-runner's display callback turns what the action prints into
+    ``verbose`` events, each with the time it was made."""
+    batch = make_provision({'1-1': '7523'}, flash_seconds=8.0, extra_vars={'flash_progress_interval': 2})
+    args, environment = batch.command([], {})
+    env = dict((key, value) for key, value in labkit.ansible_env(environment).items()
+               if key.startswith(('ANSIBLE_', 'AZAION_')) or key == 'HOME')
+    env['PATH'] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', '')  # ansible-playbook
+    private_data_dir = str(tmp_path / 'job')
+    os.makedirs(private_data_dir)
+    result = ansible_runner.run(private_data_dir=private_data_dir, ident='1', quiet=True, envvars=env,
+                                playbook=os.path.join(labkit.PLAYBOOKS_DIR, 'provision.yml'),
+                                inventory=batch.inventory, cmdline=' '.join(args))
+    assert (result.status, result.rc) == ('successful', 0), result.stdout.read()[-3000:]
+
+    run = batch.flash_runs()[0]
+    events = [dict(event, lines=event.get('stdout', '').splitlines()) for event in result.events]
+    events = [event for event in events if event['lines'] and HEADER.match(event['lines'][0])]
+    assert events, [event.get('stdout') for event in result.events][-40:]
+    assert all(event['event'] == 'verbose' for event in events)
+    flashing = [event for event in events
+                if DEVICE.match(event['lines'][1]).group(1, 2) == ('AZJN-0001', 'flashing as instance 0')]
+    made = [calendar.timegm(time.strptime(event['created'][:19], '%Y-%m-%dT%H:%M:%S')) for event in flashing]
+    assert [when for when in made if run['start'] - 1 <= when <= run['end']], (made, run)
+    assert all(row['result'] == 'done' for row in batch.report().values())
