@@ -19,6 +19,8 @@ import time
 
 from html import escape
 
+from ansible_collections.azaion.jetson.plugins.module_utils._progress import duration
+
 # Outcome -> (colour of its bars, what the legend calls it).
 OUTCOME_COLOURS = (
     ('done', '#2e7d32', 'done'),
@@ -48,11 +50,6 @@ td.result-interrupted { color: #ef6c00; font-weight: bold; } td.result-pending {
 
 def _clock(seconds):
     return time.strftime('%H:%M:%S', time.gmtime(seconds))
-
-
-def _duration(seconds):
-    seconds = int(round(seconds or 0))
-    return '%dm%02ds' % (seconds // 60, seconds % 60) if seconds >= 60 else '%ds' % seconds
 
 
 def timeline_bars(rows):
@@ -91,7 +88,7 @@ def timeline_svg(rows):
         width = max((phase_bar['finished'] - phase_bar['started']) * scale, 2.0)
         outcome = phase_bar.get('status') if phase_bar.get('status') in COLOURS else 'done'
         title = '%s %s: %s, %s to %s (%s)' % (phase_bar['serial'], phase_bar['phase'], outcome, _clock(phase_bar['started']),
-                                              _clock(phase_bar['finished']), _duration(phase_bar['finished'] - phase_bar['started']))
+                                              _clock(phase_bar['finished']), duration(phase_bar['finished'] - phase_bar['started']))
         parts.append('<rect class="bar %s" data-serial="%s" data-phase="%s" x="%.1f" y="%d" width="%.1f" height="%d" fill="%s">'
                      '<title>%s</title></rect>' % (outcome, escape(phase_bar['serial']), escape(phase_bar['phase']), x, y, width,
                                                    ROW_HEIGHT - 10, COLOURS[outcome], escape(title)))

@@ -15,8 +15,9 @@ import time
 
 import pytest
 
-from conftest import assert_ok, kill_controller, kill_everything, wait_until
+from conftest import assert_ok
 from lab import l4t_bundle, l4t_host, usb_sysfs
+from lab.processes import kill_controller, kill_everything, wait_until
 
 # Whole run, or only the controller.
 GROUP, CONTROLLER = 'kill -9 of the whole run', 'kill -9 of the controller only'

@@ -12,7 +12,8 @@ from PIL import Image
 
 from conftest import assert_ok
 from lab import l4t_bundle, l4t_host
-from test_provision import kill_everything, make_provision, wait_until  # noqa: F401 pylint: disable=unused-import
+from lab.processes import kill_everything, wait_until
+from test_provision import make_provision  # noqa: F401 pylint: disable=unused-import
 
 THREE_PORTS = {'1-1': '7523', '1-2': '7523', '1-3': '7623'}
 

@@ -8,15 +8,14 @@ import json
 import os
 import re
 import secrets
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from conftest import assert_ok
 from lab import l4t_bundle, l4t_host, labkit, usb_sysfs
+from lab.processes import kill_everything, wait_until
 from sweep import ProcessArgumentWatcher, everything_written_under, sweep_env
 
 
@@ -190,13 +189,6 @@ def test_six_devices_on_six_ports_with_three_slots_each_get_their_own_identity_t
     assert 'the batch was already finished: nothing to do' in again.stdout
 
 
-def wait_until(condition, timeout=120, what='the lab'):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, 'timed out waiting for ' + what
-        time.sleep(0.05)
-
-
 def finish(playbook, timeout=600):
     output, _unused = playbook.communicate(timeout=timeout)
     playbook.stdout_text = output
@@ -256,37 +248,6 @@ def test_a_board_probe_during_a_flash_fails_that_device_naming_the_cause_and_the
     assert_ok(batch.run())  # the probe put it back in recovery mode
     assert batch.holds_its_own_identity() and batch.station_is_clean()
     assert batch.report()['AZJN-0001']['result'] == 'done'
-
-
-def process_tree(pid):
-    """``pid`` and all its descendants (whatever their session), from /proc."""
-    children = {}
-    for entry in os.listdir('/proc'):
-        if entry.isdigit():
-            try:
-                with open('/proc/%s/stat' % entry) as stat:
-                    parent = int(stat.read().rsplit(')', 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(parent, []).append(int(entry))
-    tree, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo.extend(children.get(current, []))
-    return tree
-
-
-def kill_everything(playbook):
-    """kill -9 the run: the controller, its workers (each in a session of its own), the modules
-    on the station and NVIDIA's tools, none of which gets to clean up."""
-    for _attempt in range(5):
-        for pid in process_tree(playbook.pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    finish(playbook, timeout=60)
 
 
 def test_a_run_killed_mid_flash_leaves_no_held_slot_and_the_rerun_converges(make_provision):

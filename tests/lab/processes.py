@@ -1,0 +1,54 @@
+"""The runs of the playbook that a test stops on purpose: wait for a moment in the lab, then kill
+the run with ``kill -9``, whole or the controller only (the integration and chaos suites)."""
+
+import os
+import signal
+import time
+
+
+def process_tree(pid):
+    """``pid`` and all its descendants (whatever their session), from /proc."""
+    children = {}
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            try:
+                with open('/proc/%s/stat' % entry) as stat:
+                    parent = int(stat.read().rsplit(')', 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def kill_everything(playbook):
+    """kill -9 the run: the controller, its workers (each in a session of its own), the modules
+    on the station and NVIDIA's tools, none of which gets to clean up."""
+    for _attempt in range(5):
+        for pid in process_tree(playbook.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    playbook.communicate(timeout=60)
+
+
+def kill_controller(playbook):
+    """kill -9 only the ansible-playbook controller: its workers and modules live on as orphans
+    until they finish or notice."""
+    orphans = process_tree(playbook.pid)[1:]
+    os.kill(playbook.pid, signal.SIGKILL)
+    playbook.communicate(timeout=60)
+    return orphans
+
+
+def wait_until(condition, timeout=120, what='the lab'):
+    """Poll ``condition`` often enough to catch a write or a tool call in the act."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, 'timed out waiting for ' + what
+        time.sleep(0.01)
