@@ -5,7 +5,8 @@
 """Controller side of azaion.jetson.l4t_rootfs: the default user's password comes from the
 inventory variable ``jetson_default_user_password`` (or the controller's
 ``AZAION_DEFAULT_USER_PASSWORD``, or the files their ``_file`` forms name), never from the task's arguments (see
-plugin_utils/_controller_secrets.py for why)."""
+plugin_utils/_controller_secrets.py for why); and while it runs, the staging's progress is shown
+(see plugin_utils/_progress_reader.py)."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -16,6 +17,7 @@ from ansible_collections.azaion.jetson.plugins.plugin_utils._controller_secrets 
 
 class ActionModule(ControllerSecretsAction):
     MODULE = 'azaion.jetson.l4t_rootfs'
+    PROGRESS_PHASE = 'rootfs'
     SOURCES = {
         'default_user_password': ('jetson_default_user_password', 'AZAION_DEFAULT_USER_PASSWORD'),
     }

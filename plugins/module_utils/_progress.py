@@ -4,13 +4,14 @@
 
 # This module_utils is PRIVATE to the azaion.jetson collection: it may change without notice.
 
-"""Live progress of a long station run (the flash of a station's devices).
+"""Live progress of a long station run (the staging of a station's rootfs and port trees, the
+flash of its devices).
 
 On the station, :class:`ProgressFile` keeps what each device is doing (its step, since when, its
 tool log) in one small JSON file beside the logs, rewritten atomically at each change of step.
 :func:`read_progress` reads it back with the last line of each device's tool log (the
 azaion.jetson.station_progress module), and :func:`progress_block` turns that into the
-time-stamped lines the controller prints while the run goes on (the station_flash action plugin).
+time-stamped lines the controller prints while the run goes on (plugin_utils/_progress_reader.py).
 
 The file holds device names, steps, times and log paths: never a password or a device.conf.
 """

@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.azaion.jetson.plugins.module_utils._device_state import DeviceState, DeviceStateError
+from ansible_collections.azaion.jetson.plugins.module_utils._progress import DONE, FAILED
 
 # The device context: one per device, made once on the controller. Every station module takes
 # a list of them as its ``devices`` option; each uses the keys it needs. Keep in step with
@@ -175,12 +176,17 @@ class StationRun(object):
     ``phase``: when given, the phase is recorded in each device's state file (outside check
     mode) by :func:`record_phase`: running when it starts, then done or failed with its times
     and error. A device whose phase was done before and changed nothing now keeps its record.
+
+    ``progress``: a ProgressFile (module_utils/_progress.py) of the run's devices, which
+    ``work`` tells each step; the run records each device's end (done or failed) in it, and
+    removes it when all have ended.
     """
 
-    def __init__(self, module, work, phase=None):
+    def __init__(self, module, work, phase=None, progress=None):
         self.module = module
         self.work = work
         self.phase = phase
+        self.progress = progress
         self.devices = module.params['devices']
         self._lock = threading.Lock()
 
@@ -218,14 +224,20 @@ class StationRun(object):
                 result.update(failed=True, msg='%s; and its state file could not be written: %s'
                               % (result.get('msg', ''), getattr(exc, 'strerror', None) or exc))
         result['seconds'] = round(time.time() - started, 3)
+        if self.progress is not None:
+            self.progress.step(device['name'], FAILED if result.get('failed') else DONE)
         return result
 
     def run(self):
         """Every device's result, by device name, in the order of ``devices``."""
         parallel = max(1, min(self.module.params['parallel'], len(self.devices) or 1))
-        with ThreadPoolExecutor(max_workers=parallel) as pool:
-            futures = [(device['name'], pool.submit(self.one, device)) for device in self.devices]
-            return dict((name, future.result()) for name, future in futures)
+        try:
+            with ThreadPoolExecutor(max_workers=parallel) as pool:
+                futures = [(device['name'], pool.submit(self.one, device)) for device in self.devices]
+                return dict((name, future.result()) for name, future in futures)
+        finally:
+            if self.progress is not None:
+                self.progress.close()
 
     def exit(self, results, what, **extra):
         """End the module with the station's summary and every device's result (and ``extra``,

@@ -27,11 +27,15 @@ description:
     result.
   - Several devices of a station may call it at once; a lock file makes the first do the work
     and the others find it done.
+  - While it runs, it keeps the step the tree is in (C(unpack sample rootfs), C(apply_binaries.sh),
+    C(create default user)) and the tools' log for O(progress_interval), under the name
+    C(staging tree).
   - After a change it writes C(<l4t_dir>/.azaion-staging.json), the stamp that per-port
     working trees (M(azaion.jetson.l4t_workspace)) compare to know when to rebuild.
 author: Azaion engineering (@azaion)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - azaion.jetson.progress
 options:
   l4t_dir:
     description: The station's staging C(Linux_for_Tegra) tree (not the bundle as delivered).
@@ -113,9 +117,12 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.azaion.jetson.plugins.module_utils._files import write_file_atomic
+from ansible_collections.azaion.jetson.plugins.module_utils._progress import ProgressFile, progress_path
 from ansible_collections.azaion.jetson.plugins.module_utils._tool_runner import log_tail, run_tool
 
 STAMP_NAME = '.azaion-staging.json'
+# The one entry of the staging's progress: the station's tree, not a device.
+PROGRESS_NAME = 'staging tree'
 
 
 def passwd_has_user(passwd_path, user):
@@ -152,6 +159,7 @@ class Stager(object):
         self.log_path = os.path.join(self.params['log_dir'], 'staging-%s.log' % time.strftime('%Y%m%dT%H%M%SZ', time.gmtime()))
         self.steps = []
         self.ran_tool = False
+        self.progress = ProgressFile(None, 'rootfs', [])
 
     def fail(self, msg, **kwargs):
         if self.ran_tool:
@@ -228,9 +236,12 @@ class Stager(object):
         self.check_inputs(steps)
         if self.module.check_mode or not steps:
             return steps
+        if self.params['progress_interval'] > 0:
+            self.progress = ProgressFile(progress_path(self.params['log_dir'], 'rootfs'), 'rootfs', [PROGRESS_NAME])
         for step, action in (('unpack sample rootfs', self.unpack), ('apply_binaries.sh', self.apply_binaries),
                              ('create default user', self.create_default_user)):
             if step in steps:
+                self.progress.step(PROGRESS_NAME, step, self.log_path)
                 action()
                 self.steps.append(step)
         etc = os.path.join(self.rootfs, 'etc')
@@ -253,6 +264,7 @@ def main():
             hostname=dict(type='str', default='jetson'),
             log_dir=dict(type='path', required=True),
             timeout=dict(type='int', default=3600),
+            progress_interval=dict(type='int', default=30),
         ),
         required_by=dict(default_user='default_user_password'),
         supports_check_mode=True,
@@ -268,7 +280,10 @@ def main():
     with open(stager.l4t_dir.rstrip('/') + '.lock', 'a') as lock:
         # Devices of one station share this tree: the first stages it, the others wait and find it done.
         fcntl.flock(lock, fcntl.LOCK_EX)
-        steps = stager.stage()
+        try:
+            steps = stager.stage()
+        finally:
+            stager.progress.close()
     result = dict(changed=bool(steps), steps=steps)
     if stager.ran_tool:
         result['log_path'] = stager.log_path

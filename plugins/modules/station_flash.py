@@ -34,6 +34,7 @@ author: Azaion engineering (@azaion)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - azaion.jetson.devices
+  - azaion.jetson.progress
 options:
   parallel:
     description:
@@ -122,19 +123,6 @@ options:
     description:
       - More inputs of every device's image identity; a change flashes the devices again.
     type: dict
-  progress_interval:
-    description:
-      - Every how many seconds the task shows, while it runs, which devices are in which step
-        (waiting for a slot, generating images, flashing as instance k, checking the outcome),
-        for how long, the last line of each device's tool log, and how many are done or failed.
-        V(0) shows nothing.
-      - The module keeps that progress in C(progress-flash.json) in O(log_dir) while it runs
-        (device names, steps, times and log paths, nothing secret), and the action plugin reads
-        it from the station with M(azaion.jetson.station_progress), printing one time-stamped
-        block each time. A run that ends within the first interval reads nothing.
-      - Not in check mode, nor in a task that is itself C(async).
-    type: int
-    default: 30
 attributes:
   check_mode:
     support: full
@@ -207,9 +195,8 @@ msg:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.azaion.jetson.plugins.module_utils._flash import CHECKING, Flasher, flash_argument_spec
-from ansible_collections.azaion.jetson.plugins.module_utils._progress import DONE, FAILED, ProgressFile, progress_path
+from ansible_collections.azaion.jetson.plugins.module_utils._progress import ProgressFile, progress_path
 from ansible_collections.azaion.jetson.plugins.module_utils._station_run import (
-    DeviceExit,
     StationRun,
     devices_by,
     run_device_core,
@@ -258,15 +245,7 @@ def main():
     def work(proxy, device):
         report = progress.reporter(device['name'])
         report(CHECKING)
-        outcome = FAILED
-        try:
-            flash_device(proxy, device, lambda device_module: flash(device_module, report))
-        except DeviceExit as done:
-            if not done.result.get('failed'):
-                outcome = DONE
-            raise
-        finally:
-            report(outcome)
+        flash_device(proxy, device, lambda device_module: flash(device_module, report))
 
     def flash_device(proxy, device, core):
         name = device['name']
@@ -285,12 +264,8 @@ def main():
         run_device_core(proxy, flash_spec, SHARED_OPTIONS, own, core)
 
     # The flash records its phase in the state file itself (with its fingerprint, slot and log).
-    run = StationRun(module, work, phase=None)
-    try:
-        results = run.run()
-    finally:
-        progress.close()
-    run.exit(results, 'flash')
+    run = StationRun(module, work, phase=None, progress=progress)
+    run.exit(run.run(), 'flash')
 
 
 if __name__ == '__main__':

@@ -14,9 +14,11 @@ short_description: Read where a station run stands, device by device, while it r
 version_added: 1.1.0
 description:
   - Reads the progress file a station run keeps while it runs (M(azaion.jetson.station_flash)
-    keeps C(progress-flash.json) in its C(log_dir)), and the last line of each device's tool log.
-  - The M(azaion.jetson.station_flash) task runs this module itself, every
-    C(progress_interval) seconds, and prints what it returns; a playbook has no need to.
+    keeps C(progress-flash.json) in its C(log_dir); M(azaion.jetson.l4t_rootfs) and
+    M(azaion.jetson.station_trees) keep C(progress-rootfs.json)), and the last line of each
+    device's (or tree's) tool log.
+  - Those modules' tasks run this module themselves, every C(progress_interval) seconds, and
+    print what it returns; a playbook has no need to.
   - Reads only; the progress file holds device names, steps, times and log paths, nothing secret.
 author: Azaion engineering (@azaion)
 extends_documentation_fragment:
@@ -37,6 +39,8 @@ attributes:
     platforms: posix
 seealso:
   - module: azaion.jetson.station_flash
+  - module: azaion.jetson.l4t_rootfs
+  - module: azaion.jetson.station_trees
 '''
 
 EXAMPLES = r'''

@@ -29,6 +29,7 @@ author: Azaion engineering (@azaion)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - azaion.jetson.devices
+  - azaion.jetson.progress
 options:
   src:
     description:
@@ -50,6 +51,11 @@ options:
     type: list
     elements: str
     default: [rootfs/etc/azaion]
+  log_dir:
+    description:
+      - Where the run keeps its progress (C(progress-rootfs.json)) for O(progress_interval), each
+        device's step being C(making its port tree). None is kept when not set.
+    type: path
 attributes:
   check_mode:
     support: full
@@ -71,6 +77,7 @@ EXAMPLES = r'''
     devices: "{{ rootfs_devices }}"
     src: "{{ rootfs_devices[0].settings.staging_tree }}"
     private_paths: [bootloader, tools/kernel_flash, rootfs/boot]
+    log_dir: "{{ rootfs_devices[0].settings.logs }}"
   delegate_to: "{{ rootfs_devices[0].station }}"
   register: rootfs_result
 '''
@@ -107,6 +114,7 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.azaion.jetson.plugins.module_utils._progress import ProgressFile, progress_path
 from ansible_collections.azaion.jetson.plugins.module_utils._station_run import (
     StationRun,
     devices_by,
@@ -118,16 +126,23 @@ from ansible_collections.azaion.jetson.plugins.module_utils._workspace import ma
 
 # The options given once for all devices; dest is each device's port tree.
 SHARED_OPTIONS = ('src', 'private_paths', 'preserve')
+# A device's step in the progress file, between queued and done (or failed).
+MAKING = 'making its port tree'
 
 
 def main():
     workspace_spec = workspace_argument_spec()
-    module = AnsibleModule(argument_spec=station_argument_spec(**shared_options(workspace_spec, SHARED_OPTIONS)),
-                           supports_check_mode=True)
+    spec = station_argument_spec(log_dir=dict(type='path'), progress_interval=dict(type='int', default=30),
+                                 **shared_options(workspace_spec, SHARED_OPTIONS))
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     by_tree = devices_by(module.params['devices'], 'port_tree')
+    recorded = module.params['progress_interval'] > 0 and module.params['log_dir'] and not module.check_mode
+    progress = ProgressFile(progress_path(module.params['log_dir'], 'rootfs') if recorded else None, 'rootfs',
+                            [device['name'] for device in module.params['devices']])
 
     def work(proxy, device):
         name = device['name']
+        progress.step(name, MAKING)
         if not device.get('port_tree'):
             proxy.fail_json('%s: it has no USB port, so no port tree to be flashed from; set jetson_usb_instance'
                             ' (the USB port of its cable)' % name)
@@ -138,7 +153,7 @@ def main():
                             ' of its own cable' % (name, ', '.join(sharing), device['port_tree']))
         run_device_core(proxy, workspace_spec, SHARED_OPTIONS, dict(dest=device['port_tree']), make_workspace)
 
-    run = StationRun(module, work, phase='rootfs')
+    run = StationRun(module, work, phase='rootfs', progress=progress)
     run.exit(run.run(), 'rootfs')
 
 

@@ -31,6 +31,7 @@ from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
 from ansible_collections.azaion.jetson.plugins.module_utils._admin_api import display_url
+from ansible_collections.azaion.jetson.plugins.plugin_utils._progress_reader import execute_with_progress
 
 display = Display()
 
@@ -101,6 +102,8 @@ class ControllerSecretsAction(ActionBase):
     # Set by each subclass: the module to run, and option -> (inventory variable, environment variable or None).
     MODULE = None
     SOURCES = {}
+    # The phase whose progress the module keeps while it runs (see _progress_reader.py), if any.
+    PROGRESS_PHASE = None
     # Options whose value is a file on the station, and the option that carries the same file's
     # content from the controller: one device cannot have both.
     STATION_FILE_OPTIONS = {'client_cert_content': 'client_cert', 'client_key_content': 'client_key',
@@ -136,7 +139,11 @@ class ControllerSecretsAction(ActionBase):
                                            % display_url(str(url)))
             return result
         self._warn_without_pipelining(module_args)
-        result.update(self._execute_module(module_name=self.MODULE, module_args=module_args, task_vars=task_vars))
+        if self.PROGRESS_PHASE:
+            result.update(execute_with_progress(self, task_vars, self.PROGRESS_PHASE, module_name=self.MODULE,
+                                                module_args=module_args))
+        else:
+            result.update(self._execute_module(module_name=self.MODULE, module_args=module_args, task_vars=task_vars))
         return result
 
     def _warn_without_pipelining(self, module_args):

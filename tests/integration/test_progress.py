@@ -1,7 +1,10 @@
-"""Live progress while the station flashes: time-stamped lines naming each flashing device, its
-step and its tool log's last line appear while the flash is still going on."""
+"""Live progress while the station stages its rootfs and flashes: time-stamped lines naming each
+device (or the staging tree), its step and its tool log's last line appear while the phase is
+still going on."""
 
 import calendar
+import glob
+import json
 import os
 import re
 import sys
@@ -13,8 +16,9 @@ from lab import labkit
 # The batch fixture of test_provision.py, imported to be used here as a fixture.
 from test_provision import make_provision  # noqa: F401 pylint: disable=unused-import
 
-HEADER = re.compile(r'^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)Z\] flash on (\S+): (\d+) done, (\d+) failed, (\d+) to go$')
-DEVICE = re.compile(r'^  (AZJN-\d{4})  (.+?) +(\d+s|\d+m\d\ds|\d+h\d\dm)(?:  "(.*)")?$')
+HEADER = re.compile(r'^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)Z\] (flash|rootfs) on (\S+): (\d+) done, (\d+) failed,'
+                    r' (\d+) to go$')
+DEVICE = re.compile(r'^  (AZJN-\d{4}|staging tree)  (.+?) +(\d+s|\d+m\d\ds|\d+h\d\dm)(?:  "(.*)")?$')
 
 
 def read_as_it_comes(playbook):
@@ -27,20 +31,31 @@ def read_as_it_comes(playbook):
     return lines
 
 
-def progress_blocks(lines):
-    """The progress blocks: dicts with arrived, stamp (epoch), station, done, failed, to_go and
-    devices (name -> (step, how long, log line))."""
+def is_log_line(shown, log_lines):
+    """Whether ``shown`` is one of ``log_lines``, or the start of one cut to fit its block."""
+    if shown.endswith('...'):
+        return any(line.startswith(shown[:-3]) for line in log_lines)
+    return shown in log_lines
+
+
+def progress_blocks(lines, phase):
+    """The progress blocks of ``phase``: dicts with arrived, stamp (epoch), station, done, failed,
+    to_go and devices (name -> (step, how long, log line))."""
     blocks = []
+    block = None
     for arrived, line in lines:
         header = HEADER.match(line)
         if header:
             stamp = calendar.timegm(time.strptime(header.group(1), '%Y-%m-%d %H:%M:%S'))
-            blocks.append(dict(arrived=arrived, stamp=stamp, station=header.group(2), done=int(header.group(3)),
-                               failed=int(header.group(4)), to_go=int(header.group(5)), devices={}))
+            block = dict(arrived=arrived, stamp=stamp, phase=header.group(2), station=header.group(3),
+                         done=int(header.group(4)), failed=int(header.group(5)), to_go=int(header.group(6)),
+                         devices={})
+            if block['phase'] == phase:
+                blocks.append(block)
             continue
         device = DEVICE.match(line)
-        if device and blocks:
-            blocks[-1]['devices'][device.group(1)] = (device.group(2), device.group(3), device.group(4))
+        if device and block:
+            block['devices'][device.group(1)] = (device.group(2), device.group(3), device.group(4))
     return blocks
 
 
@@ -53,7 +68,7 @@ def test_progress_lines_name_each_flashing_device_its_step_and_its_log_before_th
 
     runs = dict((run['usb_instance'], run) for run in batch.flash_runs())
     assert sorted(runs) == ['1-1', '1-2'] and all(run['exit'] == 0 for run in runs.values())
-    blocks = progress_blocks(lines)
+    blocks = progress_blocks(lines, 'flash')
     assert blocks, 'no progress line in:\n' + playbook.stdout_text[-3000:]
     assert all(block['station'] == 'localhost' and block['done'] + block['failed'] + block['to_go'] == 2
                for block in blocks)
@@ -69,7 +84,7 @@ def test_progress_lines_name_each_flashing_device_its_step_and_its_log_before_th
         assert during, (serial, blocks)
         for block, (_step, _how_long, log_line) in during:
             assert block['stamp'] <= block['arrived']
-            assert log_line in log_lines, (log_line, log_lines)
+            assert is_log_line(log_line, log_lines), (log_line, log_lines)
     # The first block counts no device done or failed: both were flashing.
     assert blocks[0]['done'] == blocks[0]['failed'] == 0 and blocks[0]['to_go'] == 2
 
@@ -78,6 +93,40 @@ def test_progress_lines_name_each_flashing_device_its_step_and_its_log_before_th
     assert all(row['result'] == 'done' and row['flash'] == 'done' for row in report.values())
     assert batch.holds_its_own_identity() and batch.station_is_clean()
     assert not os.path.exists(os.path.join(batch.lab.workdir, 'logs', 'progress-flash.json'))
+
+
+def test_progress_lines_show_the_staging_trees_step_and_its_tools_log_before_the_staging_ends(make_provision):
+    # apply_binaries.sh takes minutes on a station (it unpacks NVIDIA's packages): 12 s here.
+    batch = make_provision({'1-1': '7523', '1-2': '7523'}, apply_seconds=12.0,
+                           extra_vars={'rootfs_progress_interval': 3})
+    playbook = batch.start()
+    lines = read_as_it_comes(playbook)
+    assert playbook.returncode == 0, playbook.stdout_text[-3000:]
+
+    staging = os.path.join(batch.lab.workdir, 'staging', 'Linux_for_Tegra')
+    with open(os.path.join(staging, '.azaion-staging.json')) as stamp:
+        staged = json.load(stamp)['staged']
+    blocks = progress_blocks(lines, 'rootfs')
+    applying = [block for block in blocks
+                if block['devices'].get('staging tree', ('',))[0] == 'apply_binaries.sh']
+    assert applying, 'no progress line of apply_binaries.sh in:\n' + playbook.stdout_text[-3000:]
+    logs = glob.glob(os.path.join(batch.lab.workdir, 'logs', 'staging-*.log'))
+    assert len(logs) == 1
+    with open(logs[0]) as log:
+        log_lines = [line.strip() for line in log]
+    for block in applying:
+        # Printed before the staging ended, time-stamped, with a line of the tools' log.
+        assert block['stamp'] <= block['arrived'] < staged
+        assert (block['station'], block['done'], block['failed'], block['to_go']) == ('localhost', 0, 0, 1)
+        _step, _how_long, log_line = block['devices']['staging tree']
+        assert is_log_line(log_line, log_lines), (log_line, log_lines)
+    # Several blocks over the 12 s, in order.
+    assert len(applying) >= 2 and [block['stamp'] for block in applying] == sorted(block['stamp'] for block in applying)
+
+    report = batch.report()
+    assert all(row['result'] == 'done' for row in report.values())
+    assert batch.holds_its_own_identity() and batch.station_is_clean()
+    assert not os.path.exists(os.path.join(batch.lab.workdir, 'logs', 'progress-rootfs.json'))
 
 
 def test_under_ansible_runner_the_progress_lines_are_verbose_job_events(make_provision, tmp_path):
@@ -97,7 +146,8 @@ def test_under_ansible_runner_the_progress_lines_are_verbose_job_events(make_pro
 
     run = batch.flash_runs()[0]
     events = [dict(event, lines=event.get('stdout', '').splitlines()) for event in result.events]
-    events = [event for event in events if event['lines'] and HEADER.match(event['lines'][0])]
+    events = [event for event in events
+              if event['lines'] and HEADER.match(event['lines'][0]) and HEADER.match(event['lines'][0]).group(2) == 'flash']
     assert events, [event.get('stdout') for event in result.events][-40:]
     assert all(event['event'] == 'verbose' for event in events)
     flashing = [event for event in events

@@ -23,10 +23,11 @@ class ProvisionBatch:
     """A lab station with devices on ports, an inventory over it, and a way to run the playbook."""
 
     def __init__(self, root, api, token, ports, flash_seconds=0.0, serials=None, extra_vars=None, host_vars=None,
-                 boot_seconds=0.2):
+                 boot_seconds=0.2, apply_seconds=0.0):
         self.api = api
         self.token = token
-        self.lab = labkit.FactoryLab(root, ports, flash_seconds=flash_seconds, boot_seconds=boot_seconds)
+        self.lab = labkit.FactoryLab(root, ports, flash_seconds=flash_seconds, boot_seconds=boot_seconds,
+                                     apply_seconds=apply_seconds)
         self.lab.start_loaders(api.url)
         self.serials = serials or dict((port, 'AZJN-%04d' % (index + 1)) for index, port in enumerate(ports))
         self.default_user_password = secrets.token_hex(12)

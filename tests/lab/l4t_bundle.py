@@ -101,7 +101,8 @@ _STATIC_FILES = {
 
 
 def make_bundle(top, lab_state, usb_sysfs_root, flash_seconds=0.0, fuse_seconds=0.0,  # pylint: disable=too-many-arguments
-                filler_files=0, filler_dirs=None, host_root=None, boot_seconds=0.2, generate_seconds=0.0):
+                filler_files=0, filler_dirs=None, host_root=None, boot_seconds=0.2, generate_seconds=0.0,
+                apply_seconds=0.0):
     """Create ``top/Linux_for_Tegra`` and return its path.
 
     ``lab_state`` (outside the bundle) receives the tools' records; ``usb_sysfs_root`` is the
@@ -110,12 +111,13 @@ def make_bundle(top, lab_state, usb_sysfs_root, flash_seconds=0.0, fuse_seconds=
     ``lab_state`` as ``<lab_state>-host``). ``flash_seconds`` and ``fuse_seconds`` are how long
     a flash and a fuse burn take, ``boot_seconds`` how long the RCM boot of the flashing initrd
     keeps a device busy in recovery mode, ``generate_seconds`` how long an initrd flash image
-    generation takes. ``filler_files`` small files spread over ``filler_dirs`` (paths inside
+    generation takes, ``apply_seconds`` how long apply_binaries.sh installs. ``filler_files`` small files spread over ``filler_dirs`` (paths inside
     the bundle) give a benchmark a bundle with the file count of a real one (~50,000) without
     its gigabytes.
     """
     for name, value in (('flash_seconds', flash_seconds), ('fuse_seconds', fuse_seconds),
-                        ('boot_seconds', boot_seconds), ('generate_seconds', generate_seconds)):
+                        ('boot_seconds', boot_seconds), ('generate_seconds', generate_seconds),
+                        ('apply_seconds', apply_seconds)):
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
             raise ValueError('%s must be a number of seconds, 0 or more' % name)
     tree = os.path.join(os.path.abspath(top), 'Linux_for_Tegra')
@@ -156,7 +158,8 @@ def make_bundle(top, lab_state, usb_sysfs_root, flash_seconds=0.0, fuse_seconds=
                 ('LAB_FLASH_SECONDS', '%.6f' % flash_seconds),
                 ('LAB_FUSE_SECONDS', '%.6f' % fuse_seconds),
                 ('LAB_BOOT_SECONDS', '%.6f' % boot_seconds),
-                ('LAB_GENERATE_SECONDS', '%.6f' % generate_seconds))
+                ('LAB_GENERATE_SECONDS', '%.6f' % generate_seconds),
+                ('LAB_APPLY_SECONDS', '%.6f' % apply_seconds))
     _write(config, '# The lab settings of this fake Linux_for_Tegra (tests/lab/l4t_bundle.py).\n'
            + ''.join('%s=%s\n' % (key, shlex.quote(value)) for key, value in settings))
     os.chmod(config, 0o444)

@@ -113,16 +113,16 @@ class FactoryLab:  # pylint: disable=too-many-instance-attributes
     gadget interfaces, see l4t_host.py), the sample rootfs tarball, and the station's workdir.
 
     ``ports`` maps a USB port path to the USB product id of the Jetson on it (7523: Orin Nano
-    8GB...). ``flash_seconds``, ``fuse_seconds``, ``boot_seconds`` and ``generate_seconds`` are
-    how long a flash, a fuse burn, the RCM boot of the flashing initrd and an initrd flash image
-    generation take. The Loaders of the devices (one per port) are served by ``loaders``, a
+    8GB...). ``flash_seconds``, ``fuse_seconds``, ``boot_seconds``, ``generate_seconds`` and
+    ``apply_seconds`` are how long a flash, a fuse burn, the RCM boot of the flashing initrd, an
+    initrd flash image generation and apply_binaries.sh take. The Loaders of the devices (one per port) are served by ``loaders``, a
     LabLoaderFleet started by ``start_loaders``.
     """
 
     SAMPLE_ROOTFS = 'Tegra_Linux_Sample-Root-Filesystem_R36.4.0_aarch64.tbz2'
 
     def __init__(self, root, ports, flash_seconds=0.0, fuse_seconds=0.0, filler_files=0,  # pylint: disable=too-many-arguments
-                 boot_seconds=0.2, generate_seconds=0.0):
+                 boot_seconds=0.2, generate_seconds=0.0, apply_seconds=0.0):
         from lab import l4t_bundle, l4t_host, usb_sysfs  # pylint: disable=import-outside-toplevel
 
         self.root = os.path.abspath(str(root))
@@ -137,7 +137,8 @@ class FactoryLab:  # pylint: disable=too-many-instance-attributes
         self.bundle = l4t_bundle.make_bundle(os.path.join(self.root, 'bundle'), self.lab_state, self.sysfs,
                                              flash_seconds=flash_seconds, fuse_seconds=fuse_seconds,
                                              filler_files=filler_files, host_root=self.host_root,
-                                             boot_seconds=boot_seconds, generate_seconds=generate_seconds)
+                                             boot_seconds=boot_seconds, generate_seconds=generate_seconds,
+                                             apply_seconds=apply_seconds)
         self.sample_rootfs = l4t_bundle.make_sample_rootfs_tarball(os.path.join(self.root, self.SAMPLE_ROOTFS))
         self.loaders = None
 

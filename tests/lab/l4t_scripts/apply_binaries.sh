@@ -45,6 +45,8 @@ owner=$(stat -c %u "${ROOTFS}/etc/passwd")
 lab_say "Using rootfs directory of: ${ROOTFS}"
 lab_say "Installing extlinux.conf into /boot/extlinux in target rootfs"
 lab_say "Installing BSP Debian packages in ${ROOTFS}"
+# The real one unpacks NVIDIA's .deb packages into the rootfs: minutes on a station.
+lab_sleep "${LAB_APPLY_SECONDS}"
 install -D -m 0644 -o 0 -g 0 "${LAB_TREE}/nv_tegra/nv_tegra_release" "${ROOTFS}/etc/nv_tegra_release"
 mkdir -p "${ROOTFS}/usr/lib/aarch64-linux-gnu/nvidia"
 printf 'installed by apply_binaries.sh of %s\n' "${LAB_TREE}" \

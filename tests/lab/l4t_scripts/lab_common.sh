@@ -45,6 +45,7 @@ fi
 source "${LAB_TREE}/.lab/config"
 : "${LAB_STATE:?missing in .lab/config}" "${LAB_USB_SYSFS_ROOT:?missing in .lab/config}"
 : "${LAB_FLASH_SECONDS:=0}" "${LAB_FUSE_SECONDS:=0}" "${LAB_BOOT_SECONDS:=0.2}" "${LAB_GENERATE_SECONDS:=0}"
+: "${LAB_APPLY_SECONDS:=0}"
 : "${LAB_HOST_ROOT:=}"
 
 LAB_LOCK_DIR="${LAB_TREE}/bootloader/.lab-flash-lock"

@@ -8,6 +8,11 @@ import json
 import os
 import sys
 
+import pytest
+
+from lab import l4t_bundle
+from lab.usb_sysfs import make_usb_sysfs
+
 from ansible_collections.azaion.jetson.plugins.module_utils import _progress
 from ansible_collections.azaion.jetson.plugins.module_utils._progress import (
     ProgressFile,
@@ -17,10 +22,13 @@ from ansible_collections.azaion.jetson.plugins.module_utils._progress import (
     progress_path,
     read_progress,
 )
+from ansible_collections.azaion.jetson.plugins.modules.l4t_rootfs import main as l4t_rootfs
 from ansible_collections.azaion.jetson.plugins.modules.station_flash import main as station_flash
+from ansible_collections.azaion.jetson.plugins.modules.station_trees import main as station_trees
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'modules'))
 from test_station_flash import Station  # noqa: E402 pylint: disable=wrong-import-position
+from test_station_trees import context  # noqa: E402 pylint: disable=wrong-import-position
 
 
 def read(path):
@@ -137,22 +145,29 @@ def test_the_block_counts_done_failed_and_to_go_and_lists_every_device_not_done(
     ]
 
 
-def test_a_station_flash_records_each_devices_steps_in_order_and_removes_its_file_at_the_end(tmp_path, module_runner,
-                                                                                             monkeypatch):
-    station = Station(tmp_path / 'lab', 2)
-    steps = []
+@pytest.fixture
+def steps(monkeypatch):
+    """Each step recorded, as (name, step, log path, whether the progress file was there), while
+    ProgressFile records it as ever."""
+    recorded = []
     record = ProgressFile.step
     monkeypatch.setattr(ProgressFile, 'step', lambda self, name, step, log_path=None: (
-        steps.append((name, step, self.path is not None and os.path.isfile(self.path))),
+        recorded.append((name, step, log_path, self.path is not None and os.path.isfile(self.path))),
         record(self, name, step, log_path)))
+    return recorded
+
+
+def test_a_station_flash_records_each_devices_steps_in_order_and_removes_its_file_at_the_end(tmp_path, module_runner,
+                                                                                             steps):
+    station = Station(tmp_path / 'lab', 2)
     result = module_runner(station_flash, station.args())
     assert result['failed_devices'] == [], result
     for device in station.devices:
         slot = result['devices'][device['name']]['slot']
-        assert [step for name, step, _written in steps if name == device['name']] == [
+        assert [step for name, step, _log, _written in steps if name == device['name']] == [
             'checking the device', 'waiting for a generation slot', 'generating images', 'waiting for a flash slot',
             'flashing as instance %d' % slot, 'checking the outcome', 'done'], steps
-    assert all(written for _name, _step, written in steps)
+    assert all(written for _name, _step, _log, written in steps)
     assert not os.path.exists(progress_path(os.path.join(station.workdir, 'logs'), 'flash'))
 
     # Again: a device flashed with its image is checked, then done; one that is not in recovery
@@ -162,11 +177,54 @@ def test_a_station_flash_records_each_devices_steps_in_order_and_removes_its_fil
                   state_file=os.path.join(station.workdir, 'devices', 'AZJN-0009', 'state.json'))
     result = module_runner(station_flash, station.args(devices=[station.devices[0], absent]))
     assert result['failed_devices'] == ['jetson-0009'], result
-    assert [step for name, step, _written in steps if name == 'jetson-0001'] == ['checking the device', 'done']
-    assert [step for name, step, _written in steps if name == 'jetson-0009'] == ['checking the device', 'failed']
+    assert [step for name, step, _log, _written in steps if name == 'jetson-0001'] == ['checking the device', 'done']
+    assert [step for name, step, _log, _written in steps if name == 'jetson-0009'] == ['checking the device', 'failed']
 
     # With progress_interval 0, and in check mode, nothing is recorded.
     for args, check_mode in ((station.args(progress_interval=0, force=True), False), (station.args(), True)):
         steps[:] = []
         module_runner(station_flash, args, check_mode=check_mode)
-        assert steps and not any(written for _name, _step, written in steps)
+        assert steps and not any(written for _name, _step, _log, written in steps)
+
+
+def test_station_trees_records_each_device_making_its_port_tree_then_its_end(tmp_path, module_runner, steps):
+    sysfs = make_usb_sysfs(str(tmp_path / 'sysfs'), {'1-1': '7523'})
+    staging = l4t_bundle.make_bundle(str(tmp_path / 'staging'), str(tmp_path / 'lab-state'), sysfs)
+    workdir = str(tmp_path / 'station')
+    logs = os.path.join(workdir, 'logs')
+    devices = [context(workdir, 'AZJN-0041', '1-1'), context(workdir, 'AZJN-0042')]
+    result = module_runner(station_trees, dict(devices=devices, src=staging, log_dir=logs))
+    assert result['failed_devices'] == ['AZJN-0042'], result
+    assert [(name, step) for name, step, _log, _written in steps if name == 'AZJN-0041'] == [
+        ('AZJN-0041', 'making its port tree'), ('AZJN-0041', 'done')]
+    assert [step for name, step, _log, _written in steps if name == 'AZJN-0042'] == ['making its port tree', 'failed']
+    assert all(written for _name, _step, _log, written in steps)
+    assert os.listdir(logs) == []  # removed at the end
+
+    # Without a log_dir, with progress_interval 0, and in check mode, nothing is recorded.
+    for args, check_mode in ((dict(), False), (dict(log_dir=logs, progress_interval=0), False),
+                             (dict(log_dir=logs), True)):
+        steps[:] = []
+        module_runner(station_trees, dict(args, devices=devices[:1], src=staging), check_mode=check_mode)
+        assert steps and not any(written for _name, _step, _log, written in steps)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='staging a rootfs needs root, as on a station (tar -p, apply_binaries.sh)')
+def test_l4t_rootfs_records_the_staging_trees_steps_with_the_tools_log(tmp_path, module_runner, steps):
+    sysfs = make_usb_sysfs(str(tmp_path / 'sysfs'), {'1-1': '7523'})
+    tree = l4t_bundle.make_bundle(str(tmp_path / 'staging'), str(tmp_path / 'lab-state'), sysfs)
+    logs = str(tmp_path / 'logs')
+    args = dict(l4t_dir=tree, sample_rootfs=l4t_bundle.make_sample_rootfs_tarball(str(tmp_path)), log_dir=logs,
+                default_user='azaion', default_user_password='not-shown-here')
+    result = module_runner(l4t_rootfs, args)
+    assert result['steps'] == ['unpack sample rootfs', 'apply_binaries.sh', 'create default user'], result
+    assert [(name, step) for name, step, _log, _written in steps] == [
+        ('staging tree', 'unpack sample rootfs'), ('staging tree', 'apply_binaries.sh'),
+        ('staging tree', 'create default user')]
+    assert all(log == result['log_path'] and written for _name, _step, log, written in steps)
+    assert os.listdir(logs) == [os.path.basename(result['log_path'])]  # the progress file is gone
+
+    # Staged already: nothing runs, and no progress is kept.
+    steps[:] = []
+    again = module_runner(l4t_rootfs, args)
+    assert again['steps'] == [] and steps == [] and os.listdir(logs) == [os.path.basename(result['log_path'])]

@@ -1,0 +1,16 @@
+# -*- coding: utf-8 -*-
+# Copyright: Azaion
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Controller side of azaion.jetson.station_trees: live progress while the station makes its
+ports' working trees (see plugin_utils/_progress_reader.py)."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible_collections.azaion.jetson.plugins.plugin_utils._progress_reader import ProgressAction
+
+
+class ActionModule(ProgressAction):
+    PROGRESS_PHASE = 'rootfs'
