@@ -101,8 +101,13 @@ docs-lint: $(STAMP)
 	    + ["%s: defined by an envvar directive but not declared" % name for name in sorted(defined - declared)]; \
 	  sys.exit("\n".join(problems) or None)'
 
+# The fragments, the release history, and CHANGELOG.md as the history generates it.
 changelog-lint: $(STAMP)
 	$(BIN)/antsibull-changelog lint
+	$(BIN)/antsibull-changelog lint-changelog-yaml changelogs/changelog.yaml
+	mkdir -p build
+	$(BIN)/antsibull-changelog generate --output build/CHANGELOG.generated.md
+	cmp build/CHANGELOG.generated.md CHANGELOG.md || { echo "CHANGELOG.md is not what changelogs/changelog.yaml generates: run antsibull-changelog generate"; exit 1; }
 
 # Build the collection as Galaxy gets it and run Galaxy's importer on it; any warning fails.
 galaxy-import: $(STAMP)

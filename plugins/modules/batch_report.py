@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: batch_report
 short_description: Write a provisioning batch's report (CSV and JSON), on a station or on the controller
-version_added: 1.0.0
+version_added: 1.1.0
 description:
   - On a station (with O(workdir)), reads the state file of every device in O(devices) (see
     M(azaion.jetson.device_state)) and writes C(<workdir>/reports/<batch>.json) and

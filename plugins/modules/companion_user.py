@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: companion_user
 short_description: Create a Jetson's CompanionPC account on the admin API, with the password from its device.conf
-version_added: 1.0.0
+version_added: 1.1.0
 description:
   - Makes sure the admin API has an account for the device whose C(device.conf) is O(device_conf),
     and that the account's password is the one in that file.

@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: device_conf
 short_description: Write a Jetson's device.conf (identity and password) into a staged rootfs
-version_added: 1.0.0
+version_added: 1.1.0
 description:
   - Writes C(etc/azaion/device.conf) inside the root file system tree O(rootfs_dir) that will
     be flashed to one device. The file holds two lines, C(AZAION_DEVICE_EMAIL=<email>) and

@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: device_state
 short_description: Read or record a provisioning phase in a Jetson's state file on the station
-version_added: 1.0.0
+version_added: 1.1.0
 description:
   - Each device of a batch has a state file on its station (usually
     C(<jetson_workdir>/devices/<serial>/state.json)) that says, per phase (C(rootfs), C(fuse),

@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: l4t_flash
 short_description: Flash a Jetson in recovery mode from its own Linux_for_Tegra working tree, many per station at once
-version_added: 1.0.0
+version_added: 1.1.0
 description:
   - Flashes the root file system of the working tree O(l4t_dir) (made by
     M(azaion.jetson.l4t_workspace), holding this device's C(etc/azaion/device.conf)) to the

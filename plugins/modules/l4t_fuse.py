@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: l4t_fuse
 short_description: Burn a Jetson Orin's fuses once, dry run first, and verify them by reading them back
-version_added: 1.0.0
+version_added: 1.1.0
 description:
   - Burns the fuses listed in O(fuse_config) into the one Jetson in recovery mode on the
     station, with NVIDIA's C(odmfuse.sh), then reads them back with C(odmfuseread.sh) and

@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: l4t_rootfs
 short_description: Stage the root filesystem of an L4T working tree (sample rootfs, NVIDIA binaries, default user)
-version_added: 1.0.0
+version_added: 1.1.0
 description:
   - Prepares C(<l4t_dir>/rootfs) the way NVIDIA's quick start does, each step only when it is
     still needed. It unpacks the sample root filesystem when C(rootfs/etc/passwd) is missing

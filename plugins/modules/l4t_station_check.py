@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: l4t_station_check
 short_description: Check that a station is ready for a batch (bundle, initrd flasher, admin API) before anything is written
-version_added: 1.0.0
+version_added: 1.1.0
 description:
   - Reads, and changes nothing. Fails with every problem found, each with its fix, when the
     bundle O(l4t_dir) lacks one of O(tools); with O(initrd), when the station lacks what

@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: l4t_workspace
 short_description: Make a per-port working tree of the NVIDIA Linux_for_Tegra bundle, sharing its gigabytes
-version_added: 1.0.0
+version_added: 1.1.0
 description:
   - Makes O(dest) a working tree of the C(Linux_for_Tegra) tree O(src) (the bundle, or the
     station's staging tree) in which one device can be flashed while other devices are flashed

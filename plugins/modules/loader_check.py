@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: loader_check
 short_description: Check that a flashed Jetson's Loader is healthy and logs in with the device's credentials
-version_added: 1.0.0
+version_added: 1.1.0
 description:
   - The smoke verification of the provisioning runbook (step 7), after the device's first boot.
   - Polls C(GET <url>/health) until the Loader answers HTTP 200 (and, when the answer is JSON,

@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: show_outcome
 short_description: Show a device's outcome on its own host
-version_added: 1.0.0
+version_added: 1.1.0
 description:
   - The station modules do a phase for all of a station's devices in one run, on one host. This
     action gives each device's host its own result, so each device has its own recap line, and

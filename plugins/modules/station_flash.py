@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: station_flash
 short_description: Flash every Jetson of a station in recovery mode, in one run, several ports at once
-version_added: 1.0.0
+version_added: 1.1.0
 description:
   - The flash phase of a station, for all its devices at once. Each device is flashed from the
     working tree of its USB port (C(port_tree) of its device context, made by

@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: station_fuse
 short_description: Burn the fuses of those of a station's devices that ask for it, one device at a time
-version_added: 1.0.0
+version_added: 1.1.0
 description:
   - The fuse phase of a station, for all its devices in one run. B(Burning fuses is irreversible.)
   - A device whose C(fuse_enabled) is not true is not fused; its state file records the phase

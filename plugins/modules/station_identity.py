@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: station_identity
 short_description: Give every device of a station its device.conf and its CompanionPC account, in one run
-version_added: 1.0.0
+version_added: 1.1.0
 description:
   - The identity phase of a station, for all its devices at once, at most O(parallel) at a time.
   - For each device, first writes the C(device.conf) into the device's staging rootfs

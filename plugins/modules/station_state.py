@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: station_state
 short_description: Tell which of a station's devices have finished which provisioning phases
-version_added: 1.0.0
+version_added: 1.1.0
 description:
   - Reads the state file of each of the station's devices (C(state_file) of its device context)
     and tells, for the phases in O(phases), which ones each device has finished and which are

@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: station_trees
 short_description: Make the working tree of each USB port of a station's devices, in one run
-version_added: 1.0.0
+version_added: 1.1.0
 description:
   - The last step of the rootfs phase of a station, for all its devices at once, at most
     O(parallel) at a time. The station's staging tree O(src) is made and staged before, by

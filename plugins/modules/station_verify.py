@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: station_verify
 short_description: Check the Loader of each of a station's flashed devices, in one run
-version_added: 1.0.0
+version_added: 1.1.0
 description:
   - The verify phase of a station (runbook step 7), for all its devices at once, at most
     O(parallel) at a time.
