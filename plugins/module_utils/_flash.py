@@ -37,7 +37,7 @@ from ansible_collections.azaion.jetson.plugins.module_utils._device_state import
     DeviceState,
     DeviceStateError,
 )
-from ansible_collections.azaion.jetson.plugins.module_utils._progress import no_progress
+from ansible_collections.azaion.jetson.plugins.module_utils._progress import WAITING_TO_FLASH, WAITING_TO_GENERATE, no_progress
 from ansible_collections.azaion.jetson.plugins.module_utils._slots import FlashSlots
 from ansible_collections.azaion.jetson.plugins.module_utils._tool_runner import log_tail, run_tool
 from ansible_collections.azaion.jetson.plugins.module_utils._usb import (
@@ -76,11 +76,9 @@ RELEASE_LAYOUTS = {
 MAX_INSTANCES = 10
 IDENTITY_VALUE_PATTERN = re.compile(r'^[A-Za-z0-9._-]+$')
 PHASE = 'flash'
-# The steps of a device's flash, as its progress shows them (see _progress.py).
+# The steps of a device's flash, as its progress shows them (the waiting ones are in _progress.py).
 CHECKING = 'checking the device'
-WAITING_TO_GENERATE = 'waiting for a generation slot'
 GENERATING = 'generating images'
-WAITING_TO_FLASH = 'waiting for a flash slot'
 FLASHING = 'flashing'
 FLASHING_AS = 'flashing as instance %d'
 CHECKING_OUTCOME = 'checking the outcome'

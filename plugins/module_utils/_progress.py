@@ -33,6 +33,13 @@ from ansible_collections.azaion.jetson.plugins.module_utils._tool_runner import 
 QUEUED = 'queued'
 DONE = 'done'
 FAILED = 'failed'
+# The flash's steps of a device that waits for a slot of its station.
+WAITING_TO_GENERATE = 'waiting for a generation slot'
+WAITING_TO_FLASH = 'waiting for a flash slot'
+# Steps where a device only waits for its turn: in a long block, shown as one line per step.
+WAITING_STEPS = (QUEUED, WAITING_TO_GENERATE, WAITING_TO_FLASH)
+# Up to this many devices not done, a block lists each of them.
+LISTED_DEVICES = 16
 # A tool's last line is cut to this: one line of the progress block per device.
 LOG_LINE_WIDTH = 90
 # Terminal escapes and control characters of NVIDIA's tools (progress bars, colours).
@@ -145,21 +152,30 @@ def duration(seconds):
 def progress_block(progress, station, when=None):
     """The lines a person reads while the run goes on: a time-stamped count of the devices done,
     failed and still to go, then one line per device not done (its step, how long it has been
-    at it and its log's last line)."""
+    at it and its log's last line). With more than LISTED_DEVICES not done (a station of a
+    hundred devices), the devices that only wait for their turn are counted, one line per
+    step with the longest wait, so that the block keeps to the devices at work and the failed."""
     devices = progress['devices']
     steps = [record.get('step') for record in devices.values()]
     done, failed = steps.count(DONE), steps.count(FAILED)
     lines = ['[%s] %s on %s: %d done, %d failed, %d to go'
              % (time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(when)), progress.get('phase') or 'run', station,
                 done, failed, len(devices) - done - failed)]
+    not_done = sorted(name for name in devices if devices[name].get('step') != DONE)
+    collapse = len(not_done) > LISTED_DEVICES
+    waiting = {}
     width = max([len(name) for name in devices] + [0])
-    for name in sorted(devices):
+    for name in not_done:
         record = devices[name]
-        if record.get('step') == DONE:
+        how_long = progress['now'] - (record.get('since') or progress['now'])
+        if collapse and record.get('step') in WAITING_STEPS:
+            waiting.setdefault(record['step'], []).append(how_long)
             continue
-        line = '  %-*s  %-32s %7s' % (width, name, record.get('step'),
-                                      duration(progress['now'] - (record.get('since') or progress['now'])))
+        line = '  %-*s  %-32s %7s' % (width, name, record.get('step'), duration(how_long))
         if record.get('log_line'):
             line += '  "%s"' % record['log_line']
         lines.append(line.rstrip())
+    for step in WAITING_STEPS:
+        if step in waiting:
+            lines.append('  %d device(s) %s, the longest for %s' % (len(waiting[step]), step, duration(max(waiting[step]))))
     return '\n'.join(lines)

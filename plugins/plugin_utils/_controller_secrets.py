@@ -74,23 +74,19 @@ def controller_secret(variables, variable, environment_variable=None, template=N
     ``template`` renders a variable's value (an action plugin's templar); raises
     :class:`ControllerSecretError` when a named file cannot be read."""
     template = template or (lambda value: value)
-    value = template(variables.get(variable))
-    if value not in (None, ''):
-        return str(value), variable
-    path = template(variables.get(variable + '_file'))
-    if path not in (None, ''):
-        value = _file_content(variable + '_file', path)
-        if value:
-            return value, variable + '_file'
+    # (source, how to read it, whether it names a file), in order; each read only when needed.
+    sources = [(variable, lambda: template(variables.get(variable)), False),
+               (variable + '_file', lambda: template(variables.get(variable + '_file')), True)]
     if environment_variable:
-        value = os.environ.get(environment_variable)
+        sources += [(environment_variable, lambda: os.environ.get(environment_variable), False),
+                    (environment_variable + '_FILE', lambda: os.environ.get(environment_variable + '_FILE'), True)]
+    for source, read, names_a_file in sources:
+        value = read()
+        if value in (None, ''):
+            continue
+        value = _file_content(source, value) if names_a_file else str(value)
         if value:
-            return value, environment_variable
-        path = os.environ.get(environment_variable + '_FILE')
-        if path:
-            value = _file_content(environment_variable + '_FILE', path)
-            if value:
-                return value, environment_variable + '_FILE'
+            return value, source
     return None, None
 
 

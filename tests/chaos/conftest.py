@@ -3,66 +3,32 @@
 Each scenario records its figures with the ``figures`` fixture and asserts them; they are
 printed at the end of the run, in a "chaos figures" section (also under pytest-xdist, whose
 workers' own output pytest does not show).
-The batch here is a minimal copy of ``ProvisionBatch`` in tests/integration/test_provision.py
-(the two suites run in separate pytest invocations: importing across them would clash on
-``conftest``), plus what a chaos run needs to judge a device's state after a fault.
+The batch here is the integration suite's ``ProvisionBatch`` (tests/lab/batch.py), plus what a
+chaos run needs to judge a device's state after a fault.
 """
 
-import fcntl
 import glob
 import json
 import os
-import secrets
-import subprocess
-import sys
 
 import pytest
 
-from lab import l4t_host, labkit
-from lab.admin_api import LabAdminAPI
+from lab import labkit
+from lab.batch import ProvisionBatch, admin_api, api_token  # noqa: F401 pylint: disable=unused-import
+from lab.figures import figures_fixture, show_figures
 
 # Files an atomic write leaves behind when killed before its rename (see _files.write_file_atomic).
 ATOMIC_LEFTOVER = '.*.tmp'
 
 
-class ChaosBatch:
+class ChaosBatch(ProvisionBatch):
     """A lab station with ``count`` devices (one USB port each), an inventory over it, and the
     playbook run in the foreground or in a process group of its own."""
 
     def __init__(self, root, api, token, count, flash_seconds=0.0, boot_seconds=0.2, extra_vars=None):
-        self.api = api
-        self.token = token
         self.ports = dict(('1-%d' % (number + 2), '7523') for number in range(count))  # 1-1: the lab's keyboard
-        self.lab = labkit.FactoryLab(root, self.ports, flash_seconds=flash_seconds, boot_seconds=boot_seconds)
-        self.lab.start_loaders(api.url)
-        self.serials = dict((port, 'AZJN-%04d' % (index + 1)) for index, port in enumerate(self.ports))
-        self.secrets_file = str(root) + '-secrets.json'
-        with open(self.secrets_file, 'w') as secrets_vars:
-            json.dump({'jetson_default_user_password': secrets.token_hex(12)}, secrets_vars)
-        self.inventory = os.path.join(str(root), 'hosts.yml')
-        self.group_vars = dict(self.lab.group_vars(), identity_api_retry_backoff=0.05, verify_health_timeout=30)
-        self.group_vars.update(extra_vars or {})
-        host_vars = dict((serial, self.lab.host_vars(port)) for port, serial in self.serials.items())
-        labkit.write_inventory(self.inventory, host_vars, self.group_vars)
-
-    def command(self, args, token):
-        environment = {'AZAION_ADMIN_API_URL': self.api.url, 'AZAION_ADMIN_API_TOKEN': token or self.token,
-                       'ANSIBLE_FORKS': '12'}
-        command = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', self.inventory,
-                   os.path.join(labkit.PLAYBOOKS_DIR, 'provision.yml'), '-e', '@' + self.secrets_file] + list(args)
-        return command, labkit.ansible_env(environment)
-
-    def run(self, *args, token=None):
-        command, environment = self.command(args, token)
-        result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=900, check=False)
-        result.recap = labkit.play_recap(result.stdout)
-        return result
-
-    def start(self, *args, token=None):
-        """The playbook in the background, in a process group of its own (to be killed whole)."""
-        command, environment = self.command(args, token)
-        return subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True)
+        super().__init__(root, api, token, self.ports, flash_seconds=flash_seconds, boot_seconds=boot_seconds,
+                         extra_vars=extra_vars)
 
     def email(self, serial):
         return 'azaion-jetson-%s@azaion.com' % serial.rsplit('-', 1)[1]
@@ -80,10 +46,6 @@ class ChaosBatch:
                 return dict((phase, record['status']) for phase, record in json.load(state)['phases'].items())
         except FileNotFoundError:
             return {}
-
-    def report(self):
-        with open(os.path.join(self.lab.workdir, 'reports', 'batch.json')) as report:
-            return dict((row['serial'], row) for row in json.load(report)['devices'])
 
     def not_done(self):
         """The devices whose report row is not done (all of them when there is no report yet)."""
@@ -143,52 +105,16 @@ class ChaosBatch:
                 partial.append(self.state_file(serial))
         return partial
 
-    def station_is_clean(self):
-        """As in test_provision.py: nothing of a flash left on the station."""
-        host = self.lab.host_root
-        assert l4t_host.exports(host) == []
-        assert os.listdir(os.path.join(host, 'etc', 'exports.d')) == []
-        assert l4t_host.gadget_interfaces(host) == []
-        assert l4t_host.udev_rules(host) == ['10-azaion-jetson-l4t-usb-msd.rules', '99-azaion-jetson-l4t-host.rules']
-        assert glob.glob(os.path.join(self.lab.workdir, 'ports', '*', 'Linux_for_Tegra', 'mfi_*')) == []
-        for lock in glob.glob(os.path.join(self.lab.workdir, 'flash-slots', '*.lock')):
-            with open(lock) as slot:
-                fcntl.flock(slot, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises when a slot is still held
-        return True
 
-
-@pytest.fixture
-def figures(request):
-    """``figures(line)`` records a line of this test's figures for the end-of-run section."""
-    def record(line):
-        request.node.user_properties.append(('chaos', line))
-    return record
+figures = figures_fixture('chaos')
 
 
 def pytest_terminal_summary(terminalreporter):
-    reports = [report for report in terminalreporter.getreports('passed') + terminalreporter.getreports('failed')
-               if report.when == 'call']
-    lines = [(report.nodeid, value) for report in reports for name, value in report.user_properties if name == 'chaos']
-    if lines:
-        terminalreporter.section('chaos figures')
-        for nodeid, line in lines:
-            terminalreporter.write_line('%s: %s' % (nodeid.rsplit('::', 1)[-1], line))
-        kills = [line for _nodeid, line in lines if line.startswith('kill ')]
-        if kills:
-            terminalreporter.write_line('kill -9 totals: %d kill points (%d of the controller only), each re-run: 0 partial '
-                                        'files, 0 mismatches, every device done, station clean'
-                                        % (len(kills), sum(1 for line in kills if 'controller only' in line)))
-
-
-@pytest.fixture
-def api_token():
-    return secrets.token_hex(16)
-
-
-@pytest.fixture
-def admin_api(api_token):
-    with LabAdminAPI(token=api_token) as api:
-        yield api
+    kills = [line for _test, line in show_figures(terminalreporter, 'chaos') if line.startswith('kill ')]
+    if kills:
+        terminalreporter.write_line('kill -9 totals: %d kill points (%d of the controller only), each re-run: 0 partial '
+                                    'files, 0 mismatches, every device done, station clean'
+                                    % (len(kills), sum(1 for line in kills if 'controller only' in line)))
 
 
 @pytest.fixture

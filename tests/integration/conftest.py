@@ -1,12 +1,11 @@
 """Fixtures for the end-to-end tests: a lab admin API on loopback and a batch of devices."""
 
 import os
-import secrets
 
 import pytest
 
 from lab import labkit
-from lab.admin_api import LabAdminAPI
+from lab.batch import admin_api, api_token  # noqa: F401 pylint: disable=unused-import
 
 
 IDENTITY_PLAYBOOK = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'playbooks', 'identity.yml')
@@ -57,17 +56,6 @@ class Batch:
         result = labkit.run_playbook(self.inventory, playbook=IDENTITY_PLAYBOOK, args=args, env=environment)
         result.recap = labkit.play_recap(result.stdout)
         return result
-
-
-@pytest.fixture
-def api_token():
-    return secrets.token_hex(16)
-
-
-@pytest.fixture
-def admin_api(api_token):
-    with LabAdminAPI(token=api_token) as api:
-        yield api
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import sys
 import pytest
 
 from lab import l4t_bundle, labkit
-from test_provision import ProvisionBatch, tree_checksums
+from lab.batch import ProvisionBatch, tree_checksums
 
 FIX_VERBS = ('set', 'use', 'give', 'remove', 'unset', 'export', 'make', 'move', 'choose', 'put', 'install', 'fix',
              'plug', 'rename', 'correct')

@@ -1,9 +1,7 @@
 """azaion.jetson.provision end to end over the lab: fake L4T bundle, fake USB tree, Loaders."""
 
 import csv
-import fcntl
 import glob
-import hashlib
 import json
 import os
 import re
@@ -15,106 +13,9 @@ import pytest
 
 from conftest import assert_ok
 from lab import l4t_bundle, l4t_host, labkit, usb_sysfs
+from lab.batch import ProvisionBatch, tree_checksums
 from lab.processes import kill_everything, wait_until
 from sweep import ProcessArgumentWatcher, everything_written_under, sweep_env
-
-
-class ProvisionBatch:
-    """A lab station with devices on ports, an inventory over it, and a way to run the playbook."""
-
-    def __init__(self, root, api, token, ports, flash_seconds=0.0, serials=None, extra_vars=None, host_vars=None,
-                 boot_seconds=0.2, apply_seconds=0.0):
-        self.api = api
-        self.token = token
-        self.lab = labkit.FactoryLab(root, ports, flash_seconds=flash_seconds, boot_seconds=boot_seconds,
-                                     apply_seconds=apply_seconds)
-        self.lab.start_loaders(api.url)
-        self.serials = serials or dict((port, 'AZJN-%04d' % (index + 1)) for index, port in enumerate(ports))
-        self.default_user_password = secrets.token_hex(12)
-        self.secrets_file = str(root) + '-secrets.json'  # beside the lab: the sweep searches the lab
-        with open(self.secrets_file, 'w') as secrets_vars:
-            json.dump({'jetson_default_user_password': self.default_user_password}, secrets_vars)
-        self.inventory = os.path.join(str(root), 'hosts.yml')
-        self.group_vars = dict(self.lab.group_vars(), identity_api_retry_backoff=0.05, verify_health_timeout=30)
-        self.group_vars.update(extra_vars or {})
-        self.station_vars = None  # the station's own host variables (localhost)
-        self.host_vars = dict((serial, self.lab.host_vars(port)) for port, serial in self.serials.items())
-        for serial, extra in (host_vars or {}).items():
-            self.host_vars[serial].update(extra)
-        self.write_inventory()
-
-    def write_inventory(self):
-        labkit.write_inventory(self.inventory, self.host_vars, self.group_vars, station_vars=self.station_vars)
-
-    def command(self, args, env):
-        environment = {'AZAION_ADMIN_API_URL': self.api.url, 'AZAION_ADMIN_API_TOKEN': self.token,
-                       'ANSIBLE_FORKS': '12'}
-        environment.update(env)
-        # A secret given on the command line would be in the process arguments: a vars file.
-        return list(args) + ['-e', '@' + self.secrets_file], environment
-
-    def run(self, *args, **env):
-        args, environment = self.command(args, env)
-        result = labkit.run_playbook(self.inventory, args=args, env=environment)
-        result.recap = labkit.play_recap(result.stdout)
-        return result
-
-    def start(self, *args, **env):
-        """The playbook in the background, in a process group of its own (to be killed whole)."""
-        args, environment = self.command(args, env)
-        command = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', self.inventory,
-                   os.path.join(labkit.PLAYBOOKS_DIR, 'provision.yml')] + args
-        return subprocess.Popen(command, env=labkit.ansible_env(environment), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-    def flash_state(self, serial):
-        with open(os.path.join(self.lab.workdir, 'devices', serial, 'state.json')) as state:
-            return json.load(state)['phases']['flash']
-
-    def flash_runs(self, port=None):
-        return [run for run in l4t_bundle.flash_runs(self.lab.lab_state) if port in (None, run['usb_instance'])]
-
-    def holds_its_own_identity(self):
-        """Every device's storage holds its own device.conf, and its account has that password."""
-        users = self.api.users()
-        for port, serial in self.serials.items():
-            conf = labkit.read_device_conf(self.lab.storage(port))
-            email = 'azaion-jetson-%s@azaion.com' % serial.rsplit('-', 1)[1]
-            assert conf['AZAION_DEVICE_EMAIL'] == email, port
-            assert users[email]['password'] == conf['AZAION_DEVICE_PASSWORD'], port
-        return True
-
-    def station_is_clean(self):
-        """Nothing of a flash is left on the station: exports, gadget interfaces, held slots,
-        NVIDIA's udev rule names, massflash packages."""
-        host = self.lab.host_root
-        assert l4t_host.exports(host) == []
-        assert os.listdir(os.path.join(host, 'etc', 'exports.d')) == []
-        assert l4t_host.gadget_interfaces(host) == []
-        assert l4t_host.udev_rules(host) == ['10-azaion-jetson-l4t-usb-msd.rules', '99-azaion-jetson-l4t-host.rules']
-        assert glob.glob(os.path.join(self.lab.workdir, 'ports', '*', 'Linux_for_Tegra', 'mfi_*')) == []
-        for lock in glob.glob(os.path.join(self.lab.workdir, 'flash-slots', '*.lock')):
-            with open(lock) as slot:
-                fcntl.flock(slot, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises when a slot is still held
-        return True
-
-    def report(self):
-        with open(os.path.join(self.lab.workdir, 'reports', 'batch.json')) as report:
-            return dict((row['serial'], row) for row in json.load(report)['devices'])
-
-    def tool_calls(self, tool):
-        return [call for call in l4t_bundle.tool_calls(self.lab.lab_state) if call['tool'] == tool]
-
-
-def tree_checksums(top):
-    sums = {}
-    for root, _dirs, files in os.walk(top):
-        for name in files:
-            path = os.path.join(root, name)
-            if not os.path.islink(path):
-                with open(path, 'rb') as content:
-                    sums[os.path.relpath(path, top)] = hashlib.sha256(content.read()).hexdigest()
-    return sums
 
 
 @pytest.fixture

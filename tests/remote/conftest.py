@@ -42,6 +42,7 @@ import pytest
 
 from lab import labkit
 from lab.admin_api import LabAdminAPI
+from lab.figures import figures_fixture, show_figures
 
 PREFIX = 'azrt'                      # names of the namespaces and links this suite makes
 BRIDGE = PREFIX + '-br'
@@ -462,19 +463,8 @@ def remote_factory(tmp_path_factory):
             step()
 
 
-@pytest.fixture
-def figures(request):
-    """``figures(line)`` records a line for the "remote figures" section at the end of the run."""
-    def record(line):
-        request.node.user_properties.append(('remote', line))
-    return record
+figures = figures_fixture('remote')
 
 
 def pytest_terminal_summary(terminalreporter):
-    reports = [report for report in terminalreporter.getreports('passed') + terminalreporter.getreports('failed')
-               if report.when == 'call']
-    lines = [value for report in reports for name, value in report.user_properties if name == 'remote']
-    if lines:
-        terminalreporter.section('remote figures')
-        for line in lines:
-            terminalreporter.write_line(line)
+    show_figures(terminalreporter, 'remote')

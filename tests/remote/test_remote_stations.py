@@ -286,7 +286,7 @@ def test_with_pipelining_nothing_is_left_in_the_station_homes_or_tmp(provisioned
 
 def test_three_remote_stations_against_one_local_station(provisioned, tmp_path, figures):
     """The same batch (6 devices, the same flash time) on one local station, the way
-    tests/integration's ProvisionBatch runs it: both times are printed, nothing is asserted on them."""
+    the integration suite's ProvisionBatch (tests/lab/batch.py) runs it: both times are printed, nothing is asserted on them."""
     factory, first, rerun = provisioned.factory, provisioned.first, provisioned.rerun
     assert_ok(first)
     ports = dict(('1-%d' % (number + 1), product) for number, product in

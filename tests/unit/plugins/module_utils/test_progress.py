@@ -157,6 +157,35 @@ def steps(monkeypatch):
     return recorded
 
 
+def test_a_long_block_counts_the_devices_that_wait_one_line_per_step():
+    devices = {}
+    for number in range(1, 41):
+        name = 'AZJN-%04d' % number
+        if number <= 10:
+            devices[name] = dict(step='done', since=900.0, log_line='Flash is successful')
+        elif number == 11:
+            devices[name] = dict(step='failed', since=950.0, log_line='Flash failure')
+        elif number <= 13:
+            devices[name] = dict(step='flashing as instance %d' % (number - 12), since=880.0, log_line='Writing APP')
+        elif number <= 33:
+            devices[name] = dict(step='waiting for a flash slot', since=700.0 + number, log_line='images generated')
+        else:
+            devices[name] = dict(step='queued', since=400.0, log_line='')
+    block = progress_block(dict(phase='flash', now=1000.0, devices=devices), 'station-a', when=1796070910)
+    assert block.split('\n') == [
+        '[2026-11-30 20:35:10Z] flash on station-a: 10 done, 1 failed, 29 to go',
+        '  AZJN-0011  failed                               50s  "Flash failure"',
+        '  AZJN-0012  flashing as instance 0             2m00s  "Writing APP"',
+        '  AZJN-0013  flashing as instance 1             2m00s  "Writing APP"',
+        '  7 device(s) queued, the longest for 10m00s',
+        '  20 device(s) waiting for a flash slot, the longest for 4m46s',
+    ]
+    # Up to LISTED_DEVICES not done, every one has its line.
+    few = dict((name, record) for name, record in devices.items() if name <= 'AZJN-0016')
+    lines = progress_block(dict(phase='flash', now=1000.0, devices=few), 'station-a').split('\n')
+    assert [line.split()[0] for line in lines[1:]] == ['AZJN-%04d' % number for number in range(11, 17)]
+
+
 def test_a_station_flash_records_each_devices_steps_in_order_and_removes_its_file_at_the_end(tmp_path, module_runner,
                                                                                              steps):
     station = Station(tmp_path / 'lab', 2)
