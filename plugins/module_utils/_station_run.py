@@ -31,6 +31,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.azaion.jetson.plugins.module_utils._device_state import DeviceState, DeviceStateError
 from ansible_collections.azaion.jetson.plugins.module_utils._progress import DONE, FAILED
+from ansible_collections.azaion.jetson.plugins.module_utils._tool_runner import end_with_the_run
 
 # The device context: one per device, made once on the controller. Every station module takes
 # a list of them as its ``devices`` option; each uses the keys it needs. Keep in step with
@@ -180,13 +181,17 @@ class StationRun(object):
     ``progress``: a ProgressFile (module_utils/_progress.py) of the run's devices, which
     ``work`` tells each step; the run records each device's end (done or failed) in it, and
     removes it when all have ended.
+
+    ``ends_with_the_run``: the module ends, its tools with it, once the ansible-playbook run
+    that started it is gone (Ctrl-C; see _tool_runner.end_with_the_run).
     """
 
-    def __init__(self, module, work, phase=None, progress=None):
+    def __init__(self, module, work, phase=None, progress=None, ends_with_the_run=True):
         self.module = module
         self.work = work
         self.phase = phase
         self.progress = progress
+        self.ends_with_the_run = ends_with_the_run
         self.devices = module.params['devices']
         self._lock = threading.Lock()
 
@@ -231,6 +236,8 @@ class StationRun(object):
     def run(self):
         """Every device's result, by device name, in the order of ``devices``."""
         parallel = max(1, min(self.module.params['parallel'], len(self.devices) or 1))
+        if self.ends_with_the_run:
+            end_with_the_run()
         try:
             with ThreadPoolExecutor(max_workers=parallel) as pool:
                 futures = [(device['name'], pool.submit(self.one, device)) for device in self.devices]

@@ -14,8 +14,12 @@ import collections
 import ctypes
 import errno
 import os
+import select
 import signal
+import stat
 import subprocess
+import sys
+import threading
 import time
 
 
@@ -85,6 +89,41 @@ def _terminate_with_parent():
     """
     if _PRCTL is not None:
         _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def end_with_the_run():
+    """End this module once the run that started it is gone (Ctrl-C, an AWX cancel, a killed
+    ansible-playbook), instead of working on unseen for the hours a batch's flashes can take.
+
+    Ctrl-C ends ansible-playbook and its workers, but not the module a worker started on the
+    station: it would go on flashing, and a run started again meanwhile would find the devices
+    busy, or flash them twice. The module's standard output is the one thing that always leads
+    back to the worker (a pipe, through sh, sudo or sshd): once nobody is left to read it, the
+    kernel reports POLLERR (POLLHUP on sudo's terminal) on it. A daemon thread waits for that and
+    then ends the module with SIGTERM, as kill would: NVIDIA's tools get SIGTERM from the kernel
+    (_terminate_with_parent), the phases in flight stay recorded as running, and the next run
+    resumes them. An output that is a regular file (an async task's) has no reader to lose.
+    """
+    try:
+        fd = sys.stdout.fileno()
+        mode = os.fstat(fd).st_mode
+    except (AttributeError, ValueError, OSError):
+        return
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)):
+        return
+    watch = select.poll()
+    watch.register(fd, select.POLLERR | select.POLLHUP)
+
+    def wait_for_the_run_to_go():
+        while True:
+            events = [events for _fd, events in watch.poll()]
+            if any(event & select.POLLNVAL for event in events):
+                return  # the module closed its output: it is ending anyway
+            if any(event & (select.POLLERR | select.POLLHUP) for event in events):
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    threading.Thread(target=wait_for_the_run_to_go, name='azaion.jetson run watch', daemon=True).start()
 
 
 def run_tool(argv, cwd, log_path, timeout, env=None, kill_grace=DEFAULT_KILL_GRACE):

@@ -209,7 +209,9 @@ def main():
         run_device_core(proxy, fuse_spec, SHARED_OPTIONS, own, lambda device_module: Fuser(device_module).main(),
                         refused='. Nothing was burned.')
 
-    run = StationRun(module, work)  # Fuser records the fuse phase itself
+    # Fuser records the fuse phase itself. A burn cut short could leave a device half fused, so a
+    # stopped run (Ctrl-C) lets the burns under way finish: the module does not end with it.
+    run = StationRun(module, work, ends_with_the_run=False)
     run.exit(run.run(), FUSE_PHASE)
 
 

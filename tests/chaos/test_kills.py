@@ -1,4 +1,5 @@
-"""kill -9 of a real provision run at 20 points of a batch; after each, a re-run converges.
+"""kill -9 of a real provision run at 20 points of a batch, and Ctrl-C at 2; after each, a re-run
+converges.
 
 A kill point waits for a moment of the run (a staging in progress, a device.conf being written,
 an admin API call held open by injected latency, a flash or a Loader check in flight), then
@@ -7,6 +8,10 @@ gets to clean up) or only the ansible-playbook controller (its workers and modul
 The operator then does what a killed run asks of them, and nothing more: power-cycle the
 devices it left in the flashing initrd, and run again. That re-run must leave every device
 done and consistent, with no partial file and a clean station.
+
+Ctrl-C ends ansible-playbook, which ends its workers; the modules they started on the station
+must then end within seconds, with NVIDIA's tools, rather than go on flashing unseen beside
+the operator's next run.
 """
 
 import glob
@@ -17,7 +22,7 @@ import pytest
 
 from conftest import assert_ok
 from lab import l4t_bundle, l4t_host, usb_sysfs
-from lab.processes import kill_controller, kill_everything, wait_until
+from lab.processes import alive, interrupt, kill_controller, kill_everything, wait_until
 
 # Whole run, or only the controller.
 GROUP, CONTROLLER = 'kill -9 of the whole run', 'kill -9 of the controller only'
@@ -92,16 +97,8 @@ def kill(playbook, how):
     orphans = kill_controller(playbook)
     # The orphaned workers and modules finish or die on their own; the operator re-runs once
     # they are gone (a re-run beside a still-running orphan is another test).
-    wait_until(lambda: not any(os.path.exists('/proc/%d' % pid) and _alive(pid) for pid in orphans), timeout=180,
+    wait_until(lambda: not any(alive(pid) for pid in orphans), timeout=180,
                what='the orphans of the killed controller')
-
-
-def _alive(pid):
-    try:
-        with open('/proc/%d/stat' % pid) as stat:
-            return stat.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except OSError:
-        return False
 
 
 def operator_recovers(batch):
@@ -216,3 +213,34 @@ def test_kill_during_flashes_and_loader_checks_then_each_rerun_converges(make_ba
         wait_until(lambda: login_count(batch) > logins, timeout=300, what='the Loader checks')
         log.kill_and_recover(batch, playbook, 'Loader checks (%d login(s) in)' % (login_count(batch) - logins), how)
     assert len(log.points) == len(delays) + (how == GROUP)
+
+
+@pytest.mark.parametrize('moment', ['an admin API call held open', 'the flashes'])
+def test_ctrl_c_stops_the_stations_work_within_seconds_and_the_rerun_converges(make_batch, figures, moment):
+    # Each moment would last 20 s more: a call held open by the API, or the flashes.
+    flashes = moment == 'the flashes'
+    batch = make_batch(3, flash_seconds=20.0 if flashes else 0.0, extra_vars={'jetson_flash_concurrency': 2})
+    if flashes:
+        playbook = batch.start()
+        wait_until(lambda: flash_in_flight(batch), timeout=300, what='a flash')
+    else:
+        batch.api.set_faults([{'method': 'POST', 'latency': 20, 'drop': 'before'}])
+        playbook = batch.start()
+        wait_until(lambda: in_flight_api_call(batch), timeout=120, what='an admin API call held open')
+    time.sleep(0.5)
+    what = running(batch)
+    pressed = time.time()
+    processes = interrupt(playbook)
+    assert playbook.returncode != 0
+    wait_until(lambda: not any(alive(pid) for pid in processes), timeout=10,
+               what="the run's modules and tools to end after Ctrl-C")
+    ended = time.time() - pressed
+    started_after = [run for run in l4t_bundle.flash_runs(batch.lab.lab_state) if run['start'] > pressed]
+    assert started_after == []  # nothing more was flashed once the run was stopped
+    batch.api.set_faults([])
+    cycled = operator_recovers(batch)
+    rerun = rerun_converges(batch)
+    figures('Ctrl-C during %s: was running: %s; every process of the run gone %.1f s later, no flash started after;'
+            ' power-cycled %s; re-run: %d partial, %d mismatches, %d not done, station clean'
+            % (moment, what, ended, cycled or 'none', len(rerun['partial']), len(rerun['mismatches']),
+               len(rerun['not_done'])))

@@ -25,6 +25,25 @@ def process_tree(pid):
     return tree
 
 
+def alive(pid):
+    """Whether process ``pid`` runs (a zombie has ended)."""
+    try:
+        with open('/proc/%d/stat' % pid) as stat:
+            return stat.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False
+
+
+def interrupt(playbook):
+    """Ctrl-C, as a terminal sends it: SIGINT to the run's foreground process group, which holds
+    ansible-playbook but not its workers (each in a session of its own). Returns every process
+    of the run at that moment."""
+    processes = process_tree(playbook.pid)
+    os.killpg(playbook.pid, signal.SIGINT)
+    playbook.communicate(timeout=60)
+    return processes
+
+
 def kill_everything(playbook):
     """kill -9 the run: the controller, its workers (each in a session of its own), the modules
     on the station and NVIDIA's tools, none of which gets to clean up."""
