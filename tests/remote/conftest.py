@@ -246,6 +246,29 @@ class Station:  # pylint: disable=too-many-instance-attributes
         """``command`` inside this station's namespaces (those of its sshd)."""
         return ['nsenter', '--target', str(self.sshd.pid), '--mount', '--net', '--'] + list(command)
 
+    def ansible_processes(self):
+        """The processes that Ansible runs on this station over SSH (sudo, sh and the module's
+        Python, whose command lines hold Ansible's become marker), as (pid, command line)."""
+        namespace = _net_namespace(self.sshd.pid)
+        found = []
+        for entry in os.listdir('/proc'):
+            if entry.isdigit() and _net_namespace(int(entry)) == namespace:
+                try:
+                    with open('/proc/%s/cmdline' % entry, 'rb') as cmdline:
+                        command = cmdline.read().replace(b'\0', b' ').decode('utf-8', 'replace')
+                except OSError:
+                    continue
+                if 'BECOME-SUCCESS-' in command or command.startswith(('/usr/bin/python3', 'python3')):
+                    found.append((int(entry), command))
+        return found
+
+
+def _net_namespace(pid):
+    try:
+        return os.readlink('/proc/%d/ns/net' % pid)
+    except OSError:
+        return None
+
 
 def _make_station_dirs(station, user):
     for sub, mode in (('srv/sshd', 0o755), ('home', 0o755), ('root-ansible', 0o700), ('tmp', 0o1777)):
@@ -399,6 +422,13 @@ class RemoteFactory:  # pylint: disable=too-many-instance-attributes
         }
         environment.update(extra or {})
         return environment
+
+    def start(self, *args, env=None):
+        """The same run in the background, in a process group of its own (as a terminal's)."""
+        command = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', self.inventory,
+                   os.path.join(labkit.PLAYBOOKS_DIR, 'provision.yml'), '--become', '-e', '@' + self.secrets_file]
+        return subprocess.Popen(command + list(args), env=labkit.ansible_env(self.env(env)), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
     def run(self, *args, env=None):
         """``ansible-playbook -i <inventory> azaion.jetson.provision --become <args>``, timed."""

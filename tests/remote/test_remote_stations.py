@@ -4,7 +4,8 @@ One batch (3 stations x 2 devices, see conftest.py) is provisioned once and re-r
 ``provisioned`` fixture); each test then judges one thing about it: the devices' identities,
 where each flash ran, the re-run, interpreter discovery, who called the admin API, nothing at
 the stations' path on the controller, the secret sweep, and what pipelining leaves on the
-stations' disks. The last test runs the same batch on one local station and prints both times.
+stations' disks. A later test runs the same batch on one local station and prints both times;
+the last stops a run with Ctrl-C.
 """
 
 import importlib.util
@@ -20,7 +21,8 @@ import pytest
 import yaml
 
 from conftest import FLASH_CONCURRENCY, FLASH_SECONDS, PORTS, SSH_USER, STATION_MOUNT
-from lab import l4t_bundle, labkit
+from lab import l4t_bundle, labkit, usb_sysfs
+from lab.processes import interrupt, wait_until
 
 # The secret sweep's tools (process arguments, files, the event-recording callback), loaded by
 # path: tests/integration has its own conftest, which an import through sys.path would clash with.
@@ -321,8 +323,8 @@ def test_three_remote_stations_against_one_local_station(provisioned, tmp_path, 
 
 
 def test_without_pipelining_the_secrets_way_to_a_station_is_warned_of(provisioned):
-    """Last in the module: a rotation in check mode, so that the identity phase's module runs
-    (its token in its arguments) and nothing changes."""
+    """A rotation in check mode, so that the identity phase's module runs (its token in its
+    arguments) and nothing changes."""
     factory = provisioned.factory
     writes_before = factory.api.write_count()
     result = factory.run('--tags', 'identity', '--check', '-e', 'identity_rotate=true', env={'ANSIBLE_PIPELINING': 'False'})
@@ -332,3 +334,38 @@ def test_without_pipelining_the_secrets_way_to_a_station_is_warned_of(provisione
     assert sorted(set(line.split(': pipelining', 1)[0].split()[-1] for line in warned)) == sorted(
         station.address for station in factory.stations), warned
     assert factory.api.write_count() == writes_before
+
+
+def test_ctrl_c_ends_the_modules_on_every_station_within_seconds_and_the_rerun_converges(provisioned, figures):
+    """Last in the module. Ctrl-C in the middle of a rotation, while every station waits on an
+    admin API call that would be held open for 30 s: the modules that ansible-playbook's workers
+    started on the stations over SSH (through sudo) end with the run. Then the run again, which
+    resumes the rotation: every device holds its own identity."""
+    factory = provisioned.factory
+    factory.api.set_faults([{'method': 'PATCH', 'latency': 30, 'drop': 'before'}])
+    playbook = factory.start('-e', 'identity_rotate=true')
+    wait_until(lambda: sum(1 for entry in factory.api.request_log() if entry['status'] is None and entry['fault'])
+               >= len(factory.stations), timeout=120, what='an admin API call held open from every station')
+    working = dict((station.name, station.ansible_processes()) for station in factory.stations)
+    assert all(working.values()), working
+    pressed = time.monotonic()
+    interrupt(playbook)
+    assert playbook.returncode != 0
+    wait_until(lambda: not any(station.ansible_processes() for station in factory.stations), timeout=10,
+               what="the stations' modules to end after Ctrl-C")
+    ended = time.monotonic() - pressed
+    factory.api.set_faults([])
+
+    # The rotation re-flashes every device: the operator puts them back in recovery mode.
+    for station, port, _serial in factory.devices():
+        usb_sysfs.add_device(station.host_path(station.info['station_settings']['jetson_usb_sysfs_root']), port,
+                             PORTS[port])
+    rerun = factory.run()
+    assert_ok(rerun)
+    users = factory.api.users()
+    for station, port, serial in factory.devices():
+        conf = labkit.read_device_conf(station.storage(port))
+        assert users[email_of(serial)]['password'] == conf['AZAION_DEVICE_PASSWORD'], serial
+    figures('Ctrl-C during a rotation (%d Ansible processes on the stations, each waiting on a held API call): all'
+            ' gone %.1f s later; the re-run resumed the rotation in %.1f s, every device holding its own identity'
+            % (sum(len(processes) for processes in working.values()), ended, rerun.seconds))
