@@ -61,28 +61,26 @@ def test_a_module_whose_output_nobody_reads_any_more_ends_with_its_tool(tmp_path
     wait_until(lambda: not alive(tool), timeout=10, what='the tool to end with the module')
 
 
-def test_a_module_whose_output_is_read_goes_on(tmp_path):
-    module = start_module(tmp_path, subprocess.PIPE)
+def goes_on_then_dies_by_kill_with_its_tool(module):
+    """The module and its tool still run 2 s on; then kill -9 of the module ends the tool too."""
     try:
-        assert module.stdout.readline() == b'working\n'
         tool = tool_of(module)
         time.sleep(2)
         assert module.poll() is None and alive(tool)
     finally:
         module.kill()
         module.wait()
-        module.stdout.close()
-    # Killed by SIGKILL, the module still takes its tool down.
     wait_until(lambda: not alive(tool), timeout=10, what='the tool to end with the module')
+
+
+def test_a_module_whose_output_is_read_goes_on(tmp_path):
+    module = start_module(tmp_path, subprocess.PIPE)
+    assert module.stdout.readline() == b'working\n'
+    goes_on_then_dies_by_kill_with_its_tool(module)
+    module.stdout.close()
 
 
 def test_a_module_whose_output_goes_to_a_file_goes_on(tmp_path):
     with open(str(tmp_path / 'async.out'), 'wb') as output:
         module = start_module(tmp_path, output)
-    try:
-        tool = tool_of(module)
-        time.sleep(2)
-        assert module.poll() is None and alive(tool)
-    finally:
-        module.kill()
-        module.wait()
+    goes_on_then_dies_by_kill_with_its_tool(module)
