@@ -85,6 +85,22 @@ def test_ansible_inventory_refuses_a_bad_manifest_with_every_problem_and_its_lin
     assert 'lines 2 and 3 (AZJN-0042 and AZXX-0042) are on the same USB port 1-1 of station localhost' in result.stderr
 
 
+def test_without_strict_inventory_settings_the_provision_run_still_stops_at_a_bad_manifest_writing_nothing(tmp_path):
+    """Ansible only warns of an inventory source it cannot read, and a playbook over an empty
+    group would end "successfully" having done nothing: the playbook's first check stops it."""
+    (tmp_path / 'devices.csv').write_text('serial,station,usb_instance\nAZJN-0042,localhost,1-1\n'
+                                          'AZJN-0042,localhost,1-2\n')
+    write_yaml(tmp_path / 'factory_manifest.yml', {'plugin': 'azaion.jetson.factory_manifest', 'manifest': 'devices.csv',
+                                                   'batch_name': 'bad'})
+    before = sorted(os.listdir(str(tmp_path)))
+    result = labkit.run_playbook(str(tmp_path / 'factory_manifest.yml'))
+    output = ' '.join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert 'devices line 2 and line 3 have the same serial AZJN-0042' in output
+    assert 'the inventory has no devices' in output and 'which names the line' in output
+    assert sorted(os.listdir(str(tmp_path))) == before  # no report, no state
+
+
 def test_a_provision_run_from_a_manifest_provisions_every_device_of_its_station(make_provision, tmp_path):
     batch = make_provision({'1-1': '7523', '1-2': '7623', '1-3': '7523'})
     # The inventory as a factory keeps it: the manifest, the station's connection in host_vars,
