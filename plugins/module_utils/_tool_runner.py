@@ -91,6 +91,29 @@ def _terminate_with_parent():
         _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+# The tools running now (pid -> the grace they get), and whether the module is stopping: a
+# stopped run starts no more tools.
+_RUNNING = {}
+_RUNNING_LOCK = threading.Lock()
+_STOPPING = threading.Event()
+
+
+def _stop_tools():
+    """The run is gone: start no more tools, give each running one SIGTERM once (NVIDIA's tools
+    clean up their udev rules and exports on it) and wait for them all, up to their grace."""
+    _STOPPING.set()
+    with _RUNNING_LOCK:
+        running = dict(_RUNNING)
+    for pid in running:
+        _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + max(list(running.values()) + [0])
+    while time.monotonic() < deadline:
+        with _RUNNING_LOCK:
+            if not _RUNNING:
+                return
+        time.sleep(0.05)
+
+
 def end_with_the_run():
     """End this module once the run that started it is gone (Ctrl-C, an AWX cancel, a killed
     ansible-playbook), instead of working on unseen for the hours a batch's flashes can take.
@@ -99,10 +122,15 @@ def end_with_the_run():
     station: it would go on flashing, and a run started again meanwhile would find the devices
     busy, or flash them twice. The module's standard output is the one thing that always leads
     back to the worker (a pipe, through sh, sudo or sshd): once nobody is left to read it, the
-    kernel reports POLLERR (POLLHUP on sudo's terminal) on it. A daemon thread waits for that and
-    then ends the module with SIGTERM, as kill would: NVIDIA's tools get SIGTERM from the kernel
-    (_terminate_with_parent), the phases in flight stay recorded as running, and the next run
+    kernel reports POLLERR (POLLHUP on sudo's terminal) on it. A daemon thread waits for that,
+    stops the tools itself (_stop_tools: one SIGTERM each, which the kernel's would not be once
+    the module's threads die one by one, see _terminate_with_parent), then ends the module with
+    SIGTERM, as kill would: the phases in flight stay recorded as running, and the next run
     resumes them. An output that is a regular file (an async task's) has no reader to lose.
+
+    The watch is one more thread, and so one more hop for a tool's SIGTERM when the module is
+    killed from outside (kill -9): the station modules, which run a thread per device anyway,
+    call it; the single-threaded single-device modules (l4t_flash) do not.
     """
     try:
         fd = sys.stdout.fileno()
@@ -120,6 +148,7 @@ def end_with_the_run():
             if any(event & select.POLLNVAL for event in events):
                 return  # the module closed its output: it is ending anyway
             if any(event & (select.POLLERR | select.POLLHUP) for event in events):
+                _stop_tools()
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
 
@@ -140,13 +169,19 @@ def run_tool(argv, cwd, log_path, timeout, env=None, kill_grace=DEFAULT_KILL_GRA
     argv = [str(arg) for arg in argv]
     log_fd = _open_log(log_path)
     started = time.monotonic()
+    process = None
     try:
+        if _STOPPING.is_set():
+            log_line(log_fd, '==> %s azaion.jetson: not running %s: the run was stopped' % (utc_stamp(), argv[0]))
+            return ToolRun(-signal.SIGTERM, False, 0.0, log_path)
         log_line(log_fd, '==> %s azaion.jetson: running %s (in %s, time limit %s s)'
                  % (utc_stamp(), ' '.join(argv), cwd, timeout))
         try:
-            process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log_fd,
-                                       stderr=subprocess.STDOUT, close_fds=True, start_new_session=True,
-                                       preexec_fn=_terminate_with_parent)
+            with _RUNNING_LOCK:
+                process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log_fd,
+                                           stderr=subprocess.STDOUT, close_fds=True, start_new_session=True,
+                                           preexec_fn=_terminate_with_parent)
+                _RUNNING[process.pid] = kill_grace
         except (IOError, OSError) as exc:
             rc = 127 if exc.errno == errno.ENOENT else 126
             log_line(log_fd, '==> %s azaion.jetson: cannot run %s: %s' % (utc_stamp(), argv[0], exc.strerror or exc))
@@ -182,6 +217,9 @@ def run_tool(argv, cwd, log_path, timeout, env=None, kill_grace=DEFAULT_KILL_GRA
             log_line(log_fd, '==> %s azaion.jetson: exit %s after %.1f s' % (utc_stamp(), rc, seconds))
         return ToolRun(rc, timed_out, seconds, log_path)
     finally:
+        if process is not None:
+            with _RUNNING_LOCK:
+                _RUNNING.pop(process.pid, None)
         os.close(log_fd)
 
 

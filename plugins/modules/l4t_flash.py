@@ -389,12 +389,10 @@ msg:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.azaion.jetson.plugins.module_utils._flash import Flasher, flash_argument_spec
-from ansible_collections.azaion.jetson.plugins.module_utils._tool_runner import end_with_the_run
 
 
 def main():
     module = AnsibleModule(argument_spec=flash_argument_spec(), supports_check_mode=True)
-    end_with_the_run()  # a stopped run (Ctrl-C) stops the flash
     Flasher(module).main()
 
 

@@ -27,6 +27,11 @@ description:
     result.
   - Several devices of a station may call it at once; a lock file makes the first do the work
     and the others find it done.
+  - A step that did not finish (its tool failed, or the module was killed or the station lost
+    power mid-step) is done again by the next run, although its files may make it look done
+    (C(etc/passwd) is among the first files of the tarball; the default user exists before its
+    password is set). Each step is recorded in C(<l4t_dir>/.azaion-staging-step) while it runs;
+    an unpack is done again into an emptied C(rootfs/).
   - While it runs, it keeps the step the tree is in (C(unpack sample rootfs), C(apply_binaries.sh),
     C(create default user)) and the tools' log for O(progress_interval), under the name
     C(staging tree).
@@ -112,6 +117,7 @@ import fcntl
 import json
 import os
 import secrets
+import shutil
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -119,8 +125,10 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.azaion.jetson.plugins.module_utils._files import write_file_atomic
 from ansible_collections.azaion.jetson.plugins.module_utils._progress import ProgressFile, progress_path
 from ansible_collections.azaion.jetson.plugins.module_utils._tool_runner import log_tail, run_tool
+from ansible_collections.azaion.jetson.plugins.module_utils._workspace import STAGING_MARKER
 
-STAMP_NAME = '.azaion-staging.json'
+# The step under way, kept while it runs: one that did not finish is done again by the next run.
+STEP_RECORD = '.azaion-staging-step'
 # The one entry of the staging's progress: the station's tree, not a device.
 PROGRESS_NAME = 'staging tree'
 
@@ -151,6 +159,10 @@ def set_shadow_hash(shadow_path, user, password_hash):
 
 
 class Stager(object):
+    # The steps in order, each with the method that does it.
+    STEPS = (('unpack sample rootfs', 'unpack'), ('apply_binaries.sh', 'apply_binaries'),
+             ('create default user', 'create_default_user'))
+
     def __init__(self, module):
         self.module = module
         self.params = module.params
@@ -173,14 +185,37 @@ class Stager(object):
             why = 'timed out after %d s' % self.params['timeout'] if run.timed_out else 'exited with %d' % run.rc
             self.fail('%s %s (log %s); last lines:\n%s' % (step, why, self.log_path, log_tail(self.log_path, 20)))
 
+    def unfinished_step(self):
+        """The step a run started and did not finish (None: none)."""
+        try:
+            with open(os.path.join(self.l4t_dir, STEP_RECORD)) as record:
+                return record.read().strip() or None
+        except (IOError, OSError):
+            return None
+
+    def record_step(self, step):
+        """``step`` is under way (None: every step so far has finished)."""
+        path = os.path.join(self.l4t_dir, STEP_RECORD)
+        if step is not None:
+            write_file_atomic(path, (step + '\n').encode('utf-8'), mode=0o644)
+        elif os.path.exists(path):
+            os.unlink(path)
+
     def pending_steps(self):
-        steps = []
-        if not os.path.exists(os.path.join(self.rootfs, 'etc', 'passwd')):
-            steps.append('unpack sample rootfs')
-        if self.params['apply_binaries'] and not os.path.exists(os.path.join(self.rootfs, 'etc', 'nv_tegra_release')):
-            steps.append('apply_binaries.sh')
+        """The steps still to do, in order. A step that did not finish, and every step after it,
+        are to do whatever the files say."""
+        unfinished = self.unfinished_step()
+        order = [step for step, _action in self.STEPS]
+        redo = set(order[order.index(unfinished):]) if unfinished in order else set()
         passwd = os.path.join(self.rootfs, 'etc', 'passwd')
-        if self.params['default_user'] and not passwd_has_user(passwd, self.params['default_user']):
+        steps = []
+        if 'unpack sample rootfs' in redo or not os.path.exists(passwd):
+            steps.append('unpack sample rootfs')
+        if self.params['apply_binaries'] and (
+                'apply_binaries.sh' in redo or not os.path.exists(os.path.join(self.rootfs, 'etc', 'nv_tegra_release'))):
+            steps.append('apply_binaries.sh')
+        if self.params['default_user'] and ('create default user' in redo or 'unpack sample rootfs' in steps
+                                            or not passwd_has_user(passwd, self.params['default_user'])):
             steps.append('create default user')
         return steps
 
@@ -200,7 +235,18 @@ class Stager(object):
             if step in steps and not os.path.isfile(os.path.join(self.l4t_dir, tool)):
                 self.fail('%s has no %s' % (self.l4t_dir, tool))
 
+    def empty_rootfs(self):
+        """Remove what an unpack cut short left in rootfs/, never across a mount point."""
+        for top, directories, _files in os.walk(self.rootfs):
+            for name in directories:
+                if os.path.ismount(os.path.join(top, name)):
+                    self.fail('%s is a mount point inside the rootfs, left by a tool cut short: unmount it, then'
+                              ' run again' % os.path.join(top, name))
+        shutil.rmtree(self.rootfs)
+
     def unpack(self):
+        if os.path.isdir(self.rootfs) and os.path.exists(os.path.join(self.rootfs, 'etc')):
+            self.empty_rootfs()  # an unpack that did not finish: start again from an empty rootfs/
         if not os.path.isdir(self.rootfs):
             os.makedirs(self.rootfs, 0o755)
         # As root, tar keeps the owners and modes recorded in the archive (-p, numeric ids).
@@ -217,10 +263,13 @@ class Stager(object):
 
     def create_default_user(self):
         user = self.params['default_user']
-        throwaway = secrets.token_hex(16)  # on the command line only until the real hash replaces it
-        self.run('l4t_create_default_user.sh',
-                 ['./tools/l4t_create_default_user.sh', '-u', user, '-p', throwaway,
-                  '-n', self.params['hostname'], '--accept-license'], self.l4t_dir)
+        # A user already there was created by a run cut short before it set the password (the
+        # script refuses an existing user): only the password is left to set.
+        if not passwd_has_user(os.path.join(self.rootfs, 'etc', 'passwd'), user):
+            throwaway = secrets.token_hex(16)  # on the command line only until the real hash replaces it
+            self.run('l4t_create_default_user.sh',
+                     ['./tools/l4t_create_default_user.sh', '-u', user, '-p', throwaway,
+                      '-n', self.params['hostname'], '--accept-license'], self.l4t_dir)
         rc, out, err = self.module.run_command(['openssl', 'passwd', '-6', '-stdin'],
                                                data=self.params['default_user_password'], binary_data=False)
         password_hash = out.strip()
@@ -238,18 +287,19 @@ class Stager(object):
             return steps
         if self.params['progress_interval'] > 0:
             self.progress = ProgressFile(progress_path(self.params['log_dir'], 'rootfs'), 'rootfs', [PROGRESS_NAME])
-        for step, action in (('unpack sample rootfs', self.unpack), ('apply_binaries.sh', self.apply_binaries),
-                             ('create default user', self.create_default_user)):
+        for step, action in self.STEPS:
             if step in steps:
                 self.progress.step(PROGRESS_NAME, step, self.log_path)
-                action()
+                self.record_step(step)
+                getattr(self, action)()
                 self.steps.append(step)
         etc = os.path.join(self.rootfs, 'etc')
         if not os.path.isdir(etc):
             os.makedirs(etc, 0o755)
         stamp = dict(staged=time.time(), steps=self.steps, generation=secrets.token_hex(8))
-        write_file_atomic(os.path.join(self.l4t_dir, STAMP_NAME), json.dumps(stamp, sort_keys=True).encode('utf-8'),
+        write_file_atomic(os.path.join(self.l4t_dir, STAGING_MARKER), json.dumps(stamp, sort_keys=True).encode('utf-8'),
                           mode=0o644)
+        self.record_step(None)  # after the stamp: a tree staged without one is staged again
         return steps
 
 

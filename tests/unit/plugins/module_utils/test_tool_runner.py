@@ -9,10 +9,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from lab import labkit
 from lab.processes import alive, process_tree, wait_until
+
+from ansible_collections.azaion.jetson.plugins.module_utils import _tool_runner
 
 # A module's life in short: it watches its run, starts a tool the way the station modules do
 # (run_tool in a thread of its own), says so, and works for a minute.
@@ -59,6 +62,19 @@ def test_a_module_whose_output_nobody_reads_any_more_ends_with_its_tool(tmp_path
     module.stdout.close()  # the worker that read it is gone
     assert module.wait(timeout=10) == -signal.SIGTERM
     wait_until(lambda: not alive(tool), timeout=10, what='the tool to end with the module')
+    # The module stopped its tool itself (one SIGTERM, its exit logged) before it ended.
+    with open(str(tmp_path / 'tool.log')) as log:
+        assert 'azaion.jetson: exit -15 after' in log.read()
+
+
+def test_once_the_run_is_stopped_no_tool_starts(tmp_path, monkeypatch):
+    monkeypatch.setattr(_tool_runner, '_STOPPING', threading.Event())
+    _tool_runner._STOPPING.set()
+    log = str(tmp_path / 'tool.log')
+    run = _tool_runner.run_tool(['touch', str(tmp_path / 'ran')], str(tmp_path), log, 30)
+    assert run.rc == -signal.SIGTERM and not os.path.exists(str(tmp_path / 'ran'))
+    with open(log) as written:
+        assert 'not running touch: the run was stopped' in written.read()
 
 
 def goes_on_then_dies_by_kill_with_its_tool(module):
