@@ -328,8 +328,7 @@ def main():
         module.fail_json(msg='l4t_dir %s does not exist: create the station\'s working tree first '
                              '(azaion.jetson.l4t_workspace)' % stager.l4t_dir)
     # A stopped run (Ctrl-C) lets the staging finish (no end_with_the_run): a step cut short would
-    # look done to the next run (etc/passwd is among the first files of the tarball); that run
-    # waits here for it instead.
+    # start again from the beginning (see STEP_RECORD); the next run waits here for it instead.
     with open(stager.l4t_dir.rstrip('/') + '.lock', 'a') as lock:
         # Devices of one station share this tree: the first stages it, the others wait and find it done.
         fcntl.flock(lock, fcntl.LOCK_EX)
