@@ -117,11 +117,12 @@ class ProvisionBatch:
 
 
 def tree_checksums(top):
+    """relpath -> sha256 of every regular file under ``top`` (not links, FIFOs or devices)."""
     sums = {}
     for root, _dirs, files in os.walk(top):
         for name in files:
             path = os.path.join(root, name)
-            if not os.path.islink(path):
+            if os.path.isfile(path) and not os.path.islink(path):
                 with open(path, 'rb') as content:
                     sums[os.path.relpath(path, top)] = hashlib.sha256(content.read()).hexdigest()
     return sums

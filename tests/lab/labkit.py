@@ -32,6 +32,15 @@ def link_collection():
     return COLLECTIONS_ROOT
 
 
+def write_file(path, text, mode=0o644):
+    """Write ``text`` to ``path`` (directories made) with ``mode``; return the path."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as handle:
+        handle.write(text)
+    os.chmod(path, mode)
+    return path
+
+
 def make_rootfs(root):
     """Create a minimal staging rootfs at ``root`` and return its path."""
     etc = os.path.join(root, 'etc')

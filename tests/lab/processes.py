@@ -25,6 +25,21 @@ def process_tree(pid):
     return tree
 
 
+def processes_mentioning(text):
+    """Pids of live processes (other than this one) whose command line contains ``text``."""
+    found = []
+    for name in os.listdir('/proc'):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open('/proc/%s/cmdline' % name, 'rb') as cmdline:
+                if text.encode() in cmdline.read() and alive(int(name)):
+                    found.append(int(name))
+        except (IOError, OSError):
+            continue
+    return found
+
+
 def alive(pid):
     """Whether process ``pid`` runs (a zombie has ended)."""
     try:
