@@ -109,6 +109,13 @@ class ProgressFile(object):
             self.path = None
 
 
+def run_progress(log_dir, phase, names, interval, check_mode):
+    """The ProgressFile of a station run of ``phase`` over ``names``: kept in ``log_dir`` when
+    the task shows it (``interval`` above 0, a ``log_dir``, not check mode), else nowhere."""
+    shown = interval > 0 and bool(log_dir) and not check_mode
+    return ProgressFile(progress_path(log_dir, phase) if shown else None, phase, names)
+
+
 def no_progress(step, log_path=None):
     """The reporter of a device whose progress nobody reads."""
 

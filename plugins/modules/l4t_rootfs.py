@@ -123,7 +123,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.azaion.jetson.plugins.module_utils._files import write_file_atomic
-from ansible_collections.azaion.jetson.plugins.module_utils._progress import ProgressFile, progress_path
+from ansible_collections.azaion.jetson.plugins.module_utils._progress import ProgressFile, run_progress
 from ansible_collections.azaion.jetson.plugins.module_utils._tool_runner import log_tail, run_tool
 from ansible_collections.azaion.jetson.plugins.module_utils._workspace import STAGING_MARKER
 
@@ -285,8 +285,8 @@ class Stager(object):
         self.check_inputs(steps)
         if self.module.check_mode or not steps:
             return steps
-        if self.params['progress_interval'] > 0:
-            self.progress = ProgressFile(progress_path(self.params['log_dir'], 'rootfs'), 'rootfs', [PROGRESS_NAME])
+        self.progress = run_progress(self.params['log_dir'], 'rootfs', [PROGRESS_NAME], self.params['progress_interval'],
+                                     self.module.check_mode)
         for step, action in self.STEPS:
             if step in steps:
                 self.progress.step(PROGRESS_NAME, step, self.log_path)

@@ -195,7 +195,7 @@ msg:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.azaion.jetson.plugins.module_utils._flash import CHECKING, Flasher, flash_argument_spec
-from ansible_collections.azaion.jetson.plugins.module_utils._progress import ProgressFile, progress_path
+from ansible_collections.azaion.jetson.plugins.module_utils._progress import run_progress
 from ansible_collections.azaion.jetson.plugins.module_utils._station_run import (
     StationRun,
     devices_by,
@@ -233,9 +233,8 @@ def main():
         module.params['parallel'] = len(devices)
     flash_spec = flash_argument_spec()
     by_port = devices_by(devices, 'usb_instance')
-    recorded = module.params['progress_interval'] > 0 and not module.check_mode
-    progress = ProgressFile(progress_path(module.params['log_dir'], 'flash') if recorded else None, 'flash',
-                            [device['name'] for device in devices])
+    progress = run_progress(module.params['log_dir'], 'flash', [device['name'] for device in devices],
+                            module.params['progress_interval'], module.check_mode)
 
     def flash(device_module, report):
         flasher = Flasher(device_module)

@@ -114,7 +114,7 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.azaion.jetson.plugins.module_utils._progress import ProgressFile, progress_path
+from ansible_collections.azaion.jetson.plugins.module_utils._progress import run_progress
 from ansible_collections.azaion.jetson.plugins.module_utils._station_run import (
     StationRun,
     devices_by,
@@ -136,9 +136,8 @@ def main():
                                  **shared_options(workspace_spec, SHARED_OPTIONS))
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     by_tree = devices_by(module.params['devices'], 'port_tree')
-    recorded = module.params['progress_interval'] > 0 and module.params['log_dir'] and not module.check_mode
-    progress = ProgressFile(progress_path(module.params['log_dir'], 'rootfs') if recorded else None, 'rootfs',
-                            [device['name'] for device in module.params['devices']])
+    progress = run_progress(module.params['log_dir'], 'rootfs', [device['name'] for device in module.params['devices']],
+                            module.params['progress_interval'], module.check_mode)
 
     def work(proxy, device):
         name = device['name']

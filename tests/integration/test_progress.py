@@ -21,14 +21,17 @@ HEADER = re.compile(r'^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)Z\] (flash|rootfs) on (
 DEVICE = re.compile(r'^  (AZJN-\d{4}|staging tree)  (.+?) +(\d+s|\d+m\d\ds|\d+h\d\dm)(?:  "(.*)")?$')
 
 
-def read_as_it_comes(playbook):
-    """Every line the playbook prints, with the time it arrived here."""
+def run_reading_as_it_comes(batch):
+    """Run the batch's playbook to success; return it and every line it printed, with the time
+    the line arrived here."""
+    playbook = batch.start()
     lines = []
     for line in playbook.stdout:
         lines.append((time.time(), line.rstrip('\n')))
     playbook.wait(timeout=60)
     playbook.stdout_text = '\n'.join(line for _arrived, line in lines)
-    return lines
+    assert playbook.returncode == 0, playbook.stdout_text[-3000:]
+    return playbook, lines
 
 
 def is_log_line(shown, log_lines):
@@ -62,9 +65,7 @@ def progress_blocks(lines, phase):
 def test_progress_lines_name_each_flashing_device_its_step_and_its_log_before_the_flash_ends(make_provision):
     batch = make_provision({'1-1': '7523', '1-2': '7523'}, flash_seconds=20.0,
                            extra_vars={'flash_progress_interval': 5})
-    playbook = batch.start()
-    lines = read_as_it_comes(playbook)
-    assert playbook.returncode == 0, playbook.stdout_text[-3000:]
+    playbook, lines = run_reading_as_it_comes(batch)
 
     runs = dict((run['usb_instance'], run) for run in batch.flash_runs())
     assert sorted(runs) == ['1-1', '1-2'] and all(run['exit'] == 0 for run in runs.values())
@@ -99,9 +100,7 @@ def test_progress_lines_show_the_staging_trees_step_and_its_tools_log_before_the
     # apply_binaries.sh takes minutes on a station (it unpacks NVIDIA's packages): 12 s here.
     batch = make_provision({'1-1': '7523', '1-2': '7523'}, apply_seconds=12.0,
                            extra_vars={'rootfs_progress_interval': 3})
-    playbook = batch.start()
-    lines = read_as_it_comes(playbook)
-    assert playbook.returncode == 0, playbook.stdout_text[-3000:]
+    playbook, lines = run_reading_as_it_comes(batch)
 
     staging = os.path.join(batch.lab.workdir, 'staging', 'Linux_for_Tegra')
     with open(os.path.join(staging, '.azaion-staging.json')) as stamp:

@@ -25,19 +25,19 @@ def process_tree(pid):
     return tree
 
 
+def command_line(pid):
+    """The command line of process ``pid``, its arguments joined by spaces ('' once it is gone)."""
+    try:
+        with open('/proc/%d/cmdline' % pid, 'rb') as cmdline:
+            return cmdline.read().replace(b'\0', b' ').decode('utf-8', 'replace')
+    except OSError:
+        return ''
+
+
 def processes_mentioning(text):
     """Pids of live processes (other than this one) whose command line contains ``text``."""
-    found = []
-    for name in os.listdir('/proc'):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open('/proc/%s/cmdline' % name, 'rb') as cmdline:
-                if text.encode() in cmdline.read() and alive(int(name)):
-                    found.append(int(name))
-        except (IOError, OSError):
-            continue
-    return found
+    return [int(name) for name in os.listdir('/proc')
+            if name.isdigit() and int(name) != os.getpid() and text in command_line(int(name)) and alive(int(name))]
 
 
 def alive(pid):

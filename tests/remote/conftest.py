@@ -43,6 +43,7 @@ import pytest
 from lab import labkit
 from lab.admin_api import LabAdminAPI
 from lab.figures import figures_fixture, show_figures
+from lab.processes import command_line
 
 PREFIX = 'azrt'                      # names of the namespaces and links this suite makes
 BRIDGE = PREFIX + '-br'
@@ -253,11 +254,7 @@ class Station:  # pylint: disable=too-many-instance-attributes
         found = []
         for entry in os.listdir('/proc'):
             if entry.isdigit() and _net_namespace(int(entry)) == namespace:
-                try:
-                    with open('/proc/%s/cmdline' % entry, 'rb') as cmdline:
-                        command = cmdline.read().replace(b'\0', b' ').decode('utf-8', 'replace')
-                except OSError:
-                    continue
+                command = command_line(int(entry))
                 if 'BECOME-SUCCESS-' in command or command.startswith(('/usr/bin/python3', 'python3')):
                     found.append((int(entry), command))
         return found

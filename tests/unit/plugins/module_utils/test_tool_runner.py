@@ -16,7 +16,7 @@ import time
 
 from lab import l4t_bundle, labkit
 from lab.bundle_lab import bundle_lab  # noqa: F401 pylint: disable=unused-import
-from lab.processes import alive, process_tree, processes_mentioning, wait_until
+from lab.processes import alive, command_line, process_tree, processes_mentioning, wait_until
 
 from ansible_collections.azaion.jetson.plugins.module_utils import _tool_runner
 from ansible_collections.azaion.jetson.plugins.module_utils._tool_runner import ToolRun, log_tail, run_tool
@@ -48,18 +48,10 @@ def tool_of(module):
     found = []
 
     def started():
-        found[:] = [pid for pid in process_tree(module.pid)[1:] if _command(pid).startswith('sleep')]
+        found[:] = [pid for pid in process_tree(module.pid)[1:] if command_line(pid).startswith('sleep')]
         return found
     wait_until(started, timeout=30, what="the module's tool")
     return found[0]
-
-
-def _command(pid):
-    try:
-        with open('/proc/%d/cmdline' % pid, 'rb') as cmdline:
-            return cmdline.read().replace(b'\0', b' ').decode()
-    except OSError:
-        return ''
 
 
 def test_a_module_whose_output_nobody_reads_any_more_ends_with_its_tool(tmp_path):

@@ -14,6 +14,7 @@ import sys
 import time
 
 from lab import l4t_bundle, l4t_host, labkit
+from lab.processes import alive
 
 from ansible_collections.azaion.jetson.plugins.module_utils._workspace import clone_tree
 from ansible_collections.azaion.jetson.plugins.modules.station_flash import main
@@ -223,15 +224,6 @@ def test_devices_without_a_port_of_their_own_are_refused(module_runner, tmp_path
     assert station.calls() == []
 
 
-def running(pid):
-    """Whether process ``pid`` still runs (not gone, not a zombie waiting to be reaped)."""
-    try:
-        with open('/proc/%d/stat' % pid) as stat_file:
-            return stat_file.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except FileNotFoundError:
-        return False
-
-
 def test_a_killed_station_run_takes_every_tool_down(tmp_path):
     # The tools are started by the run's threads: each must still get SIGTERM when the module
     # dies. (One SIGTERM per thread of the dying module may reach a tool, as each thread hands it
@@ -246,14 +238,14 @@ def test_a_killed_station_run_takes_every_tool_down(tmp_path):
             time.sleep(0.05)
         assert len(station.runs()) == 2, 'the flashes never started'
         tools = [call['pid'] for call in station.calls() if '--flash-only' in call['argv']]
-        assert len(tools) == 2 and all(running(pid) for pid in tools)
+        assert len(tools) == 2 and all(alive(pid) for pid in tools)
     finally:
         module.kill()  # SIGKILL: no clean-up of its own runs
         module.wait()
     deadline = time.monotonic() + 15
-    while any(running(pid) for pid in tools) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in tools) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(running(pid) for pid in tools), 'a tool outlived its module'
+    assert not any(alive(pid) for pid in tools), 'a tool outlived its module'
     assert all(run['exit'] in (None, 143) for run in station.runs())  # SIGTERM, never a flash that went on
 
 
