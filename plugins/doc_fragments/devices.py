@@ -41,10 +41,14 @@ options:
         description: The USB port of the device's cable (C(jetson_usb_instance)).
         type: str
       board:
-        description: The board (C(jetson_board)); empty to detect it from the USB product id.
+        description:
+          - The board (C(jetson_board)); empty to detect it from the USB product id, which
+            C(0955:7023) (an AGX Orin 32GB, 64GB or Industrial) cannot tell.
         type: str
       board_identity:
-        description: Overrides of the board identity for image generation (C(flash_board_identity)).
+        description:
+          - Overrides of the board identity for image generation (C(flash_board_identity)), with
+            the keys C(BOARDID), C(FAB), C(BOARDSKU), C(BOARDREV), C(CHIP_SKU) and C(FUSELEVEL).
         type: dict
       own_rootfs:
         description: The device's own staging rootfs (C(jetson_rootfs_dir)), when it has one.
@@ -84,6 +88,11 @@ options:
         type: path
       sbk_key:
         description: The SBK key on the station (C(jetson_sbk_key)).
+        type: path
+      ekb_file:
+        description:
+          - The EKB image on the station (C(jetson_ekb_file)), encrypted with the OEM key (C(OemK1)) the
+            device's fuse configuration burns. Required when it burns C(OemK1) or C(OemK2).
         type: path
       batch:
         description: The name of the device's batch (C(jetson_batch_name), default V(batch)). Not used by the modules.

@@ -20,6 +20,9 @@ description:
     C(jetson_station), C(jetson_usb_instance), C(jetson_board), C(jetson_fuse_enabled) and
     C(jetson_loader_url). An empty optional cell sets nothing, so a value given in
     C(group_vars) (for example a C(jetson_loader_url) template for every device) still applies.
+    An empty V(board) is detected from the USB product id, except for an AGX Orin on
+    C(0955:7023) (the 32GB, 64GB and Industrial alike), whose line needs V(agx-orin-32gb),
+    V(agx-orin-64gb) or V(agx-orin-industrial), else the batch check refuses the device.
   - Every device is also put in the group C(station_<station>) of its station, C(wave_<wave>)
     of its wave and C(board_<board>) of its board, with every character that Ansible does not
     allow in a group name replaced by V(_). Each station other than V(localhost) becomes a host

@@ -18,8 +18,10 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.azaion.jetson.plugins.module_utils._fuse import FuseError, keys_needed, parse_fuse_config
-from ansible_collections.azaion.jetson.plugins.module_utils._usb import NVIDIA_VENDOR, RECOVERY_PRODUCTS, recovery_devices
+from ansible_collections.azaion.jetson.plugins.module_utils._fuse import FuseError, key_problems, keys_needed, parse_fuse_config
+from ansible_collections.azaion.jetson.plugins.module_utils._usb import (NVIDIA_VENDOR, RECOVERY_PRODUCTS, ambiguous_fix,
+                                                                       board_of_product, describe_product,
+                                                                       recovery_devices)
 
 # The trees a station makes under its workdir, remade by the run (plugin_utils/_station.py).
 STATION_TREES = ('staging', 'ports')
@@ -74,17 +76,19 @@ def path_problems(devices, pending_phases, l4t_dir, workdir):
     return problems
 
 
-def file_problems(devices, pending_phases):
-    """Key files and fuse configurations the devices' pending phases will use."""
+def file_problems(devices, pending_phases, l4t_dir=None):
+    """Key files and fuse configurations the devices' pending phases will use; a fuse
+    configuration is checked against the keys with the tools of the bundle in ``l4t_dir``."""
     problems = []
     for device in devices:
         name, pending = device['name'], pending_phases.get(device['name'], ())
         fusing = 'fuse' in pending and device.get('fuse_enabled')
         if fusing or 'flash' in pending:
-            for variable, key in (('jetson_pkc_key', 'pkc_key'), ('jetson_sbk_key', 'sbk_key')):
+            for variable, key in (('jetson_pkc_key', 'pkc_key'), ('jetson_sbk_key', 'sbk_key'),
+                                  ('jetson_ekb_file', 'ekb_file')):
                 path = device.get(key)
                 if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
-                    problems.append('%s: %s %s is not a readable file on the station; put the key file there or fix'
+                    problems.append('%s: %s %s is not a readable file on the station; put the file there or fix'
                                     ' %s' % (name, variable, path, variable))
         if not fusing:
             continue
@@ -94,16 +98,23 @@ def file_problems(devices, pending_phases):
             problems.append('%s: jetson_fuse_config: %s; fix the file or set jetson_fuse_config to a valid NVIDIA'
                             ' fuse XML on the station' % (name, exc))
             continue
+        missing = False
         for fuse, key in keys_needed(fuses):
             if not device.get(key):
+                missing = True
                 problems.append('%s: jetson_fuse_config burns %s, after which the device answers only tools given its'
                                 ' key; set jetson_%s to the key file' % (name, fuse, key))
+        if l4t_dir and not missing:
+            problems.extend('%s: jetson_fuse_config %s: %s' % (name, device['fuse_config'], problem)
+                            for problem in key_problems(fuses, l4t_dir, device.get('pkc_key'), device.get('sbk_key'),
+                                                        device.get('ekb_file')))
     return problems
 
 
 def usb_problems(devices, pending_phases, usb_sysfs_root):
-    """Devices whose pending phases need them in recovery mode, and that are not there, or are
-    another board than the inventory says."""
+    """Devices whose pending phases need them in recovery mode, and that are not there, are
+    another board than the inventory says, or are a module whose USB id names several boards
+    (0955:7023) with no jetson_board to say which (docs/l4t-board-identity.md)."""
     waiting = [device for device in devices if needs_recovery(device, pending_phases.get(device['name'], ()))]
     if not waiting:
         return []
@@ -118,9 +129,17 @@ def usb_problems(devices, pending_phases, usb_sysfs_root):
             problems.append('%s: no Jetson is in recovery mode on USB port %s (jetson_usb_instance); %s'
                             % (name, port, RECOVERY_FIX))
             continue
-        board = RECOVERY_PRODUCTS.get(found[port])
-        if device.get('board') and board and device['board'] != board:
-            problems.append('%s: jetson_board is %s, but the Jetson in recovery mode on USB port %s is an %s (USB'
+        product = found[port]
+        boards = RECOVERY_PRODUCTS.get(product, ())
+        if device.get('board') and boards and device['board'] not in boards:
+            found_board = describe_product(product)
+            problems.append('%s: jetson_board is %s, but the Jetson in recovery mode on USB port %s is %s (USB'
                             ' product %s:%s); fix jetson_board, or check that the cable on %s is this device\'s'
-                            % (name, device['board'], port, board, NVIDIA_VENDOR, found[port], port))
+                            % (name, device['board'], port, found_board if found_board.startswith('an ')
+                               else 'an ' + found_board, NVIDIA_VENDOR, product, port))
+        elif not device.get('board') and board_of_product(product, device.get('board_identity')) is None:
+            problems.append('%s: jetson_board is not set, and the Jetson in recovery mode on USB port %s is %s (USB'
+                            ' product %s:%s), whose USB id does not tell which module it is: each needs its own'
+                            ' board config and board identity; %s'
+                            % (name, port, describe_product(product), NVIDIA_VENDOR, product, ambiguous_fix(product)))
     return problems

@@ -44,9 +44,13 @@ from ansible_collections.azaion.jetson.plugins.module_utils._usb import (
     BOARD_CONFIGS,
     BOARD_IDENTITY,
     BOARD_IDENTITY_KEYS,
+    CHIP_SKU_PATTERN,
     DEFAULT_FUSELEVEL,
     RECOVERY_PRODUCTS,
     USB_PORT_PATTERN,
+    ambiguous_fix,
+    board_of_product,
+    describe_product,
     recovery_devices,
 )
 from ansible_collections.azaion.jetson.plugins.module_utils._workspace import (
@@ -85,6 +89,10 @@ CHECKING_OUTCOME = 'checking the outcome'
 LOG_TAIL_LINES = 20
 SETTLE_POLL = 0.5
 RECOVERY_HINT = 'put the device in recovery mode (hold REC, power on) and re-run'
+BOOT_TIMEOUT_CAUSE = (
+    'the flashing initrd did not come up on the device: check the cable, and that the images are this module\'s'
+    ' (its board, and the CHIP_SKU of its board identity, which picks the BPMP firmware: a wrong one hangs the'
+    ' module; docs/l4t-board-identity.md); then ' + RECOVERY_HINT)
 # What a failed run's log says -> the cause and the fix, for a person on the floor.
 FAILURE_CAUSES = (
     ('cannot mount the NFS server',
@@ -99,9 +107,13 @@ FAILURE_CAUSES = (
      'the station never reached the flashing initrd over USB networking: check that IPv6 is on, that NetworkManager'
      ' leaves the Jetson\'s USB network alone (the udev rules in etc/udev/rules.d) and the cable; ' + RECOVERY_HINT),
     ('nfs-kernel-server not found', 'install nfs-kernel-server on the station (apt-get install nfs-kernel-server)'),
-    ('timeout in USB write', 'a USB write timed out: use a direct USB 3 port and a good cable; ' + RECOVERY_HINT),
-    ('Waiting for target to boot-up... Timeout',
-     'the flashing initrd did not come up on the device: check the cable, then ' + RECOVERY_HINT),
+    ('timeout in USB write',
+     'a USB write timed out: use a direct USB 3 port and a good cable; a device fused with PublicKeyHash or'
+     ' SecureBootKey answers so too to images not signed or encrypted with its own keys (jetson_pkc_key,'
+     ' jetson_sbk_key); ' + RECOVERY_HINT),
+    ('Waiting for target to boot-up... Timeout', BOOT_TIMEOUT_CAUSE),
+    # NVIDIA's wait_for_booting prints its Timeout on a line of its own.
+    ('Waiting for target to boot-up...\nTimeout', BOOT_TIMEOUT_CAUSE),
 )
 
 
@@ -163,7 +175,8 @@ def flash_sh_command(usb_instance, board_config, rootdev, extra_args=(), rootfs_
 
 
 def board_identity(board, overrides):
-    """The environment that keeps image generation off the station's other devices."""
+    """The environment that keeps image generation off the station's other devices and builds
+    the images for the module: its board identity with CHIP_SKU (docs/l4t-board-identity.md)."""
     identity = dict(BOARD_IDENTITY[board], FUSELEVEL=DEFAULT_FUSELEVEL)
     identity.update((key, str(value)) for key, value in (overrides or {}).items())
     return identity
@@ -226,7 +239,7 @@ def _describe_devices(devices):
     if not devices:
         return 'no Jetson in recovery mode at all'
     return 'Jetsons in recovery mode on %s' % ', '.join(
-        '%s (%s)' % (port, RECOVERY_PRODUCTS[product]) for port, product in devices.items())
+        '%s (%s)' % (port, describe_product(product)) for port, product in devices.items())
 
 
 def _find_device(params):
@@ -333,7 +346,11 @@ class Flasher(object):
         for key, value in params['board_identity'].items():
             if key not in BOARD_IDENTITY_KEYS:
                 module.fail_json(msg='board_identity has an unknown key %r; use %s' % (key, ', '.join(BOARD_IDENTITY_KEYS)))
-            if not IDENTITY_VALUE_PATTERN.match(str(value)):
+            if key == 'CHIP_SKU' and not CHIP_SKU_PATTERN.match(str(value)):
+                module.fail_json(msg='board_identity CHIP_SKU=%r is not a chip SKU as NVIDIA writes it (four fields of'
+                                     ' two upper-case hex digits, such as 00:00:00:D5, as chkbdinfo -C prints it; see'
+                                     ' docs/l4t-board-identity.md)' % (value,))
+            if key != 'CHIP_SKU' and not IDENTITY_VALUE_PATTERN.match(str(value)):
                 module.fail_json(msg='board_identity %s=%r is not a plain value (letters, digits, ".", "_", "-")'
                                      % (key, value))
         script = INTERNAL_SCRIPT if self.tool == 'initrd' else FLASH_SCRIPT
@@ -426,7 +443,9 @@ class Flasher(object):
     def run(self, argv, env=None):
         environment = None
         if env:
-            environment = dict(os.environ)
+            # The board identity is exactly ``env``: a key it leaves out (BOARDREV where NVIDIA's
+            # table has none) is not set, whatever the station's own environment holds.
+            environment = dict((key, value) for key, value in os.environ.items() if key not in BOARD_IDENTITY_KEYS)
             environment.update(env)
         return run_tool(argv, cwd=self.l4t_dir, log_path=self.log_path, timeout=self.params['timeout'],
                         env=environment)
@@ -557,11 +576,15 @@ class Flasher(object):
                 module.exit_json(**self.result(changed=True, msg='would flash %s on USB port %s, but it is not in'
                                                                  ' recovery mode now' % (self.serial, self.port)))
             self.fail(str(exc))
-        detected = RECOVERY_PRODUCTS[product]
-        if params['board'] and params['board'] != detected:
+        if params['board'] and params['board'] not in RECOVERY_PRODUCTS[product]:
             self.fail('the device in recovery mode on USB port %s is a %s (0955:%s), not the %s given for %s: check'
                       ' which device is on this port, or fix its board'
-                      % (self.port, detected, product, params['board'], self.serial))
+                      % (self.port, describe_product(product), product, params['board'], self.serial))
+        detected = params['board'] or board_of_product(product, params['board_identity'])
+        if detected is None:
+            self.fail('not flashing %s on USB port %s: the device in recovery mode there is %s (0955:%s), and its USB'
+                      ' id does not tell which: its images need the board\'s own board config and identity; %s'
+                      % (self.serial, self.port, describe_product(product), product, ambiguous_fix(product, 'its board (jetson_board)')))
         self.plan(detected)
         if module.check_mode:
             module.exit_json(**self.result(changed=True, msg='would flash %s on USB port %s (%s, %s)'
@@ -577,7 +600,8 @@ class Flasher(object):
         try:
             generated = self.generate() if self.tool == 'initrd' else False
             self.fields['generated'] = generated
-            slots = FlashSlots(params['slots_dir'], params['concurrency'], label='%s %s' % (self.serial, self.port))
+            slots = FlashSlots(params['slots_dir'], params['concurrency'], label='%s %s' % (self.serial, self.port),
+                               holds_station=True)
             self.at(WAITING_TO_FLASH)
             with slots:
                 self.fields.update(slot=slots.slot, slot_wait_seconds=round(slots.wait_seconds, 3))

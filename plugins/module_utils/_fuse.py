@@ -19,10 +19,14 @@ __metaclass__ = type
 
 import os
 import re
+import shutil
+import subprocess
+import tempfile
 import time
 from xml.etree import ElementTree
 
 from ansible_collections.azaion.jetson.plugins.module_utils._device_state import SERIAL_PATTERN, DeviceState
+from ansible_collections.azaion.jetson.plugins.module_utils._slots import station_lock
 from ansible_collections.azaion.jetson.plugins.module_utils._tool_runner import log_tail, run_tool
 from ansible_collections.azaion.jetson.plugins.module_utils._usb import (
     BOARD_CONFIGS,
@@ -60,10 +64,30 @@ READABLE_FUSES = frozenset((
 ))
 # Key fuses: secret (their values are masked wherever they could travel), and never read back.
 SECRET_FUSES = frozenset(('SecureBootKey', 'OemK1', 'OemK2', 'Kdk0'))
-# An Orin SBK is 32 bytes.
-SBK_BYTES = 32
+# The size in bytes of each Orin fuse, as the on-device burner takes it (docs/l4t-fusing.md):
+# the key hashes 64, the keys 32, OdmId 8, every other fuse 4. A configuration must give exactly
+# these sizes: a 32-byte PublicKeyHash is burned as given and leaves a module that boots nothing.
+FUSE_SIZES = dict((name, 4) for name in ORIN_FUSES)
+FUSE_SIZES.update(PublicKeyHash=64, PkcPubkeyHash1=64, PkcPubkeyHash2=64,
+                  SecureBootKey=32, OemK1=32, OemK2=32, Kdk0=32, OdmId=8)
+# Fuses that hold a whole key or key hash: written with all their digits, and on a device they
+# read either 0 (unburned) or exactly that key; adding bits to one is never right.
+KEY_FUSES = SECRET_FUSES | frozenset(('PublicKeyHash', 'PkcPubkeyHash1', 'PkcPubkeyHash2'))
 # Once burned, the device talks only to tools given the matching key, the read-back included.
 KEY_FOR_FUSE = (('PublicKeyHash', 'pkc_key'), ('SecureBootKey', 'sbk_key'))
+# BootSecurityInfo: bits 0-2 the PKC algorithm (as odmfuse.sh writes it for each key type),
+# bit 3 SBK encryption, bits 5-8 reserved: fresh Orin modules read 0x1e0 there, and the burner
+# refuses a value that would clear them (docs/l4t-fusing.md).
+BSI_ALGORITHM_MASK = 0x7
+BSI_SBK = 0x8
+BSI_RESERVED_MASK = 0x1e0
+PKC_ALGORITHMS = {'rsa-3k': 1, 'ecp256': 2, 'ecp521': 3}
+# The fuses the OEM keys need beside the XML: an EKB encrypted with that key, flashed to the
+# device's EKS partition, or OP-TEE fails at boot.
+EKB_FUSES = ('OemK1', 'OemK2')
+# SecurityMode locks every other fuse, and OdmLock bit n locks ReservedOdm<n>: both go last in
+# the file the burner gets (it burns in order and stops at the first fuse it cannot burn).
+LAST_FUSES = ('OdmLock', 'SecurityMode')
 
 _HEX_WORD = re.compile(r'^(?:0[xX])?([0-9a-fA-F]+)$')
 _NAME = re.compile(r'^[A-Za-z][A-Za-z0-9_]*$')
@@ -119,7 +143,13 @@ def parse_fuse_config_text(text, path='fuse config'):
     except (ElementTree.ParseError, ValueError, LookupError) as exc:  # LookupError: an unknown encoding
         raise FuseError('%s is not XML (%s); give an NVIDIA fuse configuration (genericfuse XML) file' % (path, exc))
     magic = root.get('MagicId')
-    if root.tag != 'genericfuse' or magic is None or magic.lower() != FUSE_MAGIC:
+    if root.tag == 'genericfuse' and magic is not None and magic.strip().lower() == FUSE_MAGIC and magic != FUSE_MAGIC:
+        # odmfuse.sh --test makes its dry run by rewriting exactly this spelling: any other one
+        # burns for real in the "dry run".
+        raise FuseError('%s: MagicId is "%s", which odmfuse.sh --test does not rewrite to its dry-run magic (it '
+                        'matches "%s" exactly), so the dry run would burn; fix it to "%s"'
+                        % (path, magic, FUSE_MAGIC, FUSE_MAGIC))
+    if root.tag != 'genericfuse' or magic != FUSE_MAGIC:
         found = '<%s%s>' % (root.tag, ' MagicId="%s"' % magic if magic is not None else '')
         raise FuseError('%s is not an NVIDIA fuse configuration: its root element is %s, not '
                         '<genericfuse MagicId="%s">; give an NVIDIA fuse configuration file' % (path, found, FUSE_MAGIC))
@@ -145,21 +175,22 @@ def parse_fuse_config_text(text, path='fuse config'):
             normalize_value(value)
         except ValueError:
             raise FuseError('%s: fuse %s: %s is not hexadecimal; give it in hexadecimal (0x...)' % (path, name, shown))
-        size = element.get('size')
-        if size is not None:
-            try:
-                size = int(size, 0)
-            except ValueError:
-                raise FuseError('%s: fuse %s: size %r is not a number of bytes; give its size in bytes' % (path, name, size))
-            if size <= 0:
-                raise FuseError('%s: fuse %s: size %d is not a number of bytes; give its size in bytes' % (path, name, size))
-            if _hex_digit_count(value) > 2 * size:
-                raise FuseError('%s: fuse %s: %s is longer than its size (%d bytes); fix its value or its size'
-                                % (path, name, shown, size))
-        if name == 'SecureBootKey':
-            if (size is not None and size != SBK_BYTES) or _hex_digit_count(value) != 2 * SBK_BYTES:
-                raise FuseError('%s: fuse SecureBootKey must be %d bytes (%d hexadecimal digits) on Orin; give the '
-                                'whole key' % (path, SBK_BYTES, 2 * SBK_BYTES))
+        size, wanted = element.get('size'), FUSE_SIZES[name]
+        try:
+            size = int(size, 0) if size is not None else None
+        except ValueError:
+            size = -1
+        if size != wanted:
+            raise FuseError('%s: fuse %s: size %s is not its size on Orin; give size="%d"'
+                            % (path, name, 'missing' if size is None else repr(element.get('size')), wanted))
+        digits = _hex_digit_count(value)
+        if name in KEY_FUSES and digits != 2 * wanted:
+            raise FuseError('%s: fuse %s must be %d bytes (%d hexadecimal digits) on Orin, %s has %d; give the whole %s'
+                            % (path, name, wanted, 2 * wanted, shown, digits,
+                               'key hash' if name not in SECRET_FUSES else 'key'))
+        if digits > 2 * wanted and len(normalize_value(value)) > 2 * wanted:
+            raise FuseError('%s: fuse %s: %s is longer than its size (%d bytes); fix its value'
+                            % (path, name, shown, wanted))
         fuses.append(dict(name=name, size=size, value=value.strip()))
     if not fuses:
         raise FuseError('%s names no fuse: nothing to burn; give at least one <fuse/> element' % path)
@@ -238,27 +269,41 @@ def secret_values(fuses):
     return sorted(values)
 
 
+def fuse_number(value):
+    """A fuse value as a number (:func:`normalize_value` of it)."""
+    return int(normalize_value(value), 16)
+
+
+def _significant(name, number):
+    """The bits of a fuse that a comparison looks at: BootSecurityInfo without its reserved bits."""
+    return number & ~BSI_RESERVED_MASK if name == 'BootSecurityInfo' else number
+
+
+def _held(read, name):
+    """What odmfuseread.sh read of ``name`` as a number, or None (not read, or not a number)."""
+    got = read.get(name)
+    try:
+        return fuse_number(got) if got is not None else None
+    except ValueError:
+        return None
+
+
 def compare_fuses(fuses, read_back):
     """The fuses whose read-back differs from the configuration, in the configuration's order.
 
     Each mismatch is a dict: ``name``, ``expected`` (as written in the configuration),
     ``read_back`` (as odmfuseread.sh printed it; None when the fuse was not in its output).
-    Values compare as numbers (:func:`normalize_value`). Fuses odmfuseread.sh does not read are
-    skipped (the secret keys among them: their values must not travel).
+    Values compare as bit sets, BootSecurityInfo without its reserved bits. Fuses odmfuseread.sh
+    does not read are skipped (the secret keys among them: their values must not travel).
     """
     mismatches = []
     for fuse in fuses:
         name = fuse['name']
         if name not in READABLE_FUSES:
             continue
-        got = read_back.get(name)
-        if got is not None:
-            try:
-                if normalize_value(got) == normalize_value(fuse['value']):
-                    continue
-            except ValueError:
-                pass
-        mismatches.append(dict(name=name, expected=fuse['value'], read_back=got))
+        held = _held(read_back, name)
+        if held is None or _significant(name, held) != _significant(name, fuse_number(fuse['value'])):
+            mismatches.append(dict(name=name, expected=fuse['value'], read_back=read_back.get(name)))
     return mismatches
 
 
@@ -272,31 +317,195 @@ def describe_mismatches(mismatches):
     return '; '.join(parts)
 
 
-def classify_device_fuses(fuses, read):
-    """Where a device stands before any burn, from what odmfuseread.sh read (``read``).
+def plan_burn(fuses, read):
+    """What burning ``fuses`` into a device that holds ``read`` (odmfuseread.sh's fuse_info)
+    would do, by NVIDIA's bit rules, before anything is burned.
 
-    Returns a dict: ``matching`` (names of the readable configured fuses that already hold their
-    configured, non-zero value), ``unburned`` (those that still read 0) and ``differing`` (the
-    others, as :func:`compare_fuses` mismatches: another value, or not in the read at all).
-    Fuses odmfuseread.sh does not read (the secret keys among them) are in none of them.
+    Returns a dict:
+    - ``matching``: readable configured fuses the device already holds as configured;
+    - ``refusals``: why the burn must not start, each naming the fuse, what the configuration
+      wants and what the device holds (a burned bit the configuration would clear, another key's
+      hash, a ReservedOdm locked by OdmLock, anything to add after SecurityMode), or a fuse that
+      could not be read;
+    - ``burn``: the fuses to give the burner, in its order: the configuration's, with OdmLock and
+      SecurityMode last, and BootSecurityInfo keeping the reserved bits the device holds (the
+      burner refuses to clear them).
     """
-    matching, unburned, differing = [], [], []
+    matching, refusals = [], []
+    burn_values = {}
+    held_security_mode = _held(read, 'SecurityMode')
+    odm_lock = _held(read, 'OdmLock') or 0
     for fuse in fuses:
-        name = fuse['name']
+        name, want = fuse['name'], fuse_number(fuse['value'])
+        burn_values[name] = fuse['value']
         if name not in READABLE_FUSES:
             continue
-        got = read.get(name)
-        try:
-            held = normalize_value(got) if got is not None else None
-        except ValueError:
-            held = None
-        if held == '0':
-            unburned.append(name)
-        elif held is not None and held == normalize_value(fuse['value']):
+        held = _held(read, name)
+        if held is None:
+            refusals.append('%s: odmfuseread.sh read no value of it (%r)' % (name, read.get(name)))
+            continue
+        if name == 'BootSecurityInfo' and held & BSI_RESERVED_MASK & ~want:
+            want |= held & BSI_RESERVED_MASK
+            burn_values[name] = '0x%x' % want
+        if _significant(name, held) == _significant(name, want):
             matching.append(name)
-        else:
-            differing.append(dict(name=name, expected=fuse['value'], read_back=got))
-    return dict(matching=matching, unburned=unburned, differing=differing)
+            continue
+        shown = 'configured %s, held %s' % (fuse['value'], read.get(name))
+        if name in KEY_FUSES and held:
+            refusals.append('%s holds another key hash (%s); a key fuse is burned once' % (name, shown))
+        elif held & ~want:
+            refusals.append('%s would clear burned bits (0x%x; %s); fuse bits only go from 0 to 1'
+                            % (name, held & ~want, shown))
+        elif name.startswith('ReservedOdm') and int(name[len('ReservedOdm'):]) < 4 \
+                and odm_lock & (1 << int(name[len('ReservedOdm'):])):
+            refusals.append('%s is locked by OdmLock bit %s (%s)' % (name, name[len('ReservedOdm'):], shown))
+    if held_security_mode and len(matching) < len(verifiable_fuses(fuses)):
+        refusals.append('SecurityMode is burned (read %s): no fuse can be added after it' % read.get('SecurityMode'))
+    order = [fuse['name'] for fuse in fuses if fuse['name'] not in LAST_FUSES]
+    order += [name for name in LAST_FUSES if name in burn_values]
+    burn = [dict(name=name, size=FUSE_SIZES[name], value=burn_values[name]) for name in order]
+    return dict(matching=matching, refusals=refusals, burn=burn)
+
+
+def burn_config_text(fuses):
+    """The genericfuse XML the burner gets: ``fuses`` in the given order, the MagicId exactly as
+    odmfuse.sh --test rewrites it, every size given."""
+    lines = ['<genericfuse MagicId="%s" version="1.0.0">' % FUSE_MAGIC]
+    lines += ['<fuse name="%s" size="%d" value="%s"/>' % (fuse['name'], FUSE_SIZES[fuse['name']], fuse['value'])
+              for fuse in fuses]
+    lines.append('</genericfuse>')
+    return '\n'.join(lines) + '\n'
+
+
+def _run_quietly(argv, cwd=None, timeout=60):
+    """Run a helper tool and return (exit status, its output as text)."""
+    try:
+        process = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT)
+    except (IOError, OSError) as exc:
+        return None, str(exc.strerror or exc)
+    try:
+        output, _unused = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _unused = process.communicate()
+        return None, 'did not finish within %d seconds' % timeout
+    return process.returncode, output.decode('utf-8', 'replace')
+
+
+def pkc_key_type(key_path):
+    """The PKC key type as odmfuse.sh's get_pkc_keytype tells it for Orin: rsa-3k, ecp256 or
+    ecp521, from ``ssh-keygen -l -f <key>`` (its size and, last, its type). FuseError otherwise."""
+    status, output = _run_quietly(['ssh-keygen', '-l', '-f', key_path])
+    if status is None and 'No such file' in output:
+        raise FuseError('ssh-keygen is not installed on the station (it tells the PKC key type, as NVIDIA\'s '
+                        'odmfuse.sh does); install openssh-client')
+    words = output.split()
+    if status != 0 or not words:
+        raise FuseError('%s is not a PKC key ssh-keygen can read (%s); give the PEM private key the devices are '
+                        'signed with' % (key_path, output.strip().splitlines()[-1] if output.strip() else status))
+    size, kind = words[0], words[-1].strip('()').lower()
+    found = {('rsa', '3072'): 'rsa-3k', ('ecdsa', '256'): 'ecp256', ('ecdsa', '521'): 'ecp521'}.get((kind, size))
+    if found is None:
+        raise FuseError('%s is a %s-bit %s key; Orin takes RSA 3072, ECDSA P-256 or ECDSA P-521 keys'
+                        % (key_path, size, kind.upper()))
+    return found
+
+
+TEGRASIGN = os.path.join('bootloader', 'tegrasign_v3.py')
+_PKC_HASH_LINE = re.compile(r'tegra-fuse format \(big-endian\):\s*(0x[0-9a-fA-F]+)')
+
+
+def pkc_key_hash(l4t_dir, key_path):
+    """The PublicKeyHash of ``key_path`` as odmfuse.sh's generate_key_hash_v3 derives it: the
+    bundle's ``bootloader/tegrasign_v3.py --pubkeyhash <pub> <hash> --key <key>``, in a
+    directory of its own (it writes there), the line ``tegra-fuse format (big-endian): 0x...``."""
+    tool = os.path.join(l4t_dir, TEGRASIGN)
+    if not os.path.isfile(tool):
+        raise FuseError('%s has no %s to derive the PublicKeyHash of the key from; give jetson_l4t_dir an L4T '
+                        'Linux_for_Tegra bundle' % (l4t_dir, TEGRASIGN))
+    scratch = tempfile.mkdtemp(prefix='azaion-pkh-')
+    try:
+        status, output = _run_quietly([tool, '--pubkeyhash', 'ppp', 'hhh', '--key', os.path.abspath(key_path)],
+                                      cwd=scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    match = _PKC_HASH_LINE.search(output)
+    if status != 0 or match is None:
+        raise FuseError('%s --pubkeyhash could not derive the hash of %s (exit %s): %s'
+                        % (TEGRASIGN, key_path, status, output.strip().splitlines()[-1] if output.strip() else ''))
+    return match.group(1).lower()
+
+
+def sbk_key_value(key_path):
+    """The SBK of an NVIDIA SBK key file (words such as ``0x01234567 0x89abcdef ...``) as one
+    number, as odmfuse.sh reads it; FuseError for a file that is not hexadecimal words."""
+    try:
+        with open(key_path) as key:
+            return fuse_number(key.read())
+    except (IOError, OSError) as exc:
+        raise FuseError('cannot read the SBK key file %s: %s' % (key_path, exc.strerror or exc))
+    except ValueError:
+        raise FuseError('%s is not an SBK key file (hexadecimal words such as 0x01234567 ...)' % key_path)
+
+
+def key_problems(fuses, l4t_dir, pkc_key=None, sbk_key=None, ekb_file=None):
+    """What in the configuration does not fit the keys the devices will be signed with, or
+    NVIDIA's rules for Orin, each naming the fuse, what was expected and what was found. Secret
+    values are never quoted."""
+    values = dict((fuse['name'], fuse['value']) for fuse in fuses)
+    problems = []
+    bsi = fuse_number(values['BootSecurityInfo']) if 'BootSecurityInfo' in values else None
+    if 'PublicKeyHash' in values and pkc_key:
+        try:
+            expected = pkc_key_hash(l4t_dir, pkc_key)
+            if fuse_number(expected) != fuse_number(values['PublicKeyHash']):
+                problems.append('PublicKeyHash is %s, but the hash of jetson_pkc_key %s is %s (tegrasign_v3.py '
+                                '--pubkeyhash); burn the hash of the key the devices are signed with'
+                                % (values['PublicKeyHash'], pkc_key, expected))
+            kind = pkc_key_type(pkc_key)
+            if bsi is None:
+                nvidia = 0x200 | PKC_ALGORITHMS[kind]  # what odmfuse.sh burns for this key type
+                problems.append('PublicKeyHash is burned without BootSecurityInfo; add BootSecurityInfo 0x%x for '
+                                'the %s key (0x%x with an SBK)' % (nvidia, kind, nvidia | BSI_SBK))
+            elif bsi & BSI_ALGORITHM_MASK != PKC_ALGORITHMS[kind]:
+                problems.append('BootSecurityInfo %s says PKC algorithm %d, but jetson_pkc_key %s is %s (algorithm '
+                                '%d: 1 RSA-3K, 2 ECDSA P-256, 3 ECDSA P-521)'
+                                % (values['BootSecurityInfo'], bsi & BSI_ALGORITHM_MASK, pkc_key, kind,
+                                   PKC_ALGORITHMS[kind]))
+        except FuseError as exc:
+            problems.append(str(exc))
+    elif bsi is not None and bsi & BSI_ALGORITHM_MASK:
+        problems.append('BootSecurityInfo %s names a PKC algorithm but no PublicKeyHash is burned; add the '
+                        'PublicKeyHash of jetson_pkc_key' % values['BootSecurityInfo'])
+    if 'SecureBootKey' in values:
+        if 'PublicKeyHash' not in values:
+            problems.append('SecureBootKey is burned without PublicKeyHash: NVIDIA\'s tools support SBK only with '
+                            'PKC; add the PublicKeyHash of jetson_pkc_key')
+        if sbk_key:
+            try:
+                if sbk_key_value(sbk_key) != fuse_number(values['SecureBootKey']):
+                    problems.append('SecureBootKey is not the key in jetson_sbk_key %s; burn the SBK the images are '
+                                    'encrypted with' % sbk_key)
+            except FuseError as exc:
+                problems.append(str(exc))
+        if bsi is not None and not bsi & BSI_SBK:
+            problems.append('SecureBootKey is burned but BootSecurityInfo %s lacks the SBK bit 0x8; set it (0x%x)'
+                            % (values['BootSecurityInfo'], bsi | BSI_SBK))
+    else:
+        if bsi is not None and bsi & BSI_SBK:
+            problems.append('BootSecurityInfo %s has the SBK bit 0x8 but no SecureBootKey is burned; clear it (0x%x)'
+                            % (values['BootSecurityInfo'], bsi & ~BSI_SBK))
+        if sbk_key:
+            problems.append('jetson_sbk_key is set but the configuration burns no SecureBootKey: the device stays '
+                            'PKC-only, and NVIDIA\'s tools refuse an SBK for it (odmfuseread.sh -S exits 1); unset '
+                            'jetson_sbk_key')
+    for name in EKB_FUSES:
+        if name in values and not ekb_file:
+            problems.append('%s is burned, so OP-TEE needs an EKB encrypted with it on the device, and no '
+                            'jetson_ekb_file is given to the flash; set jetson_ekb_file to the EKB image '
+                            '(eks_t234.img) made with this %s' % (name, name))
+    return problems
 
 
 def redact_file(path, secrets):
@@ -325,6 +534,20 @@ def redact_file(path, secrets):
 
 # The phase of the device's state file that records the burn.
 FUSE_PHASE = 'fuse'
+# The tool that reads the chip's unique id (ECID), as flash.sh's get_fuse_level runs it.
+TEGRARCM = os.path.join('bootloader', 'tegrarcm_v2')
+_BR_CID = re.compile(r'BR_CID:\s*(0[xX][0-9a-fA-F]+)')
+
+
+def chip_identity(br_cid):
+    """The part of a BR_CID that names the chip whatever its fuses: flash.sh's get_fuse_level
+    reads the fuse level from its first digit and the boot authentication from its second
+    (``${ECID:2:1}``, ``${ECID:3:2} & 0xf0``), which a burn changes."""
+    return br_cid.lower()[4:]
+
+
+# The file the burner gets, in the device's working tree for the burn only: it holds the keys.
+BURN_CONFIG = '.azaion-fuse-burn.xml'
 _CHIP_ID = re.compile(r'^0[xX][0-9a-fA-F]+$')
 _BOARD = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._+-]*$')
 
@@ -338,6 +561,8 @@ def fuse_argument_spec():
         chip_id=dict(type='str', default='0x23'),
         pkc_key=dict(type='path', no_log=False),
         sbk_key=dict(type='path', no_log=False),
+        ekb_file=dict(type='path'),
+        slots_dir=dict(type='path'),
         usb_instance=dict(type='str', required=True),
         usb_sysfs_root=dict(type='path', default='/sys/bus/usb/devices'),
         state_file=dict(type='path', required=True),
@@ -368,6 +593,10 @@ class Fuser(object):
         self.secrets = []
         self.state = None
         self.started = None
+        self.uid = None
+        self.burns_sbk = False
+        # The keys the device answered before the burn; after it, those the configuration burns.
+        self.device_keys = ()
 
     # -- results -------------------------------------------------------------------------------
 
@@ -459,8 +688,15 @@ class Fuser(object):
             if not os.path.isfile(path) or not os.access(path, os.X_OK):
                 self.fail('refusing to fuse: %s has no executable %s; is it a Linux_for_Tegra tree?'
                           % (l4t_dir, tool))
+        if not os.path.isfile(os.path.join(l4t_dir, TEGRARCM)):
+            self.fail('refusing to fuse: %s has no %s to read the chip\'s identity with; is it a Linux_for_Tegra '
+                      'tree?' % (l4t_dir, TEGRARCM))
         if board != 'auto':
             self.check_board(board)
+        problems = key_problems(fuses, l4t_dir, params['pkc_key'], params['sbk_key'], params['ekb_file'])
+        if problems:
+            self.fail('refusing to fuse %s: %s does not fit its keys or Orin: %s. Nothing was burned.'
+                      % (params['serial'], params['fuse_config'], '; '.join(problems)))
         return fuses
 
     def check_board(self, board):
@@ -468,38 +704,51 @@ class Fuser(object):
             self.fail('refusing to fuse: %s has no %s.conf; give the board configuration of this device'
                       % (self.params['l4t_dir'], board))
 
-    def check_usb(self):
-        """The only Jetson in recovery mode must be on usb_instance; its product id is returned."""
+    def bus_problem(self):
+        """(what is wrong with the station's bus for fusing this device, or None; the device's USB
+        product id): the only Jetson in recovery mode must be on usb_instance."""
         wanted = self.params['usb_instance']
         root = self.params['usb_sysfs_root']
         if not os.path.isdir(root):
-            self.fail('refusing to fuse: usb_sysfs_root %s is not a directory' % root)
+            return 'usb_sysfs_root %s is not a directory' % root, None
         try:
             found = recovery_devices(root)
         except (IOError, OSError) as exc:
-            self.fail('refusing to fuse: cannot scan %s for Jetsons in recovery mode: %s' % (root, exc))
+            return 'cannot scan %s for Jetsons in recovery mode: %s' % (root, exc), None
         ports = list(found)  # in port order
         if not ports:
-            self.fail('refusing to fuse: no Jetson is in recovery mode on this station (expected one on '
-                      'USB port %s); put the device in recovery mode' % wanted)
+            return ('no Jetson is in recovery mode on this station (expected one on USB port %s); put the device in '
+                    'recovery mode' % wanted), None
         if len(ports) > 1:
-            self.fail('refusing to fuse %s: %d Jetsons are in recovery mode on this station (USB ports %s); '
-                      'odmfuse.sh cannot choose a USB port: disconnect or power off the others '
-                      'and keep only the one on %s. Nothing was burned.'
-                      % (self.params['serial'], len(ports), ', '.join(ports), wanted))
+            return ('%d Jetsons are in recovery mode on this station (USB ports %s); odmfuse.sh cannot choose a USB '
+                    'port: disconnect or power off the others and keep only the one on %s'
+                    % (len(ports), ', '.join(ports), wanted)), None
         if ports[0] != wanted:
-            self.fail('refusing to fuse %s: the Jetson in recovery mode is on USB port %s, not on %s '
-                      '(usb_instance); odmfuse.sh cannot choose a USB port: disconnect or power off the '
-                      'others and put this device in recovery mode on %s. Nothing was burned.'
-                      % (self.params['serial'], ports[0], wanted, wanted))
-        return found[wanted]
+            return ('the Jetson in recovery mode is on USB port %s, not on %s (usb_instance); odmfuse.sh cannot '
+                    'choose a USB port: disconnect or power off the others and put this device in recovery mode '
+                    'on %s' % (ports[0], wanted, wanted)), None
+        return None, found[wanted]
+
+    def check_usb(self):
+        """Before anything runs: the device's USB product id, or a failure with nothing burned."""
+        problem, product = self.bus_problem()
+        if problem:
+            self.fail('refusing to fuse %s: %s. Nothing was burned.' % (self.params['serial'], problem))
+        return product
 
     def resolve_board(self, product):
         board = self.params['board_config']
         if board != 'auto':
             return board
-        key = RECOVERY_PRODUCTS.get(product)
-        config = BOARD_CONFIGS.get(key) if key else None
+        boards = RECOVERY_PRODUCTS.get(product, ())
+        configs = sorted(set(BOARD_CONFIGS[name] for name in boards))
+        if len(configs) > 1:
+            # 0955:7023 is an AGX Orin 32GB, 64GB or Industrial (docs/l4t-board-identity.md).
+            self.fail('refusing to fuse: board_config is auto but the module on %s (USB product 0955:%s) may be %s, '
+                      'whose board configurations differ (%s); name it in board_config (jetson_board in the '
+                      'inventory), whichever module it is'
+                      % (self.params['usb_instance'], product, ', '.join(boards), ' or '.join(configs)))
+        config = configs[0] if configs else None
         if not config:
             self.fail('refusing to fuse: board_config is auto but the module on %s (USB product 0955:%s) '
                       'has no known board configuration; name it in board_config'
@@ -519,24 +768,70 @@ class Fuser(object):
         stamp = time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(self.started))
         self.log_path = os.path.join(log_dir, '%s-fuse-%s.log' % (self.params['serial'], stamp))
 
-    def run(self, argv):
+    def run(self, argv, cwd=None):
+        """Run one tool on the device, after checking that it is still the only Jetson in
+        recovery mode and on its port: odmfuse.sh and odmfuseread.sh take whichever is there."""
+        problem, _product = self.bus_problem()
+        if problem:
+            self.stop('before %s: %s' % (os.path.basename(argv[0]), problem))
         self.commands.append(list(argv))
         try:
-            result = run_tool(argv, cwd=self.params['l4t_dir'], log_path=self.log_path,
+            result = run_tool(argv, cwd=cwd or self.params['l4t_dir'], log_path=self.log_path,
                               timeout=self.params['timeout'])
         except (IOError, OSError) as exc:
-            self.fail('cannot run %s (log %s): %s' % (os.path.basename(argv[0]), self.log_path, exc))
+            self.stop('cannot run %s (log %s): %s' % (os.path.basename(argv[0]), self.log_path, exc))
         finally:
             redact_file(self.log_path, self.secrets)
         return result
 
-    def tool_args(self, board, with_sbk, with_pkc=True):
+    def stop(self, error):
+        """Stop fusing this device: recorded failed, with the start of a burn kept if there was one
+        (the next run then only reads the fuses back)."""
+        burn_started = self.state.phase(FUSE_PHASE).get('burn_started') if self.state else None
+        self.record('failed', fused=False, burn_started=burn_started, error=error)
+        if burn_started:
+            error += ('; a burn had started, so whether fuses were burned is unknown: check the device (serial '
+                      'console, odmfuseread.sh); the next run only reads the fuses back')
+        else:
+            error += '. Nothing was burned'
+        self.fail(self._with_log('%s: %s.' % (self.params['serial'], error)))
+
+    def chip_uid(self):
+        """The chip's unique id (ECID) on usb_instance: ``tegrarcm_v2 --new_session --chip <id>
+        --instance <port> --uid``, its ``BR_CID`` line, as flash.sh's get_fuse_level reads it."""
+        try:
+            start = os.path.getsize(self.log_path)
+        except OSError:
+            start = 0
+        run = self.run([os.path.join(self.params['l4t_dir'], TEGRARCM), '--new_session', '--chip',
+                        self.params['chip_id'], '--instance', self.params['usb_instance'], '--uid'],
+                       cwd=os.path.join(self.params['l4t_dir'], 'bootloader'))
+        try:
+            with open(self.log_path, 'rb') as log:
+                log.seek(start)
+                output = log.read().decode('utf-8', 'replace')
+        except (IOError, OSError):
+            output = ''
+        match = _BR_CID.search(output)
+        if run.rc != 0 or run.timed_out or match is None:
+            self.stop('reading the chip\'s identity failed (%s)'
+                      % self.describe_run(TEGRARCM, run, self.params['timeout']))
+        return match.group(1).lower()
+
+    def tool_args(self, board, keys):
+        """The tools' options: the chip, the keys (``keys``: () none, ('pkc',) the PKC key, ('pkc',
+        'sbk') both: a PKC-only device refuses an SBK, an unfused one any key), the board."""
         args = ['-i', self.params['chip_id']]
-        if with_pkc and self.params['pkc_key']:
+        if 'pkc' in keys and self.params['pkc_key']:
             args += ['-k', self.params['pkc_key']]
-        if with_sbk and self.params['sbk_key']:
+        if 'sbk' in keys and self.params['sbk_key']:
             args += ['-S', self.params['sbk_key']]
         return args + [board]
+
+    def keys_after_burn(self):
+        """The keys a device answers once the configuration is burned: the PKC key, and the SBK
+        only when the configuration burns one."""
+        return ('pkc', 'sbk') if self.burns_sbk else ('pkc',)
 
     @staticmethod
     def describe_run(name, run, timeout):
@@ -544,14 +839,14 @@ class Fuser(object):
             return '%s did not finish within %d seconds and was killed' % (name, timeout)
         return '%s exited with %s' % (name, run.rc)
 
-    def read_fuses(self, board, with_keys=True):
-        """Run odmfuseread.sh (with the configured keys, or none): (the fuses read, error message or None)."""
+    def read_fuses(self, board, keys):
+        """Run odmfuseread.sh with ``keys`` (see :meth:`tool_args`): (the fuses read, error message or None)."""
         info_path = os.path.join(self.params['l4t_dir'], FUSE_INFO_RELPATH)
         try:
             os.unlink(info_path)  # a stale read-back must never pass for this one
         except OSError:
             pass
-        argv = [os.path.join(self.params['l4t_dir'], 'odmfuseread.sh')] + self.tool_args(board, with_keys, with_keys)
+        argv = [os.path.join(self.params['l4t_dir'], 'odmfuseread.sh')] + self.tool_args(board, keys)
         run = self.run(argv)
         if run.rc != 0 or run.timed_out:
             return None, self.describe_run('odmfuseread.sh', run, self.params['timeout'])
@@ -560,19 +855,29 @@ class Fuser(object):
         except FuseError as exc:
             return None, str(exc)
 
-    def read_back(self, fuses, board):
-        """Run odmfuseread.sh and compare: (mismatches, error message or None)."""
-        read, error = self.read_fuses(board)
-        if error is not None:
-            return None, error
-        return compare_fuses(fuses, read), None
+    def write_burn_config(self, fuses):
+        """The file odmfuse.sh gets (mode 0600, in the device's working tree): the fuses in the
+        burner's order; removed when the burn is over."""
+        path = os.path.join(self.params['l4t_dir'], BURN_CONFIG)
+        self.remove_burn_config()
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, 'w') as config:
+            config.write(burn_config_text(fuses))
+        return path
+
+    def remove_burn_config(self):
+        try:
+            os.unlink(os.path.join(self.params['l4t_dir'], BURN_CONFIG))
+        except OSError:
+            pass
 
     # -- the flow ------------------------------------------------------------------------------
 
     def main(self):
         params = self.params
         # The tools run in l4t_dir: every path they are given must not depend on the cwd.
-        for option in ('l4t_dir', 'fuse_config', 'pkc_key', 'sbk_key', 'usb_sysfs_root', 'state_file', 'log_dir'):
+        for option in ('l4t_dir', 'fuse_config', 'pkc_key', 'sbk_key', 'ekb_file', 'usb_sysfs_root', 'state_file',
+                       'log_dir', 'slots_dir'):
             if params[option] is not None:
                 params[option] = os.path.abspath(params[option])
         serial, port = params['serial'], params['usb_instance']
@@ -593,71 +898,81 @@ class Fuser(object):
             self.exit('would fuse %s once its working tree %s is made; nothing was run in check mode'
                       % (serial, params['l4t_dir']), changed=True)
         fuses = self.check_inputs()
+        self.burns_sbk = any(fuse['name'] == 'SecureBootKey' for fuse in fuses)
         product = self.check_usb()
         board = self.resolve_board(product)
         burn_started = phase.get('burn_started')
-        verify_only = bool(burn_started)
-        verifiable = verifiable_fuses(fuses)
 
         if self.module.check_mode:
-            if verify_only:
+            if burn_started:
                 self.exit('an earlier run started burning %s at %s without a verified result: a real run '
                           'would only read the fuses back (never burn again); nothing was run in check mode'
                           % (serial, _utc(burn_started)))
-            self.exit('would fuse %s on %s with %s (%s): a real run first reads its fuses with odmfuseread.sh '
-                      '(already holding the configured values: recorded as fused, nothing burned; holding other '
-                      'values or part of them: refused, nothing burned; unburned: odmfuse.sh --test, the burn, '
-                      'then a read-back); nothing was run in check mode' % (serial, port, params['fuse_config'], board),
+            self.exit('would fuse %s on %s with %s (%s): a real run holds the station\'s lock, pins the chip\'s '
+                      'identity, reads its fuses with odmfuseread.sh (already holding the configured values: recorded '
+                      'as fused, nothing burned; a value the configuration would clear, another key, a locked fuse: '
+                      'refused, nothing burned), then odmfuse.sh --test, the burn and a read-back, each on this device '
+                      'alone; nothing was run in check mode' % (serial, port, params['fuse_config'], board),
                       changed=True)
 
         self.started = time.time()
         self.open_log()
+        # The flashes of the station wait while a device is fused: odmfuse.sh takes whichever
+        # Jetson is in recovery mode, and a flash's RCM boot must not meet it.
+        with station_lock(params['slots_dir'], exclusive=True, label='fuse %s %s' % (serial, port)):
+            try:
+                self.fuse(fuses, board, burn_started)
+            finally:
+                self.remove_burn_config()
 
-        if verify_only:
-            self.verify_earlier_burn(fuses, board, burn_started, verifiable)
+    def fuse(self, fuses, board, burn_started):
+        params = self.params
+        serial, port = params['serial'], params['usb_instance']
+        self.uid = self.chip_uid()
+        if burn_started:
+            self.verify_earlier_burn(fuses, board, burn_started)
 
-        self.record('running', fused=False, burn_started=None, dry_run_ok=False, mismatches=[], error=None)
-        self.read_before_burning(fuses, board)
-        common = ['-X', params['fuse_config']] + self.tool_args(board, False)
+        self.record('running', fused=False, burn_started=None, dry_run_ok=False, mismatches=[], error=None,
+                    chip_uid=self.uid)
+        burn = self.read_before_burning(fuses, board)
+        # The device answers the keys its first read needed: odmfuse.sh reads it first too.
+        common = ['-X', self.write_burn_config(burn)] + self.tool_args(board, self.device_keys)
         odmfuse = os.path.join(params['l4t_dir'], 'odmfuse.sh')
 
+        # From here on fuses may be burned: a dry run whose magic were not rewritten burns for
+        # real. A crash leaves this record, and the next run refuses to burn blindly.
+        self.record('running', fused=False, burn_started=time.time(), chip_uid=self.uid)
         dry_run = self.run([odmfuse, '--test'] + common)
         if dry_run.rc != 0 or dry_run.timed_out:
-            error = 'the dry run failed (%s); nothing was burned' % self.describe_run(
-                'odmfuse.sh --test', dry_run, params['timeout'])
-            self.record('failed', fused=False, error=error)
-            self.fail(self._with_log('%s: %s. Fix the cause and run again.' % (serial, error)))
+            self.stop('the dry run failed (%s)' % self.describe_run('odmfuse.sh --test', dry_run, params['timeout']))
         self.dry_run_ok = True
+        self.record('running', fused=False, dry_run_ok=True)
+        burn_run = self.run([odmfuse] + common)
+        burn_ok = burn_run.rc == 0 and not burn_run.timed_out
+        burn_said = self.describe_run('odmfuse.sh', burn_run, params['timeout'])
 
-        # From here on the burn may happen: a crash leaves this record, and the next run refuses
-        # to burn blindly.
-        self.record('running', fused=False, dry_run_ok=True, burn_started=time.time())
-        burn = self.run([odmfuse] + common)
-        burn_ok = burn.rc == 0 and not burn.timed_out
-        burn_said = self.describe_run('odmfuse.sh', burn, params['timeout'])
-
-        mismatches, read_error = self.read_back(fuses, board)
+        read, read_error = self.read_fuses(board, self.keys_after_burn())
+        self.check_same_chip()
         if read_error is not None:
-            error = ('%s, then the read-back failed (%s): whether fuses were burned is unknown'
-                     % ('odmfuse.sh reported success' if burn_ok else burn_said, read_error))
-            self.record('failed', fused=False, error=error)
-            self.fail(self._with_log('%s: %s; do not retry blindly: check the device (serial console, '
-                                     'odmfuseread.sh) before anything else. The next run only reads the '
-                                     'fuses back.' % (serial, error)))
+            self.stop('%s, then the read-back failed (%s)' % (
+                'odmfuse.sh reported success' if burn_ok else burn_said, read_error))
+        mismatches = compare_fuses(burn, read)
         if mismatches:
-            what = describe_mismatches(mismatches)
-            if burn_ok:
-                error = 'odmfuse.sh reported success but the read-back differs: %s' % what
-            else:
-                error = '%s and the read-back differs: %s' % (burn_said, what)
+            missed = set(mismatch['name'] for mismatch in mismatches)
+            took = [name for name in verifiable_fuses(burn) if name not in missed]
+            error = ('partial burn: %s; %s took, %s did not (%s)'
+                     % ('odmfuse.sh reported success' if burn_ok else burn_said,
+                        ', '.join(took) or 'none', ', '.join(sorted(missed, key=[f['name'] for f in burn].index)),
+                        describe_mismatches(mismatches)))
             self.record('failed', fused=False, error=error, mismatches=mismatches)
-            self.fail(self._with_log('%s: %s; do not retry blindly: check the device (serial console, '
+            self.fail(self._with_log('%s: %s. Do not retry blindly: check the device (serial console, '
                                      'odmfuseread.sh). The next run never burns it again, it only reads '
                                      'the fuses back.' % (serial, error)), mismatches=mismatches)
 
         self.record('done', fused=True, error=None, mismatches=[])
-        msg = 'fused %s on %s and verified %d fuse%s by reading them back' % (
-            serial, port, len(verifiable), '' if len(verifiable) == 1 else 's')
+        verifiable = verifiable_fuses(burn)
+        msg = 'fused %s on %s (chip %s) and verified %d fuse%s by reading them back' % (
+            serial, port, self.uid, len(verifiable), '' if len(verifiable) == 1 else 's')
         if not burn_ok:
             msg += ' (%s, but the device holds the configured fuses: it was fused already)' % burn_said
         unverified = unverifiable_fuses(fuses)
@@ -665,70 +980,79 @@ class Fuser(object):
             msg += '; %s never read back and were not compared' % ', '.join(unverified)
         self.exit(msg, changed=burn_ok, fused=True)
 
-    def verify_earlier_burn(self, fuses, board, burn_started, verifiable):
+    def check_same_chip(self):
+        """The chip on the port after the last tool must be the one pinned before the first."""
+        uid = self.chip_uid()
+        if chip_identity(uid) != chip_identity(self.uid):
+            self.stop('the chip on USB port %s changed while it was being fused (ECID %s before, %s after): another '
+                      'device was put on the port or the cable was moved; everything was stopped'
+                      % (self.params['usb_instance'], self.uid, uid))
+
+    def verify_earlier_burn(self, fuses, board, burn_started):
         """An earlier run started the burn and recorded no verified result: read back only."""
         serial = self.params['serial']
-        self.record('running', fused=False, burn_started=burn_started, readback_only=True)
-        mismatches, read_error = self.read_back(fuses, board)
-        if read_error is None and not mismatches:
-            self.record('done', fused=True, burn_started=burn_started, error=None, mismatches=[])
-            self.exit('%s: an earlier run started burning at %s; the read-back now matches %d fuse%s, so the '
-                      'device is recorded as fused (nothing was burned by this run)'
-                      % (serial, _utc(burn_started), len(verifiable), '' if len(verifiable) == 1 else 's'),
-                      fused=True)
-        if read_error is not None:
-            error = 'an earlier run started burning at %s and the read-back failed (%s)' % (_utc(burn_started), read_error)
-        else:
+        self.record('running', fused=False, burn_started=burn_started, readback_only=True, chip_uid=self.uid)
+        read, read_error = self.read_fuses(board, self.keys_after_burn())
+        self.check_same_chip()
+        if read_error is None:
+            plan = plan_burn(fuses, read)
+            mismatches = compare_fuses(plan['burn'], read)
+            if not mismatches:
+                verifiable = verifiable_fuses(fuses)
+                self.record('done', fused=True, burn_started=burn_started, error=None, mismatches=[])
+                self.exit('%s: an earlier run started burning at %s; the read-back now matches %d fuse%s, so the '
+                          'device is recorded as fused (nothing was burned by this run)'
+                          % (serial, _utc(burn_started), len(verifiable), '' if len(verifiable) == 1 else 's'),
+                          fused=True)
             error = ('an earlier run started burning at %s and the read-back differs: %s'
                      % (_utc(burn_started), describe_mismatches(mismatches)))
-        self.record('failed', fused=False, burn_started=burn_started, error=error, mismatches=mismatches or [])
+        else:
+            mismatches = []
+            error = 'an earlier run started burning at %s and the read-back failed (%s)' % (_utc(burn_started), read_error)
+        self.record('failed', fused=False, burn_started=burn_started, error=error, mismatches=mismatches)
         self.fail(self._with_log(
             '%s: %s. The module never burns a device twice: a person must check it (serial console, '
             'odmfuseread.sh) and, if it still needs fusing, burn it by hand with odmfuse.sh; a re-run then '
-            'verifies it and records it as fused.' % (serial, error)), mismatches=mismatches or [])
+            'verifies it and records it as fused.' % (serial, error)), mismatches=mismatches)
 
     def read_before_burning(self, fuses, board):
-        """Read the device's fuses before anything is burned; return only when all are unburned.
+        """Read the device's fuses before anything is burned, and return the fuses to burn (in the
+        burner's order) when NVIDIA's bit rules allow the configuration over what it holds.
 
         The state file is this station's memory only: a device may arrive fused by another station,
-        or half-burned. Fuse bits only go from 0 to 1 (odmfuse.sh burns over what is there), so a
-        second burn of other values would leave neither. A PKC/SBK-fused device answers only tools
+        or half-burned, or fresh with reserved bits set. A PKC/SBK-fused device answers only tools
         given its keys (odmfuse.func, check_sbk_pkc) while an unfused one answers without them: the
         first read goes without keys, and only when it is refused and keys are configured, the read
         is tried again with them.
         """
         serial = self.params['serial']
-        read, error = self.read_fuses(board, with_keys=False)
-        keyed = bool(self.params['pkc_key'] or self.params['sbk_key'])
-        if error is not None and keyed:
-            read, error = self.read_fuses(board, with_keys=True)
+        keyed = bool(self.params['pkc_key'])
+        for keys in ((), ('pkc',), ('pkc', 'sbk')):
+            if keys and (not keyed or ('sbk' in keys and not self.burns_sbk)):
+                break
+            read, error = self.read_fuses(board, keys)
+            if error is None:
+                self.device_keys = keys
+                break
         if error is not None:
-            error = ('reading its fuses before burning failed (%s%s), so whether it is fused already is unknown; '
-                     'nothing was burned' % ('again with its keys, ' if keyed else '', error))
-            self.record('failed', fused=False, error=error)
-            self.fail(self._with_log(
-                '%s: %s. Check the device (serial console, USB cable, odmfuseread.sh)%s, then run again.'
-                % (serial, error, '' if keyed else '; a device PKC or SBK fused already answers only with its '
-                   'keys: give pkc_key and sbk_key if it is')))
-        found = classify_device_fuses(fuses, read)
+            self.stop('reading its fuses before burning failed (%s%s), so whether it is fused already is unknown%s'
+                      % ('again with its keys, ' if keyed else '', error,
+                         '' if keyed else '; a device PKC or SBK fused already answers only with its keys: give '
+                         'pkc_key and sbk_key if it is'))
+        plan = plan_burn(fuses, read)
         unverified = unverifiable_fuses(fuses)
         not_compared = ('; %s never read back and were not compared' % ', '.join(unverified)) if unverified else ''
-        if not found['differing'] and not found['unburned']:
+        if not plan['refusals'] and len(plan['matching']) == len(verifiable_fuses(fuses)):
             self.record('done', fused=True, error=None, mismatches=[])
             self.exit('%s already holds the configured fuses (%s read back by odmfuseread.sh before any burn): '
-                      'recorded as fused, nothing was burned%s' % (serial, ', '.join(found['matching']), not_compared),
+                      'recorded as fused, nothing was burned%s' % (serial, ', '.join(plan['matching']), not_compared),
                       fused=True)
-        if not found['differing'] and not found['matching']:
-            return
-        if found['differing']:
-            error = 'the device holds fuses other than the configured ones: %s' % describe_mismatches(found['differing'])
-        else:
-            error = ('the device holds part of the configured fuses: %s already burned as configured, %s still '
-                     'unburned' % (', '.join(found['matching']), ', '.join(found['unburned'])))
-        self.record('failed', fused=False, error=error, mismatches=found['differing'])
-        self.fail(self._with_log(
-            '%s: refusing to fuse, %s. Nothing was burned: fuse bits only go from 0 to 1, so burning over them would '
-            'mix the two. A person must check the device (serial console, odmfuseread.sh): if it belongs to another '
-            'product, take it out of this batch; if it must have this configuration, burn what is missing by hand '
-            'with odmfuse.sh, and a re-run then reads it and records it as fused.' % (serial, error)),
-            mismatches=found['differing'])
+        if plan['refusals']:
+            error = 'refusing to fuse, by NVIDIA\'s fuse rules: %s' % '; '.join(plan['refusals'])
+            self.record('failed', fused=False, error=error)
+            self.fail(self._with_log(
+                '%s: %s. Nothing was burned. A person must check the device (serial console, odmfuseread.sh): if it '
+                'belongs to another product, take it out of this batch; if it must have this configuration, fix the '
+                'configuration or burn what is missing by hand with odmfuse.sh, and a re-run then reads it and '
+                'records it as fused.' % (serial, error)))
+        return plan['burn']

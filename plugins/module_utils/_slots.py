@@ -10,6 +10,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -36,6 +37,43 @@ def _gate(slots_dir, name, count):
         return _GATES.setdefault(key, threading.BoundedSemaphore(count))
 
 
+# Taken shared by every flash slot holder and exclusive by a fuse burn: odmfuse.sh cannot choose a
+# USB port, so while a device is fused no flash may RCM-boot another, and the reverse.
+STATION_LOCK = 'station.lock'
+
+
+def lock_station(slots_dir, exclusive, label=None):
+    """Take the station's lock (``<slots_dir>/station.lock``, ``fcntl.flock``) and return its open
+    file descriptor (closing it frees the lock): ``exclusive`` for a fuse burn, shared for a flash.
+    Waits for the other kind to end: each is time-limited, and the kernel frees the lock of a
+    process that dies."""
+    os.makedirs(slots_dir, exist_ok=True)
+    fd = os.open(os.path.join(slots_dir, STATION_LOCK), os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+    except BaseException:
+        os.close(fd)
+        raise
+    if exclusive and label:
+        try:
+            os.ftruncate(fd, 0)
+            log_line(fd, '%d %s %s' % (os.getpid(), label, utc_stamp()))
+        except (IOError, OSError):
+            pass  # the note is for people; the lock is what counts
+    return fd
+
+
+@contextlib.contextmanager
+def station_lock(slots_dir, exclusive, label=None):
+    """Hold the station's lock (:func:`lock_station`) while the block runs; no ``slots_dir``, no lock."""
+    fd = lock_station(slots_dir, exclusive, label) if slots_dir else None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 class FlashSlots(object):
     """Hold one of ``count`` flash slots of the station while the ``with`` block runs.
 
@@ -50,7 +88,8 @@ class FlashSlots(object):
     (how long it took). The lock file holds the holder's pid and label, for a person to read.
     """
 
-    def __init__(self, slots_dir, count, wait_timeout=None, label=None, poll=0.2, name='slot'):
+    def __init__(self, slots_dir, count, wait_timeout=None, label=None, poll=0.2, name='slot',  # pylint: disable=too-many-arguments
+                 holds_station=False):
         if int(count) < 1:
             raise ValueError('the number of flash slots must be 1 or more, not %r' % (count,))
         self.slots_dir = slots_dir
@@ -64,6 +103,9 @@ class FlashSlots(object):
         self.wait_seconds = None
         self._fd = None
         self._gate = None
+        # A slot whose holder talks to a device also holds the station's lock, shared.
+        self.holds_station = holds_station
+        self._station_fd = None
 
     def lock_path(self, number):
         return os.path.join(self.slots_dir, '%s-%d.lock' % (self.name, number))
@@ -119,8 +161,10 @@ class FlashSlots(object):
             while True:
                 for number in range(self.count):
                     if self._try(number):
-                        self.wait_seconds = time.monotonic() - started
                         self._gate = gate
+                        if self.holds_station:
+                            self._station_fd = lock_station(self.slots_dir, exclusive=False)
+                        self.wait_seconds = time.monotonic() - started
                         return self
                 if self.wait_timeout is not None and time.monotonic() - started >= self.wait_timeout:
                     self._busy(started)
@@ -135,6 +179,9 @@ class FlashSlots(object):
             % (self.count, self.slots_dir, time.monotonic() - started, '; '.join(self.holders()) or 'unknown'))
 
     def release(self):
+        if self._station_fd is not None:
+            os.close(self._station_fd)
+            self._station_fd = None
         if self._fd is not None:
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)

@@ -56,6 +56,7 @@ DEVICE_OPTIONS = dict(
     fuse_config=dict(type='path'),
     pkc_key=dict(type='path'),
     sbk_key=dict(type='path'),
+    ekb_file=dict(type='path'),
     batch=dict(type='str'),
     report_dir=dict(type='path'),
     # The station's settings and the batch check's findings: the playbook's, not the modules'.

@@ -22,7 +22,8 @@ description:
     instances, NFS exports, udev rules, board probes). It generates the images in the tree with
     C(tools/kernel_flash/l4t_initrd_flash_internal.sh --no-flash --massflash <concurrency>) and
     the board identity in the environment (C(BOARDID), C(FAB), C(BOARDSKU), C(BOARDREV),
-    C(FUSELEVEL)), so that no board probe reaches another device, at most O(concurrency)
+    C(CHIP_SKU), C(FUSELEVEL)), so that no board probe reaches another device and the images
+    carry the module's own BPMP firmware, at most O(concurrency)
     generations at once and outside the flash slots. It then flashes in slot I(k) as device
     instance I(k) with C(l4t_initrd_flash_internal.sh --usb-instance <port> --device-instance <k>
     --flash-only <saved parameters>), so no two flashes in flight share an instance. The
@@ -74,17 +75,26 @@ options:
       - The Jetson module. When omitted, it is detected from the USB product id of the device in
         recovery mode on O(usb_instance) (or taken from the last flash recorded in
         O(state_file)).
+      - The USB product id C(0955:7023) is an AGX Orin 32GB, 64GB or Industrial, so a device on it
+        is not flashed without O(board), unless O(board_identity) names its C(BOARDSKU). The table of
+        boards, USB ids and board identities, with where each value comes from in NVIDIA's files,
+        is C(docs/l4t-board-identity.md) in the collection's source.
       - When given, the device on the port must be this module, else nothing is flashed (a wrong
         device on the port, or a wrong inventory).
     type: str
-    choices: [orin-nano-8gb, orin-nano-4gb, orin-nx-16gb, orin-nx-8gb, agx-orin-64gb, agx-orin-32gb]
+    choices: [orin-nano-8gb, orin-nano-4gb, orin-nx-16gb, orin-nx-8gb, agx-orin-32gb, agx-orin-64gb,
+              agx-orin-industrial]
   board_identity:
     description:
       - Overrides of the board identity given to image generation in the environment, keys
-        C(BOARDID), C(FAB), C(BOARDSKU), C(BOARDREV) and C(FUSELEVEL). The defaults come from
-        the board (for example C(BOARDID=3767 FAB=300 BOARDSKU=0003 BOARDREV=A.0
-        FUSELEVEL=fuselevel_production) for an Orin Nano 8GB); set them per device when the
-        module label says otherwise.
+        C(BOARDID), C(FAB), C(BOARDSKU), C(BOARDREV), C(CHIP_SKU) and C(FUSELEVEL). The defaults
+        come from the board, as in NVIDIA's table of C(tools/kernel_flash/README_initrd_flash.txt)
+        (for example C(BOARDID=3767 FAB=300 BOARDSKU=0003 CHIP_SKU=00:00:00:D5
+        FUSELEVEL=fuselevel_production) for an Orin Nano 8GB, without C(BOARDREV)); set them per
+        device when the module label or C(chkbdinfo -C) says otherwise.
+      - C(CHIP_SKU) picks the BPMP firmware of the images (C(FUSELEVEL) keeps NVIDIA's C(flash.sh)
+        from reading it off the chip), written as C(chkbdinfo -C) prints it, such as
+        V(00:00:00:D5).
       - Not used with O(tool=flash.sh), which talks to its own port only.
     type: dict
     default: {}
@@ -92,7 +102,8 @@ options:
     description:
       - The board config of the tree to flash with, a C(.conf) name without the suffix.
       - Default, from the board, V(jetson-orin-nano-devkit) for the Orin Nano and Orin NX
-        modules (as in L4T r36) and V(jetson-agx-orin-devkit) for the AGX Orin modules.
+        modules (as in L4T r36), V(jetson-agx-orin-devkit) for the AGX Orin 32GB and 64GB and
+        V(jetson-agx-orin-devkit-industrial) for the AGX Orin Industrial.
     type: str
   tool:
     description:
@@ -341,7 +352,7 @@ board_identity:
   description: With O(tool=initrd), the board identity given to image generation (null otherwise).
   returned: always
   type: dict
-  sample: {BOARDID: '3767', FAB: '300', BOARDSKU: '0003', BOARDREV: A.0, FUSELEVEL: fuselevel_production}
+  sample: {BOARDID: '3767', FAB: '300', BOARDSKU: '0003', CHIP_SKU: '00:00:00:D5', FUSELEVEL: fuselevel_production}
 generated:
   description: Whether images were generated in this run (false when the tree already held them).
   returned: always

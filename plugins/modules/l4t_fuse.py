@@ -22,40 +22,64 @@ description:
     result (a crash, a timeout, a failed or differing read-back), the module does not burn
     again; it only reads the fuses back, records the device as fused when they match, and
     otherwise fails and asks a person to look at the device.
-  - Checks its own inputs before running any tool, because C(odmfuse.sh) prints its usage
-    for conflicting arguments and burns anyway. The fuse configuration must be an NVIDIA
-    C(genericfuse) XML with C(MagicId="0x45535546"), name each fuse once, hold hexadecimal
-    values that fit their sizes (an Orin C(SecureBootKey) is 32 bytes), name only fuses that
-    Jetson Orin has (those of NVIDIA's Jetson Orin reference fuse configuration, plus
-    C(OdmLock) and C(SwReserved); a misspelt name such as C(SecurityMod) is refused, naming the
-    file, the fuse and the names to use) and name at least one fuse that a read-back can verify. The key files must exist, and a configuration that
-    burns C(PublicKeyHash) (or C(SecureBootKey)) needs O(pkc_key) (or O(sbk_key)), without
-    which the device no longer answers the read-back. O(l4t_dir) must hold C(odmfuse.sh),
-    C(odmfuseread.sh) and C(<board_config>.conf).
-  - C(odmfuse.sh) has no option to choose a USB port. The module scans the station's USB
-    bus (O(usb_sysfs_root)) and burns nothing unless exactly one Jetson is in recovery mode
-    and it is on O(usb_instance).
+  - Checks its own inputs before running any tool, because C(odmfuse.sh) burns the XML it is
+    given as it is (only its non-XML path derives the key hash) and prints its usage for
+    conflicting arguments and burns anyway. The fuse configuration must be an NVIDIA
+    C(genericfuse) XML with C(MagicId) written exactly C("0x45535546") (C(odmfuse.sh --test)
+    makes its dry run by rewriting only that spelling: any other one burns in the dry run),
+    name each fuse once, give each fuse its Orin size exactly (C(PublicKeyHash) 64 bytes;
+    C(SecureBootKey), C(OemK1), C(OemK2), C(Kdk0) 32, whole; C(OdmId) 8; the others 4), name
+    only fuses that Jetson Orin has (those of NVIDIA's Jetson Orin reference fuse
+    configuration, plus C(OdmLock) and C(SwReserved); a misspelt name such as C(SecurityMod) is
+    refused, naming the file, the fuse and the names to use) and name at least one fuse that a
+    read-back can verify.
+  - Checks the configuration against the keys (docs/l4t-fusing.md in the collection). Its
+    C(PublicKeyHash) must be the hash of O(pkc_key) as the bundle's
+    C(bootloader/tegrasign_v3.py --pubkeyhash) prints it (what C(odmfuse.sh) itself burns without
+    C(-X)); C(BootSecurityInfo)'s algorithm bits must match the key type that C(ssh-keygen -l)
+    tells (1 RSA-3K, 2 ECDSA P-256, 3 ECDSA P-521), its SBK bit C(0x8) is set exactly when
+    C(SecureBootKey) is burned; C(SecureBootKey) must equal O(sbk_key) and needs
+    C(PublicKeyHash); an O(sbk_key) for a configuration without C(SecureBootKey) is refused
+    (the device stays PKC-only, and NVIDIA's tools refuse an SBK for it); C(OemK1) and C(OemK2)
+    need O(ekb_file), the EKB the flash writes. Each refusal names the fuse, what was expected
+    and what was found. The key files must exist, and a configuration that burns
+    C(PublicKeyHash) (or C(SecureBootKey)) needs O(pkc_key) (or O(sbk_key)), without which the
+    device no longer answers the read-back. O(l4t_dir) must hold C(odmfuse.sh),
+    C(odmfuseread.sh), C(bootloader/tegrarcm_v2), C(bootloader/tegrasign_v3.py) and
+    C(<board_config>.conf).
+  - One device, and only that one, from the first tool to the last. The module holds the
+    station's lock (in O(slots_dir)) that every flash slot also takes, so no flash runs while a
+    device is fused. C(odmfuse.sh) has no option to choose a USB port: before B(each) tool call
+    the module scans the station's USB bus (O(usb_sysfs_root)) and stops unless exactly one
+    Jetson is in recovery mode and it is on O(usb_instance). It pins the chip's identity (its
+    ECID, from C(tegrarcm_v2 --uid --instance <usb_instance>)) before the first call and
+    compares it after the last; a change stops everything and says so.
   - Reads the device's fuses with C(odmfuseread.sh) before its first burn, because the state
-    file only knows what this station did (a device may arrive fused by another station) and
-    C(odmfuse.sh) burns over fuses that are already burned (fuse bits only go from 0 to 1, so
-    the device would hold neither value). The read goes without keys first; a PKC or SBK fused
-    device refuses that, and the read is tried again with O(pkc_key) and O(sbk_key). When every
-    fuse the read shows already holds its configured value, the device is recorded as fused
-    and nothing is burned (the message names the fuses compared and those never read back).
-    When every one still reads 0, the burn goes on. Otherwise (another value, or a half-burned
-    device), or when the read fails, the module burns nothing, records the failure and names
-    the fuses and what a person must do.
-  - Then runs C(odmfuse.sh --test) (NVIDIA's dry run, which burns nothing) and burns only when
-    it succeeds, with one C(odmfuse.sh) call for all fuses. The state file records the start
-    of the burn before it starts.
+    file only knows what this station did (a device may arrive fused by another station, or
+    fresh with reserved bits set). The read goes without keys first; a PKC or SBK fused device
+    refuses that, and the read is tried again with O(pkc_key) (and O(sbk_key) when the
+    configuration burns an SBK). Values compare as bit sets, by NVIDIA's rules: the reserved
+    bits of C(BootSecurityInfo) are masked (and kept in the value burned, since the burner
+    refuses to clear them); a key hash reads 0 or exactly the configured one; bits only go from
+    0 to 1; C(OdmLock) bit n locks C(ReservedOdm<n>); nothing can be added once C(SecurityMode)
+    is burned. When the device already holds the configuration, it is recorded as fused and
+    nothing is burned. A configuration the rules forbid over what it holds, or a failed read,
+    burns nothing; the failure is recorded and names the fuses.
+  - Then gives C(odmfuse.sh) one file (mode 0600, in O(l4t_dir), removed afterwards) with every
+    fuse in the burner's order (C(OdmLock) and C(SecurityMode) last, since the burner stops
+    at the first fuse it cannot burn, and SecurityMode locks the rest), runs C(odmfuse.sh
+    --test), and burns with one C(odmfuse.sh) call only when the dry run succeeds. On Orin
+    C(--test) exits 0 whatever the device decides (its verdict is on the serial console): it
+    proves the host side and that the device answered. The state file records the start of a
+    burn before the dry run.
   - Always reads the fuses back after a burn, whatever C(odmfuse.sh) returned. Its exit
-    status alone cannot be trusted (it has been seen to exit 0 with nothing burned, the
-    failure showing only on the serial console). C(odmfuseread.sh) reads a fixed list of
-    fuses (C(PublicKeyHash), C(BootSecurityInfo), C(ArmJtagDisable), C(SecurityMode),
+    status alone cannot be trusted (the burner stops silently at a fuse it cannot burn,
+    keeping the fuses before it). C(odmfuseread.sh) reads a fixed list of fuses
+    (C(PublicKeyHash), C(BootSecurityInfo), C(ArmJtagDisable), C(SecurityMode),
     C(SwReserved), C(OdmId), C(OdmLock), C(ReservedOdm0) to C(ReservedOdm7)...); the others,
     the secret key fuses (C(SecureBootKey), C(OemK1), C(OemK2), C(Kdk0)) among them, are never
-    read back, so they are not compared. Every fuse it reads must read back the configured
-    value (compared as numbers, so case, C(0x) and leading zeros do not matter).
+    read back, so they are not compared. Any difference is reported as a partial burn, naming
+    the fuses that took and those that did not.
   - The output of every tool goes to C(<log_dir>/<serial>-fuse-<UTC time>.log), with the
     values of secret key fuses masked. The module never reads or returns the content of the
     key files, nor the values of secret key fuses.
@@ -93,14 +117,26 @@ options:
     description:
       - The PKC key pair (C(.pem)) passed to C(odmfuse.sh) and C(odmfuseread.sh) with C(-k).
       - Needed when the device is already PKC-fused, and when O(fuse_config) burns
-        C(PublicKeyHash), since the read-back then needs it. The file must exist; its
-        content is never read by the module.
+        C(PublicKeyHash), since the read-back then needs it; the configuration's
+        C(PublicKeyHash) must be this key's hash. The module never returns the key.
     type: path
   sbk_key:
     description:
-      - The SBK key file passed to C(odmfuseread.sh) with C(-S).
-      - Needed when the device is already SBK-fused, and when O(fuse_config) burns
-        C(SecureBootKey). The file must exist; its content is never read by the module.
+      - The SBK key file (NVIDIA's format, hexadecimal words) passed to C(odmfuseread.sh) with
+        C(-S) when O(fuse_config) burns C(SecureBootKey), whose value must equal it. The module
+        reads it only to compare it with the configuration; the value is never returned.
+      - Refused when O(fuse_config) burns no C(SecureBootKey).
+    type: path
+  ekb_file:
+    description:
+      - The EKB image the flash writes to the device (C(jetson_ekb_file)). Required when
+        O(fuse_config) burns C(OemK1) or C(OemK2), without which OP-TEE fails at boot.
+    type: path
+  slots_dir:
+    description:
+      - The station's flash slot directory (the flash's O(azaion.jetson.l4t_flash#module:slots_dir)): the module
+        holds its station lock, exclusive, while it fuses, so no flash of the station runs
+        meanwhile. Without it, no lock is taken.
     type: path
   usb_instance:
     description:

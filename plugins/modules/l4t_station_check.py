@@ -32,8 +32,11 @@ description:
     written - a staging rootfs (C(jetson_rootfs_dir)) that is the station's root, inside the
     bundle, or the same directory as another device's once symbolic links are resolved; a
     O(workdir) inside the bundle; key files (C(jetson_pkc_key), C(jetson_sbk_key)) that are
-    not readable files; a fuse configuration that is not a valid NVIDIA fuse XML or names fuses
-    NVIDIA does not document; and, for devices whose pending phases need it (flash, or fuse
+    not readable files; a fuse configuration that is not a valid NVIDIA fuse XML, names fuses
+    NVIDIA does not document or gives them other sizes, or does not fit the device's keys (the
+    PublicKeyHash of C(jetson_pkc_key) as the bundle's C(tegrasign_v3.py) derives it, the key
+    type in C(BootSecurityInfo), C(SecureBootKey) equal to C(jetson_sbk_key), an EKB in
+    C(jetson_ekb_file) for C(OemK1)/C(OemK2); see M(azaion.jetson.l4t_fuse)); and, for devices whose pending phases need it (flash, or fuse
     for a device to be fused), no Jetson in recovery mode on the device's USB port, or one of
     another board than C(jetson_board) says.
 author: Azaion engineering (@azaion)
@@ -212,7 +215,8 @@ def main():
         module.fail_json(msg='l4t_dir is required to check tools or the initrd flasher', problems=[])
     devices = params['devices']
     pending = dict((device['name'], params['pending_phases'].get(device['name'], PHASES)) for device in devices)
-    problems = (path_problems(devices, pending, params['l4t_dir'], params['workdir']) + file_problems(devices, pending)
+    problems = (path_problems(devices, pending, params['l4t_dir'], params['workdir'])
+                + file_problems(devices, pending, params['l4t_dir'])
                 + usb_problems(devices, pending, params['usb_sysfs_root']))
     if params['api_url']:
         problems.extend(admin_api_problems(params))

@@ -22,7 +22,9 @@ description:
     is bounded by the station's flash slots (O(concurrency)), and how many image generations run
     at once by their own slots, across all the processes on the station that use O(slots_dir).
   - Per device, C(serial), C(state_file), C(board) (detected from the USB product id when
-    empty), C(board_identity) and C(own_rootfs) come from its device context, and its C(email)
+    empty, except on C(0955:7023), an AGX Orin 32GB, 64GB or Industrial, where a device fails
+    unless its C(board_identity) names its C(BOARDSKU)), C(board_identity) and C(own_rootfs)
+    come from its device context, and its C(email)
     is the one its device.conf must hold (the cross-talk guard). A device with C(pkc_key) or
     C(sbk_key) is signed with them (C(-u <pkc_key>), C(-v <sbk_key>)); key files are passed by
     path, never read.

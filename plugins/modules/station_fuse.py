@@ -18,7 +18,7 @@ description:
     C(fuse) as V(skipped) (outside check mode), unless it records an earlier burn, which is kept.
   - Each other device is fused exactly as M(azaion.jetson.l4t_fuse) does, in its USB port's
     working tree (C(port_tree)), with its C(fuse_config), C(usb_instance), C(pkc_key),
-    C(sbk_key), C(state_file) and C(serial). So never twice, a fuse configuration naming only
+    C(sbk_key), C(ekb_file), C(state_file) and C(serial). So never twice, a fuse configuration naming only
     fuses Jetson Orin has, the fuses read before the first burn (a device that already holds
     the configured values is recorded as fused with nothing burned; one holding other values,
     or part of them, fails with nothing burned), a C(--test) dry run, the fuses read back after
@@ -47,6 +47,7 @@ options:
       orin-nx-8gb: jetson-orin-nano-devkit
       agx-orin-64gb: jetson-agx-orin-devkit
       agx-orin-32gb: jetson-agx-orin-devkit
+      agx-orin-industrial: jetson-agx-orin-devkit-industrial
   chip_id:
     description:
       - The Tegra chip id passed to the tools with C(-i); V(0x23) is Orin.
@@ -62,6 +63,11 @@ options:
       - The directory for the tools' log files on the station; created when missing.
     type: path
     required: true
+  slots_dir:
+    description:
+      - The station's flash slot directory: each device is fused holding its station lock,
+        exclusive, which every flash slot also takes, so no flash runs meanwhile.
+    type: path
   timeout:
     description:
       - Seconds each tool may run before it is killed with its whole process group.
@@ -150,7 +156,7 @@ from ansible_collections.azaion.jetson.plugins.module_utils._station_run import 
 from ansible_collections.azaion.jetson.plugins.module_utils._usb import BOARD_CONFIGS
 
 # The options given once for all devices; the others are each device's.
-SHARED_OPTIONS = ('chip_id', 'timeout', 'usb_sysfs_root', 'log_dir')
+SHARED_OPTIONS = ('chip_id', 'timeout', 'usb_sysfs_root', 'log_dir', 'slots_dir')
 
 
 def burn_recorded(record):
@@ -204,7 +210,7 @@ def main():
         board = device.get('board')
         own = dict(l4t_dir=device['port_tree'], fuse_config=device['fuse_config'], usb_instance=device['usb_instance'],
                    state_file=device['state_file'], serial=device['serial'], pkc_key=device.get('pkc_key') or None,
-                   sbk_key=device.get('sbk_key') or None,
+                   sbk_key=device.get('sbk_key') or None, ekb_file=device.get('ekb_file') or None,
                    board_config=module.params['board_configs'].get(board, board) if board else 'auto')
         run_device_core(proxy, fuse_spec, SHARED_OPTIONS, own, lambda device_module: Fuser(device_module).main(),
                         refused='. Nothing was burned.')

@@ -152,6 +152,8 @@ def device_context(name, device_vars, station_vars=None, email_prefix=DEFAULT_EM
                                      'the PKC key file'),
         sbk_key=inputs.absolute_path(name, inputs.get(device_vars, 'jetson_sbk_key'), 'jetson_sbk_key', problems,
                                      'the SBK key file'),
+        ekb_file=inputs.absolute_path(name, inputs.get(device_vars, 'jetson_ekb_file'), 'jetson_ekb_file', problems,
+                                      'the EKB image (eks_t234.img) made with the OEM keys the device is fused with'),
         batch=inputs.batch_name(name, inputs.get(device_vars, 'jetson_batch_name'), 'jetson_batch_name', problems),
         report_dir=inputs.absolute_path(name, inputs.get(device_vars, 'jetson_report_dir', report_dir), 'jetson_report_dir',
                                         problems, 'the directory on the controller where the batch report is kept'),

@@ -1,35 +1,36 @@
-"""Fusing is irreversible: azaion.jetson.provision reads a device's fuses before its first burn,
-and refuses a fuse configuration naming a fuse Orin does not have, end to end over the lab.
+"""Fusing is irreversible: azaion.jetson.provision checks a fuse configuration against the
+device's keys and NVIDIA's Orin rules before anything is written, reads a device's fuses before
+its first burn, and refuses what NVIDIA's bit rules forbid, end to end over the lab.
 
-The lab station is the one of test_provision.py (its fake odmfuse.sh burns over fuses that are
-already burned as the real one does: the OR of the values, unless SecurityMode locks them). A
-device "fused by another station" holds fuses and has no state file on this station.
+The lab station is the one of test_provision.py. Its odmfuse.sh burns as NVIDIA's does (the XML
+as given, in order, stopping silently at a fuse it cannot burn); its flash refuses images not
+signed with the key whose hash the device holds. A device "fused by another station" holds fuses
+and has no state file on this station.
 """
 
 import json
 import os
 
+import pytest
+
 from conftest import assert_ok
 from lab import l4t_bundle
+from lab.batch import fuse_variables
 # The batch fixture of test_provision.py, imported to be used here as a fixture.
 from test_provision import make_provision  # noqa: F401 pylint: disable=unused-import
 
 PORT = '1-1'
 SERIAL = 'AZJN-0001'
-CONFIGURED = {'PublicKeyHash': '0x' + '5a' * 32, 'SecurityMode': '0x1'}
 
 
-def fusing(tmp_path, fuses=None, text=None):
-    """The inventory variables that ask for fusing with that configuration (and a PKC key)."""
-    fuse_xml = str(tmp_path / 'fuses.xml')
-    if text is None:
-        l4t_bundle.write_fuse_config(fuse_xml, fuses or CONFIGURED)
-    else:
-        with open(fuse_xml, 'w') as config:
+def fusing(tmp_path, text=None, sbk=False):
+    """The inventory variables that ask for fusing, right for their keys (batch.fuse_variables),
+    the fuse XML replaced by ``text`` when given; and the configured fuses."""
+    variables, configured = fuse_variables(str(tmp_path), sbk=sbk)
+    if text is not None:
+        with open(variables['jetson_fuse_config'], 'w') as config:
             config.write(text)
-    pkc_key = tmp_path / 'pkc.pem'
-    pkc_key.write_text('lab PKC key pair\n')
-    return {'jetson_fuse_enabled': True, 'jetson_fuse_config': fuse_xml, 'jetson_pkc_key': str(pkc_key)}
+    return variables, configured
 
 
 def fuse_phase(batch):
@@ -42,9 +43,33 @@ def burns(batch):
     return [call for call in batch.tool_calls('odmfuse.sh') if '--test' not in call['argv']]
 
 
+def test_a_matching_pkc_configuration_burns_once_flashes_signed_and_boots(make_provision, tmp_path):
+    variables, configured = fusing(tmp_path)
+    batch = make_provision({PORT: '7523'}, extra_vars=variables)
+    result = batch.run()
+    assert_ok(result)
+    assert len(burns(batch)) == 1
+    assert len([call for call in batch.tool_calls('odmfuse.sh') if '--test' in call['argv']]) == 1
+    assert l4t_bundle.burned_fuses(batch.lab.lab_state, PORT) == configured
+    phase = fuse_phase(batch)
+    assert (phase['status'], phase['fused']) == ('done', True), phase
+    # Signed with the key whose hash the device now holds, and it came up.
+    assert all('-u' in call['argv'] for call in batch.tool_calls('l4t_initrd_flash_internal.sh'))
+    report = batch.report()[SERIAL]
+    assert (report['fuse'], report['flash'], report['verify'], report['result']) == ('done', 'done', 'done', 'done')
+    # The burner's file held the configuration only while it burned.
+    assert not any(name.startswith('.azaion-fuse-burn') for _top, _dirs, files in os.walk(batch.lab.workdir)
+                   for name in files)
+
+    again = batch.run()
+    assert_ok(again)
+    assert len(burns(batch)) == 1 and l4t_bundle.burned_fuses(batch.lab.lab_state, PORT) == configured
+
+
 def test_a_device_fused_as_configured_by_another_station_is_recorded_fused_with_no_burn(make_provision, tmp_path):
-    batch = make_provision({PORT: '7523'}, extra_vars=fusing(tmp_path))
-    l4t_bundle.prefuse_device(batch.lab.lab_state, PORT, CONFIGURED)
+    variables, configured = fusing(tmp_path)
+    batch = make_provision({PORT: '7523'}, extra_vars=variables)
+    l4t_bundle.prefuse_device(batch.lab.lab_state, PORT, configured)
 
     check = batch.run('--check')
     assert_ok(check)
@@ -56,7 +81,7 @@ def test_a_device_fused_as_configured_by_another_station_is_recorded_fused_with_
     assert [call['exit'] for call in batch.tool_calls('odmfuseread.sh')] == [1, 0]  # keyless refused, keyed read
     phase = fuse_phase(batch)
     assert (phase['status'], phase['fused'], phase['burn_started']) == ('done', True, None), phase
-    assert l4t_bundle.burned_fuses(batch.lab.lab_state, PORT) == CONFIGURED
+    assert l4t_bundle.burned_fuses(batch.lab.lab_state, PORT) == configured
     report = batch.report()[SERIAL]
     assert (report['fuse'], report['result']) == ('done', 'done')
     # The device is PKC fused: it is flashed with its key.
@@ -67,38 +92,63 @@ def test_a_device_fused_as_configured_by_another_station_is_recorded_fused_with_
     assert batch.tool_calls('odmfuse.sh') == [] and len(batch.tool_calls('odmfuseread.sh')) == 2
 
 
-def test_a_device_fused_with_other_values_is_refused_naming_the_fuses_and_nothing_is_burned(make_provision, tmp_path):
-    other = {'PublicKeyHash': '0x' + 'a5' * 32}  # another product's key, SecurityMode still open
-    batch = make_provision({PORT: '7523'}, extra_vars=fusing(tmp_path))
+def test_a_device_fused_with_another_key_is_refused_before_any_burn(make_provision, tmp_path):
+    variables, configured = fusing(tmp_path)
+    other = dict(configured, PublicKeyHash='0x' + 'a5' * 64, SecurityMode='0x0')
+    batch = make_provision({PORT: '7523'}, extra_vars=variables)
     l4t_bundle.prefuse_device(batch.lab.lab_state, PORT, other)
-
     result = batch.run()
     assert result.returncode != 0
-    assert result.recap[SERIAL]['failed'] >= 1
-    assert 'holds fuses other than the configured ones: PublicKeyHash: expected %s, read back %s' % (
-        CONFIGURED['PublicKeyHash'], other['PublicKeyHash']) in result.stdout, result.stdout[-6000:]
-    assert 'take it out of this batch' in result.stdout
-    # Burning over it would have left 0xffff... (0x5a.. | 0xa5..): nothing was burned, not even a dry run.
-    assert batch.tool_calls('odmfuse.sh') == [] and burns(batch) == []
+    # It answers neither without keys nor with this batch's key: whether it is fused is unknown.
+    assert 'reading its fuses before burning failed (again with its keys' in result.stdout, result.stdout[-6000:]
     assert l4t_bundle.burned_fuses(batch.lab.lab_state, PORT) == other
-    assert batch.flash_runs(PORT) == []  # a device whose fuse phase failed goes no further
+    assert burns(batch) == [] and batch.flash_runs(PORT) == []
     phase = fuse_phase(batch)
     assert (phase['status'], phase['fused'], phase['burn_started']) == ('failed', False, None), phase
-    assert [mismatch['name'] for mismatch in phase['mismatches']] == ['PublicKeyHash']
 
-    again = batch.run()
-    assert again.returncode != 0 and burns(batch) == []
-    assert l4t_bundle.burned_fuses(batch.lab.lab_state, PORT) == other
+
+@pytest.mark.parametrize('case, message', [
+    ('another key', 'fuses.xml: PublicKeyHash is 0x%s, but the hash of jetson_pkc_key' % ('5a' * 64)),
+    ('short hash', 'fuse PublicKeyHash must be 64 bytes (128 hexadecimal digits) on Orin'),
+    ('magic', 'MagicId is "0X45535546", which odmfuse.sh --test does not rewrite'),
+    ('algorithm', 'BootSecurityInfo 0x201 says PKC algorithm 1, but jetson_pkc_key'),
+    ('sbk for pkc only', 'jetson_sbk_key is set but the configuration burns no SecureBootKey'),
+])
+def test_a_configuration_that_does_not_fit_the_keys_is_refused_in_the_batch_check(make_provision, tmp_path, case,
+                                                                                   message):
+    variables, configured = fusing(tmp_path, sbk=case == 'sbk for pkc only')
+    lines = dict(configured)
+    if case == 'another key':
+        lines['PublicKeyHash'] = '0x' + '5a' * 64
+    elif case == 'short hash':
+        lines['PublicKeyHash'] = configured['PublicKeyHash'][:66]
+    elif case == 'algorithm':
+        lines['BootSecurityInfo'] = '0x201'
+    l4t_bundle.write_fuse_config(variables['jetson_fuse_config'], lines)
+    if case == 'magic':
+        with open(variables['jetson_fuse_config']) as xml:
+            text = xml.read().replace('0x45535546', '0X45535546')
+        with open(variables['jetson_fuse_config'], 'w') as xml:
+            xml.write(text)
+    batch = make_provision({PORT: '7523'}, extra_vars=variables)
+    result = batch.run()
+    assert result.returncode != 0
+    assert message in result.stdout, result.stdout[-6000:]
+    assert '%s: jetson_fuse_config' % SERIAL in result.stdout
+    # Refused before anything touched the device or the station's workdir.
+    assert batch.tool_calls('odmfuse.sh') == [] and batch.tool_calls('odmfuseread.sh') == []
+    assert l4t_bundle.burned_fuses(batch.lab.lab_state, PORT) == {} and batch.flash_runs(PORT) == []
+    assert not os.path.exists(os.path.join(batch.lab.workdir, 'devices', SERIAL, 'state.json'))
 
 
 UNKNOWN_NAME = ('<genericfuse MagicId="0x45535546" version="1.0.0">\n'
                 '    <fuse name="PublicKeyHash" size="64" value="0x%s"/>\n'
                 '    <fuse name="SecurityMod" size="4" value="0x1"/>\n'
-                '</genericfuse>\n' % ('5a' * 32))
+                '</genericfuse>\n' % ('5a' * 64))
 
 
 def test_a_fuse_config_naming_an_unknown_fuse_is_refused_before_any_tool_runs(make_provision, tmp_path):
-    variables = fusing(tmp_path, text=UNKNOWN_NAME)
+    variables, _configured = fusing(tmp_path, text=UNKNOWN_NAME)
     batch = make_provision({PORT: '7523'}, extra_vars=variables)
     result = batch.run()
     assert result.returncode != 0

@@ -21,7 +21,7 @@ import sys
 import pytest
 
 from lab import l4t_bundle, labkit
-from lab.batch import ProvisionBatch, tree_checksums
+from lab.batch import ProvisionBatch, fuse_variables, tree_checksums
 
 FIX_VERBS = ('set', 'use', 'give', 'remove', 'unset', 'export', 'make', 'move', 'choose', 'put', 'install', 'fix',
              'plug', 'rename', 'correct')
@@ -211,11 +211,7 @@ def unset_loader_url(batch, _tmp):
 
 def fuse_ready(tmp, **fuse_vars):
     """A device's fuse variables that are right: a fuse XML and a PKC key, enabled."""
-    pkc_key = os.path.join(str(tmp), 'pkc.pem')
-    with open(pkc_key, 'w') as key:
-        key.write('lab PKC key pair\n')
-    ready = {'jetson_fuse_enabled': True, 'jetson_fuse_config': l4t_bundle.write_fuse_config(os.path.join(str(tmp), 'fuses.xml')),
-             'jetson_pkc_key': pkc_key}
+    ready, _configured = fuse_variables(str(tmp))
     ready.update(fuse_vars)
     return ready
 
@@ -253,7 +249,7 @@ def fuse_xml_with_magic(tmp):
 
 def fuse_xml_with_unknown_fuse(tmp):
     return l4t_bundle.write_fuse_config(os.path.join(tmp, 'unknown-fuse.xml'),
-                                        {'PublicKeyHash': '0x' + '5a' * 32, 'NoSuchFuse': '0x1'})
+                                        {'PublicKeyHash': '0x' + '5a' * 64, 'NoSuchFuse': '0x1'})
 
 
 def empty_jetsons_group(inventory):

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import assert_ok
 from lab import l4t_bundle, l4t_host, labkit, usb_sysfs
-from lab.batch import ProvisionBatch, tree_checksums
+from lab.batch import ProvisionBatch, fuse_variables, tree_checksums
 from lab.processes import kill_everything, wait_until
 from sweep import ProcessArgumentWatcher, everything_written_under, sweep_env
 
@@ -222,10 +222,7 @@ def test_a_flash_failure_stops_only_that_device_and_the_rerun_flashes_only_it(ma
 
 
 def test_fusing_runs_only_when_enabled_dry_run_first_read_back_after_and_never_twice(make_provision, tmp_path):
-    fuse_xml = l4t_bundle.write_fuse_config(str(tmp_path / 'fuses.xml'))  # burns PublicKeyHash
-    pkc_key = tmp_path / 'pkc.pem'
-    pkc_key.write_text('lab PKC key pair\n')
-    fuse_vars = {'jetson_fuse_enabled': True, 'jetson_fuse_config': fuse_xml, 'jetson_pkc_key': str(pkc_key)}
+    fuse_vars, _configured = fuse_variables(str(tmp_path))  # burns PublicKeyHash
     batch = make_provision({'1-1': '7523'}, extra_vars=fuse_vars)
 
     check = batch.run('--check')
@@ -249,12 +246,9 @@ def test_fusing_runs_only_when_enabled_dry_run_first_read_back_after_and_never_t
 
 
 def test_fusing_is_refused_with_two_devices_in_recovery_on_the_station(make_provision, tmp_path):
-    fuse_xml = l4t_bundle.write_fuse_config(str(tmp_path / 'fuses.xml'))
-    pkc_key = tmp_path / 'pkc.pem'
-    pkc_key.write_text('lab PKC key pair\n')
+    fuse_vars, _configured = fuse_variables(str(tmp_path))
     batch = make_provision({'1-1': '7523', '1-2': '7523'},
-                           host_vars={'AZJN-0001': {'jetson_fuse_enabled': True, 'jetson_fuse_config': fuse_xml,
-                                                    'jetson_pkc_key': str(pkc_key)}})
+                           host_vars={'AZJN-0001': fuse_vars})
     result = batch.run()
     assert result.returncode != 0
     assert result.recap['AZJN-0001']['failed'] == 1

@@ -14,8 +14,24 @@ import sys
 
 import pytest
 
-from lab import l4t_bundle, l4t_host, labkit
+from lab import keys, l4t_bundle, l4t_host, labkit
 from lab.admin_api import LabAdminAPI
+
+
+def fuse_variables(directory, fuses=None, sbk=False):
+    """A device's inventory variables that ask for fusing, right for its keys: an ECDSA P-256 PKC
+    key of its own in ``directory``, and a fuse XML burning that key's PublicKeyHash,
+    BootSecurityInfo 0x202 and SecurityMode (or ``fuses``, {name: value}). With ``sbk``, an SBK
+    key file too (not burned by the default fuses). Returns (variables, the configured fuses)."""
+    pkc_key = keys.make_pkc_key(os.path.join(directory, 'pkc.pem'), 'ecp256')
+    configured = fuses or {'PublicKeyHash': keys.pkc_key_hash(pkc_key), 'BootSecurityInfo': '0x202',
+                           'SecurityMode': '0x1'}
+    fuse_xml = l4t_bundle.write_fuse_config(os.path.join(directory, 'fuses.xml'), configured)
+    variables = {'jetson_fuse_enabled': True, 'jetson_fuse_config': fuse_xml, 'jetson_pkc_key': pkc_key}
+    if sbk:
+        variables['jetson_sbk_key'] = os.path.join(directory, 'sbk.key')
+        keys.make_sbk_key(variables['jetson_sbk_key'])
+    return variables, configured
 
 
 @pytest.fixture

@@ -12,9 +12,14 @@ where it matters to the roles:
   per-port "device storage" and takes the device out of the fake USB sysfs, as a flashed
   device leaves recovery mode;
 * ``odmfuse.sh`` has no port option and records when several devices were in recovery mode;
-  a burn over burned fuses leaves the OR of the values (fuse bits only go from 0 to 1) unless
-  SecurityMode is burned, which locks them; a planted silent failure reports success and burns
-  nothing, which ``odmfuseread.sh`` shows (it reads NVIDIA's fixed list of Orin fuses only);
+  the device's fuse burner applies the XML in order and stops silently (odmfuse.sh exits 0,
+  the verdict is only on the device's UART log, ``uart_log``) at a fuse it cannot burn: a value
+  that would clear a burned bit, an OdmLock-locked ReservedOdm, any fuse once SecurityMode is
+  burned, a value longer than the fuse; ``--test`` is a dry run only if the MagicId is spelled
+  exactly 0x45535546. A planted silent failure reports success and burns nothing, which
+  ``odmfuseread.sh`` shows (NVIDIA's fixed list of Orin fuses, zero-padded hex without 0x). The
+  keys given must be the device's (``keys.py``; ``bootloader/tegrasign_v3.py`` gives the lab's
+  PublicKeyHash of a key), and ``bootloader/tegrarcm_v2 --uid`` prints a device's BR_CID;
 * ``l4t_initrd_flash.sh`` and ``l4t_initrd_flash_internal.sh`` are as unkind as NVIDIA's about
   HOST-WIDE state: device instances and USB gadget interfaces, NFS exports, udev rules and
   board probes are shared by every run on the station, whatever tree it runs from. They act on
@@ -50,22 +55,70 @@ SCRIPT_PLACES = {
     'odmfuseread.sh': 'odmfuseread.sh',
     'apply_binaries.sh': 'apply_binaries.sh',
     'lab_common.sh': 'lab_common.sh',
+    'tegrasign_v3.py': 'bootloader/tegrasign_v3.py',
+    'tegrarcm_v2': 'bootloader/tegrarcm_v2',
     'l4t_create_default_user.sh': 'tools/l4t_create_default_user.sh',
     'l4t_initrd_flash.sh': 'tools/kernel_flash/l4t_initrd_flash.sh',
     'l4t_initrd_flash_internal.sh': 'tools/kernel_flash/l4t_initrd_flash_internal.sh',
 }
 
 # Board configs and the recovery-mode USB product ids of the modules each one supports; the
-# fake flash tools refuse a module the config does not support, like a board-id mismatch.
+# fake flash tools refuse a module the config does not support, like a board-id mismatch. The
+# AGX Orin Industrial (p3701-0008) answers on 7023 like the AGX Orin 32GB and 64GB.
 BOARD_MODULES = {
     'jetson-orin-nano-devkit': ('7523', '7623', '7323', '7423'),
     'jetson-agx-orin-devkit': ('7023', '7223'),
+    'jetson-agx-orin-devkit-industrial': ('7023',),
 }
+# The module family file each board config sources, as NVIDIA's do (jetson-orin-nano-devkit.conf
+# -> p3768-0000-p3767-0000-a0.conf -> p3767.conf.common; jetson-agx-orin-devkit.conf ->
+# p3737-0000-p3701-0000.conf -> p3701.conf.common; jetson-agx-orin-devkit-industrial.conf ->
+# p3737-0000-p3701-0008.conf -> p3701.conf.common).
+BOARD_FAMILIES = {
+    'jetson-orin-nano-devkit': 'p3767',
+    'jetson-agx-orin-devkit': 'p3701',
+    'jetson-agx-orin-devkit-industrial': 'p3701',
+}
+# What the lab's family files hold of NVIDIA's r36.2 p3767.conf.common and p3701.conf.common
+# (public copy: github.com/johnnynunez/Linux_for_Tegra): the default BPMP firmware, the chip SKU
+# flash.sh falls back to when it did not read the chip (FUSELEVEL given, no CHIP_SKU), and
+# process_chip_sku_version's chip SKU -> BPMP firmware table.
+FAMILY_FIRMWARE = {
+    'p3767': ('TE980M-A1', '00:00:00:D3',
+              (('D3', 'TE980M-A1'), ('D4', 'TE980M-A1'), ('D5', 'TE950M-A1'), ('D6', 'TE950M-A1'))),
+    'p3701': ('TE990M-A1', '00:00:00:D0',
+              (('90', 'TE992M-A1'), ('97', 'TA990SA-A1'), ('9E', 'TA990SA-A1'), ('D0', 'TE990M-A1'),
+               ('D2', 'TE990M-A1'))),
+}
+# p3737-0000-p3701-0008.conf's update_flash_args_common: an INT-fused (chip SKU 00) p3701-0008
+# takes the Industrial's firmware, which process_chip_sku_version leaves alone for SKU 00.
+INDUSTRIAL_UPDATE_FLASH_ARGS = '''
+# p3737-0000-p3701-0008.conf (r36.2): special handling of INT-fused "p3701-0008".
+update_flash_args_common()
+{
+	if [ "${chip_SKU}" = "00" ]; then
+		BPFFILE=`echo "${BPFFILE}" | sed "s|T.*-A1|TE992M-A1|"`;
+	fi;
+}
+
+update_flash_args()
+{
+	update_flash_args_common
+}
+'''
+PYTHON_SHEBANG = '#!/usr/bin/env python3\n'
 RECOVERY_PRODUCTS = ('7523', '7623', '7323', '7423', '7023', '7223')
 FAILURE_KINDS = ('usb-timeout', 'boot-timeout', 'hang')
 DEFAULT_FILLER_DIRS = ('kernel', 'bootloader/payloads', 'nv_tegra/l4t_deb_packages')
 FILES_PER_FILLER_SUBDIR = 500
 FUSE_MAGIC = '0x45535546'
+FUSE_TEST_MAGIC = '0x54534554'  # what odmfuse.sh --test substitutes (generate_fskp_blob)
+# T234 fuse sizes in bytes that are not 4 (lab_fuse_size in lab_common.sh).
+FUSE_SIZES = {'PublicKeyHash': 64, 'SecureBootKey': 32, 'OemK1': 32, 'OemK2': 32, 'Kdk0': 32, 'OdmId': 8}
+# The fuses odmfuseread.sh reads on Orin, in its order (odmfuse.func: FUSES_KEYS_T234,
+# FUSES_MANUFACTURING_T234, FUSES_ODM_RESERVED).
+READABLE_FUSES = ('PublicKeyHash', 'BootSecurityInfo', 'ArmJtagDisable', 'SecurityMode', 'SwReserved',
+                  'DebugAuthentication', 'OdmId', 'OdmLock') + tuple('ReservedOdm%d' % index for index in range(8))
 MAX_MASSFLASH = 10  # what NVIDIA's board configs say, and get_max_flash's default
 SAMPLE_ROOTFS_NAME = 'Tegra_Linux_Sample-Root-Filesystem_R36.4.0_aarch64.tbz2'
 NV_TEGRA_RELEASE = ('# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64, '
@@ -129,24 +182,33 @@ def make_bundle(top, lab_state, usb_sysfs_root, flash_seconds=0.0, fuse_seconds=
         if _is_inside(os.path.realpath(path), os.path.realpath(tree)):
             raise ValueError('%s must be outside the bundle, or flashes would copy it around' % name)
     os.makedirs(tree)  # fails if it exists: a test must not flash a half-old bundle
-    for sub in ('', 'storage', 'fuses', 'fail', 'fail-fuse', 'busy', 'disrupted', 'recovery-product'):
+    for sub in ('', 'storage', 'fuses', 'fail', 'fail-fuse', 'busy', 'disrupted', 'recovery-product', 'uart', 'chip'):
         os.makedirs(os.path.join(lab_state, sub), exist_ok=True)
     host_root = l4t_host.make_host_root(host_root, lab_state)
 
     for script, place in SCRIPT_PLACES.items():
         target = os.path.join(tree, place)
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        shutil.copyfile(os.path.join(SCRIPTS_DIR, script), target)
+        if script.endswith('.py'):
+            # Python doubles carry no shebang in the repository (ansible-test's shebang test
+            # refuses python3's), so the bundle gets the real tools' one here.
+            with open(os.path.join(SCRIPTS_DIR, script), encoding='utf-8') as source:
+                _write(target, PYTHON_SHEBANG + source.read())
+        else:
+            shutil.copyfile(os.path.join(SCRIPTS_DIR, script), target)
         os.chmod(target, 0o644 if script == 'lab_common.sh' else 0o755)
     for place, text in _STATIC_FILES.items():
         _write(os.path.join(tree, place), text)
     for name, text in l4t_host.NVIDIA_UDEV_RULES.items():
         _write(os.path.join(tree, 'tools', 'kernel_flash', 'host_udev', name), text)
+    for family in FAMILY_FIRMWARE:
+        _write(os.path.join(tree, family + '.conf.common'), _family_conf(family))
     for board, products in BOARD_MODULES.items():
         _write(os.path.join(tree, board + '.conf'),
-               '# %s.conf (lab bundle)\nCHIPID=0x23\nMAX_MASSFLASH=%d\n'
+               '# %s.conf (lab bundle)\nsource "${LDK_DIR}/%s.conf.common";\nCHIPID=0x23\nMAX_MASSFLASH=%d\n'
                '# The recovery-mode USB product ids of the modules this config supports.\n'
-               'LAB_RCM_PRODUCTS="%s"\n' % (board, MAX_MASSFLASH, ' '.join(products)))
+               'LAB_RCM_PRODUCTS="%s"\n%s' % (board, BOARD_FAMILIES[board], MAX_MASSFLASH, ' '.join(products),
+                                             INDUSTRIAL_UPDATE_FLASH_ARGS if board.endswith('-industrial') else ''))
     _write_stale_system_img(os.path.join(tree, 'bootloader', 'system.img'))
 
     lab_dir = os.path.join(tree, '.lab')
@@ -212,16 +274,22 @@ def make_sample_rootfs_tarball(path):
     return path
 
 
-def write_fuse_config(path, fuses=None):
-    """Write an NVIDIA genericfuse XML (``fuses``: name -> value, in order) and return its path."""
-    fuses = fuses or {'PublicKeyHash': '0x' + '5a' * 32, 'SecurityMode': '0x1'}
-    sizes = {'PublicKeyHash': 64, 'SecureBootKey': 32, 'OemK1': 32, 'OemK2': 32}
-    lines = ['<genericfuse MagicId="%s" version="1.0.0">' % FUSE_MAGIC]
-    lines += ['    <fuse name="%s" size="%d" value="%s"/>' % (name, sizes.get(name, 4), value)
+def write_fuse_config(path, fuses=None, magic=FUSE_MAGIC):
+    """Write an NVIDIA genericfuse XML (``fuses``: name -> value, in order; None: a sample) with
+    MagicId ``magic`` and return its path. Each fuse's size attribute is its T234 size."""
+    if fuses is None:
+        fuses = {'PublicKeyHash': '0x' + '5a' * 32, 'SecurityMode': '0x1'}
+    lines = ['<genericfuse MagicId="%s" version="1.0.0">' % magic]
+    lines += ['    <fuse name="%s" size="%d" value="%s"/>' % (name, fuse_size(name), value)
               for name, value in fuses.items()]
     lines.append('</genericfuse>')
     _write(path, '\n'.join(lines) + '\n')
     return path
+
+
+def fuse_size(name):
+    """The size in bytes of a T234 fuse, as the device's burner checks it (lab_fuse_size)."""
+    return FUSE_SIZES.get(name, 4)
 
 
 # -- what the tools did ---------------------------------------------------------------------------
@@ -261,9 +329,69 @@ def collisions(lab_state):
 
 def fuse_events(lab_state):
     """odmfuse/odmfuseread events, oldest first: dicts with time, event ('test', 'burn',
-    'silent', 'refused', 'read', 'multi-device', 'noburn'), tool, tree, devices (the ports in
-    recovery mode then) and usb_instance (the device acted on)."""
+    'stopped', 'silent', 'refused', 'read', 'multi-device', 'noburn'), tool, tree, devices (the
+    ports in recovery mode then) and usb_instance (the device acted on).
+
+    'test' and 'burn' carry the device's verdict ('burned', 'dry-run', 'stopped', 'bad-magic'),
+    which odmfuse.sh itself never learns (it exits 0); a 'stopped' event before them names the
+    fuse the device's burner stopped at ('fuse', 'reason', 'dry_run')."""
     return l4t_host.read_records(lab_state, 'fuse-events.log')
+
+
+def uart_log(lab_state, usb_instance):
+    """The lines the device on that port printed on its serial console, oldest first: what its
+    fuse burner said ("I> 1. Start PublicKeyHash burn", "I> Fuse is already burned with the
+    same value", "I> Dry run detected, returning now.", "E> FUSE: Failed to burn fuse ...")."""
+    try:
+        with open(os.path.join(lab_state, 'uart', _port(usb_instance) + '.log'), encoding='utf-8') as log:
+            return log.read().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def device_ecid(lab_state, usb_sysfs_root, usb_instance):
+    """The chip identity (ECID) of the device on that port, '0x' + 32 hex digits, as
+    ``tegrarcm_v2 --uid`` prints it for an unfused chip (see ``br_cid``); stable across power
+    cycles, new for another device added on the port. None if the lab never saw one there."""
+    ecid = l4t_host.chip_identity(lab_state, usb_sysfs_root, _port(usb_instance))[0]
+    return None if ecid is None else '0x' + ecid
+
+
+def device_chip_sku(lab_state, usb_sysfs_root, usb_instance):
+    """The chip SKU of the device on that port ('D5' for an Orin Nano 8GB...), or None."""
+    return l4t_host.chip_identity(lab_state, usb_sysfs_root, _port(usb_instance))[1]
+
+
+def br_cid(lab_state, usb_sysfs_root, usb_instance):
+    """What ``tegrarcm_v2 --uid`` prints as BR_CID for the device on that port now: its ECID
+    with the fuse level (digit 0: 8 production) and boot authentication (digit 1: BootSecurityInfo
+    bits 0-2, else 1 for RSA 3K when only PublicKeyHash is burned; +8 with SecureBootKey) its
+    fuses give, as flash.sh get_fuse_level decodes them (lab_br_cid in lab_common.sh)."""
+    ecid = device_ecid(lab_state, usb_sysfs_root, usb_instance)
+    if ecid is None:
+        return None
+    fuses = {name: _fuse_int(value) for name, value in burned_fuses(lab_state, usb_instance).items()}
+    info = fuses.get('BootSecurityInfo', 0) & 0xf
+    auth = info & 7 or (1 if fuses.get('PublicKeyHash') else 0)
+    if info & 8 or fuses.get('SecureBootKey'):
+        auth |= 8
+    level = 8 if auth or fuses.get('SecurityMode') else 0
+    return '0x%X%X%s' % (level, auth, ecid[4:])
+
+
+def boot_failures(lab_state):
+    """Flashes whose images the device would not run, oldest first: dicts with time, tool, tree,
+    usb_instance, reason ('signature', 'encryption': the boot ROM rejected them; 'bpmp-firmware':
+    the module's chip needs other BPMP firmware, it hung and left recovery mode) and why; a
+    'bpmp-firmware' record also has chip_sku (the module's), needs and images (the firmware)."""
+    return l4t_host.read_records(lab_state, 'boot-failures.log')
+
+
+def images_record(tree):
+    """What the images of an initrd flash generation in ``tree`` were made for (its
+    tools/kernel_flash/images/lab_identity): board, sku, chip_sku, bpmp, pkc_hash, sbk_digest..."""
+    with open(os.path.join(tree, 'tools', 'kernel_flash', 'images', 'lab_identity')) as record:
+        return dict(line.rstrip('\n').split('=', 1) for line in record if '=' in line)
 
 
 def device_storage(lab_state, usb_instance):
@@ -320,12 +448,32 @@ def prefuse_device(lab_state, usb_instance, fuses):
     write_fuse_config(os.path.join(lab_state, 'fuses', _port(usb_instance) + '.xml'), fuses)
 
 
+def set_device_fuses(lab_state, usb_instance, fuses):
+    """Give the device on that port fuse values it holds from the factory (no tool ran, no event
+    is recorded): ``fuses`` ({name: value}) replace or join what it holds. A fresh Orin module
+    reads BootSecurityInfo 0x1e0 (reserved bits), which a burn of BootSecurityInfo must keep:
+    ``set_device_fuses(lab_state, port, {'BootSecurityInfo': '0x1e0'})``."""
+    held = burned_fuses(lab_state, usb_instance)
+    held.update(fuses)
+    os.makedirs(os.path.join(lab_state, 'fuses'), exist_ok=True)
+    write_fuse_config(os.path.join(lab_state, 'fuses', _port(usb_instance) + '.xml'), held)
+
+
 def plant_silent_fuse_failure(lab_state, usb_instance, times=1):
     """Make the next ``times`` burns on that port report success and burn nothing."""
     _plant(lab_state, 'fail-fuse', usb_instance, times, 'silent')
 
 
 # -- internals ------------------------------------------------------------------------------------
+
+def _fuse_int(value):
+    """A fuse value as an integer: hex words ("0x00000001 0x000000ab" is one value), 0 if unreadable."""
+    digits = ''.join(word[2:] if word.lower().startswith('0x') else word for word in str(value).split())
+    try:
+        return int(digits or '0', 16)
+    except ValueError:
+        return 0
+
 
 def _port(usb_instance):
     if not usb_instance or '/' in usb_instance or usb_instance.startswith('.'):
@@ -363,6 +511,35 @@ def _write(path, text):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'w') as handle:
         handle.write(text)
+
+
+def _family_conf(family):
+    """A lab ``<family>.conf.common``: the part of NVIDIA's that picks the BPMP firmware from the
+    chip SKU (process_chip_sku_version, as in r36.2), sourced by the lab's tools like flash.sh
+    sources the board config."""
+    firmware, default_sku, table = FAMILY_FIRMWARE[family]
+    entries = ''.join('\tbpmp_fw_binary[\'%s\']="%s";\n' % (sku, binary) for sku, binary in table)
+    return ('# %s.conf.common (lab bundle): from NVIDIA\'s r36.2 %s.conf.common (public copy:\n'
+            '# github.com/johnnynunez/Linux_for_Tegra), what picks the BPMP firmware.\n'
+            'CHIPID=0x23;\n'
+            'BPFFILE="bootloader/bpmp_t234-%s_prod.bin";\n'
+            'DEFAULT_CHIP_SKU="%s";\n\n'
+            'process_chip_sku_version()\n{\n'
+            '\tlocal chip_sku="${1}";\n'
+            '\tlocal ramcode="${4}";\n'
+            '\tlocal fuselevel="${5}";\n'
+            '\tlocal board_FAB="${6}";\n'
+            '\tdeclare -A bpmp_fw_binary;\n%s\n'
+            '\tchip_sku="${chip_sku:-${DEFAULT_CHIP_SKU}}"\n\n'
+            '\tif [[ "${chip_sku}" =~ ":" ]]; then\n'
+            '\t\tchip_SKU=`echo "${chip_sku}" | awk -F ":" \'{print $4}\'`;\n'
+            '\tfi;\n\n'
+            '\t# do not override BPFFILE for INT SKU "00"\n'
+            '\tif [ "${chip_SKU}" != "00" ]; then\n'
+            '\t\tBPFFILE=`echo "${BPFFILE}" | sed "s|T.*-A1|${bpmp_fw_binary[${chip_SKU}]}|"`;\n'
+            '\tfi;\n\n'
+            '\techo "Chip SKU(${chip_sku}) ramcode(${ramcode}) fuselevel(${fuselevel}) board_FAB(${board_FAB})"\n'
+            '}\n' % (family, family, firmware, default_sku, entries))
 
 
 def _write_stale_system_img(path):

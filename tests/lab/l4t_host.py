@@ -151,7 +151,9 @@ def power_cycle_into_recovery(lab_state, host_root, usb_sysfs_root, port, produc
     """What the operator does to a device left in the flashing initrd (or anywhere else): hold
     recovery and power-cycle it. Its gadget interfaces go away and it re-enumerates on ``port``
     in recovery mode with ``product`` (default: the product it had in recovery before the lab's
-    tools booted it, else 7523)."""
+    tools booted it, else 7523). It is the same chip: it keeps its identity (ECID, chip SKU;
+    see ``chip_identity``), which the lab keeps in ``lab_state/chip/<port>/``."""
+    ecid, chip_sku = chip_identity(lab_state, usb_sysfs_root, port)
     for interface in gadget_interfaces(host_root):
         if interface['port'] == port:
             shutil.rmtree(os.path.join(host_root, 'sys', 'class', 'net', interface['name']), ignore_errors=True)
@@ -162,7 +164,24 @@ def power_cycle_into_recovery(lab_state, host_root, usb_sysfs_root, port, produc
             os.remove(os.path.join(lab_state, kind, port))
         except FileNotFoundError:
             pass
-    usb_sysfs.add_device(usb_sysfs_root, port, product)
+    ecid = usb_sysfs.add_device(usb_sysfs_root, port, product, ecid=ecid, chip_sku=chip_sku)
+    chip_sku = usb_sysfs.chip_identity(usb_sysfs_root, port)[1]
+    kept = os.path.join(lab_state, 'chip', port)
+    for name, value in ((usb_sysfs.ECID_ATTRIBUTE, ecid), (usb_sysfs.CHIP_SKU_ATTRIBUTE, chip_sku or '')):
+        _write(os.path.join(kept, name), value + '\n')
+
+
+def chip_identity(lab_state, usb_sysfs_root, port):
+    """The chip identity ``(ecid, chip_sku)`` of the device on ``port`` (ECID: 32 hex digits,
+    no 0x): from its sysfs entry while it is on the bus, else the copy the lab's tools kept in
+    ``lab_state/chip/<port>/`` when they last saw it (lab_chip_identity in lab_common.sh), else
+    ``(None, None)``."""
+    ecid, chip_sku = usb_sysfs.chip_identity(usb_sysfs_root, port)
+    if ecid is None:
+        kept = os.path.join(lab_state, 'chip', port)
+        ecid = _read(kept, usb_sysfs.ECID_ATTRIBUTE) or None
+        chip_sku = _read(kept, usb_sysfs.CHIP_SKU_ATTRIBUTE) or None
+    return ecid, chip_sku
 
 
 # -- internals ------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from . import keys
 from . import l4t_bundle as l4t
 
 NANO = 'jetson-orin-nano-devkit'
@@ -28,13 +29,17 @@ CREATE_USER = 'tools/l4t_create_default_user.sh'
 # NVIDIA's standard Orin Nano NVMe command for r36, minus board and rootdev.
 NVME_ARGS = ['--external-device', 'nvme0n1p1', '-c', 'tools/kernel_flash/flash_l4t_t234_nvme.xml',
              '-p', '-c bootloader/generic/cfg/flash_t234_qspi.xml', '--showlogs', '--network', 'usb0']
-PUBLIC_KEY_HASH = '0x' + '5a' * 32
 DEVICE_CONF = 'LOADER_EMAIL=azaion-jetson-0042@azaion.com\nLOADER_PASSWORD=0123456789abcdef0123456789abcdef\n'
 
 
+# The chip SKU of each Orin NX / Nano BOARDSKU (docs/l4t-board-identity.md).
+CHIP_SKU = {'0000': '00:00:00:D3', '0001': '00:00:00:D4', '0003': '00:00:00:D5', '0004': '00:00:00:D6'}
+
+
 def identity_env(sku):
-    """The board identity in the environment, so that an image generation probes no device."""
-    return dict(os.environ, BOARDID='3767', FAB='300', BOARDSKU=sku, BOARDREV='A.0',
+    """The board identity in the environment, so that an image generation probes no device and
+    its images carry the module's BPMP firmware."""
+    return dict(os.environ, BOARDID='3767', FAB='300', BOARDSKU=sku, CHIP_SKU=CHIP_SKU[sku],
                 FUSELEVEL='fuselevel_production')
 
 
@@ -487,13 +492,18 @@ def test_massflash_writes_one_image_to_every_device_and_reports_a_failed_one(lab
 
 # -- fusing -------------------------------------------------------------------------------------
 
+@pytest.fixture(scope='session')
+def pkc_key(tmp_path_factory):
+    """One RSA 3K key for the fuse tests (making one takes a while) and its lab PublicKeyHash."""
+    path = keys.make_pkc_key(str(tmp_path_factory.mktemp('keys') / 'pkc.pem'), 'rsa-3k')
+    return path, keys.pkc_key_hash(path)
+
+
 @pytest.fixture
-def fuse_lab(lab):
+def fuse_lab(lab, pkc_key):
+    lab.pkc, lab.pkc_hash = pkc_key
     lab.fuses = l4t.write_fuse_config(os.path.join(lab.root, 'fuses.xml'),
-                                      {'PublicKeyHash': PUBLIC_KEY_HASH, 'SecurityMode': '0x1'})
-    lab.pkc = os.path.join(lab.root, 'pkc.pem')
-    with open(lab.pkc, 'w') as key:
-        key.write('-----BEGIN RSA PRIVATE KEY-----\nlab\n-----END RSA PRIVATE KEY-----\n')
+                                      {'PublicKeyHash': lab.pkc_hash, 'SecurityMode': '0x1'})
     return lab
 
 
@@ -502,11 +512,16 @@ def fuse_info(lab):
         return dict(line.split(': ', 1) for line in info.read().splitlines())
 
 
+def digits(value):
+    """A value as odmfuseread.sh prints it, without its 0x."""
+    return value[2:]
+
+
 def test_odmfuse_test_run_burns_nothing(fuse_lab):
     lab = fuse_lab
     result = lab.run(ODMFUSE, '-X', lab.fuses, '-i', '0x23', '--test', NANO)
     assert result.returncode == 0, output(result)
-    assert 'fuse PublicKeyHash would be burned with ' + PUBLIC_KEY_HASH in result.stdout
+    assert 'fuse PublicKeyHash would be burned with ' + lab.pkc_hash in result.stdout
     assert l4t.burned_fuses(lab.state, '1-3') == {}
     assert [(event['event'], event['usb_instance']) for event in l4t.fuse_events(lab.state)] == [('test', '1-3')]
 
@@ -515,20 +530,20 @@ def test_burn_is_recorded_read_back_and_never_repeated(fuse_lab):
     lab = fuse_lab
     burn = lab.run(ODMFUSE, '-X', lab.fuses, '-i', '0x23', NANO)
     assert burn.returncode == 0, output(burn)
-    assert l4t.burned_fuses(lab.state, '1-3') == {'PublicKeyHash': PUBLIC_KEY_HASH, 'SecurityMode': '0x1'}
+    assert l4t.burned_fuses(lab.state, '1-3') == {'PublicKeyHash': lab.pkc_hash, 'SecurityMode': '0x1'}
 
     assert lab.run(ODMFUSEREAD, '-i', '0x23', NANO).returncode == 1  # PKC fused: needs -k
     read = lab.run(ODMFUSEREAD, '-i', '0x23', '-k', lab.pkc, NANO)
     assert read.returncode == 0, output(read)
     info = fuse_info(lab)
-    assert (info['PublicKeyHash'], info['SecurityMode'], info['OdmLock']) == (PUBLIC_KEY_HASH, '0x1', '0x0')
+    assert (info['PublicKeyHash'], info['SecurityMode'], info['OdmLock']) == (digits(lab.pkc_hash), '00000001', '00000000')
 
     # SecurityMode is burned: the fuses are locked, a second burn fails and changes nothing.
     again = lab.run(ODMFUSE, '-X', lab.fuses, '-i', '0x23', '-k', lab.pkc, NANO)
     assert again.returncode == 1
     assert "SecurityMode is burned, you can't burn any manufacturing fuses now." in again.stdout
     assert 'Fuse failed.' in again.stdout
-    assert l4t.burned_fuses(lab.state, '1-3') == {'PublicKeyHash': PUBLIC_KEY_HASH, 'SecurityMode': '0x1'}
+    assert l4t.burned_fuses(lab.state, '1-3') == {'PublicKeyHash': lab.pkc_hash, 'SecurityMode': '0x1'}
     assert [event['event'] for event in l4t.fuse_events(lab.state)] == ['burn', 'read', 'refused']
 
     # A PKC-fused device only takes flashes signed with its key.
@@ -537,10 +552,10 @@ def test_burn_is_recorded_read_back_and_never_repeated(fuse_lab):
     assert signed.returncode == 0, output(signed)
 
 
-def test_a_second_burn_of_other_values_leaves_their_or_as_fuse_bits_only_go_from_0_to_1(fuse_lab):
+def test_a_second_burn_keeping_every_burned_bit_leaves_their_or_as_fuse_bits_only_go_from_0_to_1(fuse_lab):
     lab = fuse_lab
     first = l4t.write_fuse_config(os.path.join(lab.root, 'first.xml'), {'OdmId': '0x0000000f', 'ReservedOdm0': '0x1'})
-    second = l4t.write_fuse_config(os.path.join(lab.root, 'second.xml'), {'OdmId': '0xf0', 'OdmLock': '0x1'})
+    second = l4t.write_fuse_config(os.path.join(lab.root, 'second.xml'), {'OdmId': '0xff', 'OdmLock': '0x1'})
     assert lab.run(ODMFUSE, '-X', first, '-i', '0x23', NANO).returncode == 0
     again = lab.run(ODMFUSE, '-X', second, '-i', '0x23', NANO)
     assert again.returncode == 0 and 'burned successfully' in again.stdout  # no refusal: NVIDIA's does not check
@@ -549,27 +564,30 @@ def test_a_second_burn_of_other_values_leaves_their_or_as_fuse_bits_only_go_from
     same = l4t.write_fuse_config(os.path.join(lab.root, 'same.xml'), {'ReservedOdm0': '0x00000001'})
     assert lab.run(ODMFUSE, '-X', same, '-i', '0x23', NANO).returncode == 0
     assert l4t.burned_fuses(lab.state, '1-3')['ReservedOdm0'] == '0x1'
-    # A 64-byte key hash is ORed digit by digit, too wide for shell arithmetic.
-    keyed = l4t.write_fuse_config(os.path.join(lab.root, 'pkh.xml'), {'PublicKeyHash': '0x' + '5a' * 64})
-    other = l4t.write_fuse_config(os.path.join(lab.root, 'other.xml'), {'PublicKeyHash': '0x' + 'a4' * 64})
+    assert 'I> Fuse is already burned with the same value' in l4t.uart_log(lab.state, '1-3')
+    # A 64-byte key hash is compared and ORed digit by digit, too wide for shell arithmetic.
+    keyed = l4t.write_fuse_config(os.path.join(lab.root, 'pkh.xml'), {'PublicKeyHash': '0x' + '5a' * 63 + '00'})
+    wider = l4t.write_fuse_config(os.path.join(lab.root, 'wider.xml'), {'PublicKeyHash': '0x' + 'fe' * 64})
     assert lab.run(ODMFUSE, '-X', keyed, '-i', '0x23', NANO).returncode == 0
-    assert lab.run(ODMFUSE, '-X', other, '-i', '0x23', '-k', lab.pkc, NANO).returncode == 0
-    assert l4t.burned_fuses(lab.state, '1-3')['PublicKeyHash'] == '0x' + 'fe' * 64
+    # PKC fused now: odmfuse.sh wants the key, and the device only THE key of its PublicKeyHash.
+    wrong_key = lab.run(ODMFUSE, '-X', wider, '-i', '0x23', '-k', lab.pkc, NANO)
+    assert wrong_key.returncode == 1 and 'read fuse from board failed' in wrong_key.stdout
+    assert l4t.burned_fuses(lab.state, '1-3')['PublicKeyHash'] == '0x' + '5a' * 63 + '00'
 
 
 def test_a_prefused_device_is_read_as_it_arrived_and_only_nvidias_list_is_read(fuse_lab):
     lab = fuse_lab
-    l4t.prefuse_device(lab.state, '1-3', {'PublicKeyHash': PUBLIC_KEY_HASH, 'SecureBootKey': '0x' + '12' * 32,
+    sbk = os.path.join(lab.root, 'sbk.key')
+    sbk_value = keys.make_sbk_key(sbk)
+    l4t.prefuse_device(lab.state, '1-3', {'PublicKeyHash': lab.pkc_hash, 'SecureBootKey': '0x' + sbk_value,
                                           'OptInEnable': '0x1', 'OdmId': '0x42'})
     assert l4t.fuse_events(lab.state) == [] and l4t.tool_calls(lab.state) == []  # fused elsewhere
     refused = lab.run(ODMFUSEREAD, '-i', '0x23', '-k', lab.pkc, NANO)
-    assert refused.returncode == 1 and 'SBK fused: its key must be given with -S' in refused.stdout
-    sbk = os.path.join(lab.root, 'sbk.key')
-    with open(sbk, 'w') as key:
-        key.write('lab sbk\n')
+    assert refused.returncode == 1
+    assert 'Error: Either PKC or SBK key is not provided for SBK+PKC protected target board.' in refused.stdout
     assert lab.run(ODMFUSEREAD, '-i', '0x23', '-k', lab.pkc, '-S', sbk, NANO).returncode == 0
     info = fuse_info(lab)
-    assert (info['PublicKeyHash'], info['OdmId'], info['ReservedOdm7']) == (PUBLIC_KEY_HASH, '0x42', '0x0')
+    assert (info['PublicKeyHash'], info['OdmId'], info['ReservedOdm7']) == (digits(lab.pkc_hash), '0' * 14 + '42', '0' * 8)
     assert 'SecureBootKey' not in info and 'OptInEnable' not in info  # not in odmfuseread.sh's list
 
 
@@ -580,7 +598,7 @@ def test_silent_fuse_failure_reports_success_and_burns_nothing(fuse_lab):
     assert burn.returncode == 0 and 'burned successfully' in burn.stdout
     assert l4t.burned_fuses(lab.state, '1-3') == {}
     assert lab.run(ODMFUSEREAD, '-i', '0x23', NANO).returncode == 0
-    assert fuse_info(lab)['PublicKeyHash'] == '0x0'
+    assert fuse_info(lab)['PublicKeyHash'] == '0' * 128
     assert [event['event'] for event in l4t.fuse_events(lab.state)] == ['silent', 'read']
 
 

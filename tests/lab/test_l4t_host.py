@@ -28,8 +28,10 @@ FLASH = 'flash.sh'
 # NVIDIA's standard Orin Nano NVMe command for r36, minus board and rootdev.
 NVME_ARGS = ['--external-device', 'nvme0n1p1', '-c', 'tools/kernel_flash/flash_l4t_t234_nvme.xml',
              '-p', '-c bootloader/generic/cfg/flash_t234_qspi.xml', '--showlogs', '--network', 'usb0']
-IDENTITY_VARIABLES = ('BOARDID', 'FAB', 'BOARDSKU', 'BOARDREV', 'FUSELEVEL')
+IDENTITY_VARIABLES = ('BOARDID', 'FAB', 'BOARDSKU', 'BOARDREV', 'CHIP_SKU', 'FUSELEVEL')
 SKU = {'7523': '0003', '7623': '0004', '7323': '0000', '7423': '0001'}
+# The chip SKU of each Orin NX / Nano BOARDSKU (docs/l4t-board-identity.md).
+CHIP_SKU = {'0000': '00:00:00:D3', '0001': '00:00:00:D4', '0003': '00:00:00:D5', '0004': '00:00:00:D6'}
 PERMISSION = l4t_host.NFS_EXPORT_OPTIONS
 # A tools/kernel_flash/bin/service that keeps the NFS server running under the flashes in flight.
 SERVICE_SHIM = ('#!/bin/sh\n# Keep the NFS server up: a restart would drop the exports of the flashes in flight.\n'
@@ -58,8 +60,9 @@ def bare_env(**identity):
 
 
 def identity_env(sku):
-    """The board identity of an Orin Nano/NX module: no generation probes any device."""
-    return bare_env(BOARDID='3767', FAB='300', BOARDSKU=sku, BOARDREV='A.0', FUSELEVEL='fuselevel_production')
+    """The board identity of an Orin Nano/NX module (NVIDIA's table: no BOARDREV), with its chip
+    SKU: no generation probes any device, and the images carry the module's BPMP firmware."""
+    return bare_env(BOARDID='3767', FAB='300', BOARDSKU=sku, CHIP_SKU=CHIP_SKU[sku], FUSELEVEL='fuselevel_production')
 
 
 def output(result):

@@ -36,6 +36,14 @@ RECOVERY_PRODUCTS = {
 }
 # What the device shows once NVIDIA's initrd flasher has booted on it: no longer in recovery.
 INITRD_FLASH_PRODUCT = '7035'
+# The chip SKU of each module (chip_info), as the lab's flash tools read it from lab_chip_sku.
+CHIP_SKUS = {'7323': 'D3', '7423': 'D4', '7523': 'D5', '7623': 'D6', '7223': 'D2', '7023': 'D0'}
+# Lab attributes of an NVIDIA device's entry: its chip identity, which real sysfs does not show
+# (NVIDIA's tools ask the chip: "tegrarcm_v2 --uid" prints its BR_CID). The lab's tools read them
+# and keep a copy in the lab state (chip/<port>/) for when the device leaves the bus.
+ECID_ATTRIBUTE = 'lab_ecid'
+CHIP_SKU_ATTRIBUTE = 'lab_chip_sku'
+ECID_PATTERN = re.compile(r'[0-9A-F]{32}')
 
 LINUX_FOUNDATION_VENDOR = '1d6b'
 ROOT_HUB_PRODUCTS = {1: '0002', 2: '0003'}  # usb1 is the USB 2.0 bus, usb2 the SuperSpeed one
@@ -69,11 +77,15 @@ def make_usb_sysfs(root, devices=None):
     return root
 
 
-def add_device(root, port, product='7523', vendor=NVIDIA_VENDOR):
+def add_device(root, port, product='7523', vendor=NVIDIA_VENDOR, ecid=None, chip_sku=None):  # pylint: disable=too-many-arguments
     """Plug a device into ``port``; one already there is replaced, as on re-enumeration.
 
     ``vendor`` other than NVIDIA's gives a foreign device with the same product id, for tests
-    that the scan checks both.
+    that the scan checks both. An NVIDIA device gets a chip identity in the lab attributes
+    ``lab_ecid`` and ``lab_chip_sku``: ``ecid`` (32 hex digits, see ``new_ecid``; default a new
+    one, so a device added again is another chip, as a swapped module is) and ``chip_sku``
+    (default: the module's, ``CHIP_SKUS``; none for a product not in it). Returns the ECID
+    (None for a foreign device).
     """
     root = os.fspath(root)
     product = str(product).lower()
@@ -81,15 +93,44 @@ def add_device(root, port, product='7523', vendor=NVIDIA_VENDOR):
     if not PRODUCT_PATTERN.fullmatch(product) or not PRODUCT_PATTERN.fullmatch(vendor):
         raise ValueError('vendor and product must be 4 hex digits, such as 0955 and 7523')
     _parse_port(port)
+    if ecid is not None:
+        ecid = str(ecid).upper()
+        ecid = ecid[2:] if ecid.startswith('0X') else ecid
+        if not ECID_PATTERN.fullmatch(ecid):
+            raise ValueError('an ECID is 32 hex digits, not %r' % (ecid,))
     remove_device(root, port)
     if vendor == NVIDIA_VENDOR:
         # In recovery the boot ROM answers as "APX"; the initrd flasher's gadget names itself.
         name = 'APX' if product in RECOVERY_PRODUCTS else 'Linux for Tegra'
         attributes = {'idVendor': vendor, 'idProduct': product, 'manufacturer': 'NVIDIA Corp.',
-                      'product': name}
+                      'product': name, ECID_ATTRIBUTE: ecid or new_ecid()}
+        chip_sku = chip_sku if chip_sku is not None else CHIP_SKUS.get(product)
+        if chip_sku:
+            attributes[CHIP_SKU_ATTRIBUTE] = str(chip_sku)
     else:
         attributes = {'idVendor': vendor, 'idProduct': product, 'product': 'USB Device'}
     _plug(root, port, attributes, interface_class='ff')
+    return attributes.get(ECID_ATTRIBUTE)
+
+
+def new_ecid():
+    """A new chip identity: 32 uppercase hex digits laid out as the BR_CID flash.sh decodes
+    (digit 0 the fuse level, 1-2 the boot authentication, 3 the chip revision, 4-5 the chip id
+    23: an unfused Orin), then 26 digits unique to the chip."""
+    return '000123' + os.urandom(13).hex().upper()
+
+
+def chip_identity(root, port):
+    """The ``(ecid, chip_sku)`` of the device on ``port`` as its entry shows them (the ECID as
+    32 hex digits, without 0x), ``(None, None)`` when no entry or no identity is there."""
+    entry = os.path.join(os.fspath(root), port)
+    values = []
+    for name in (ECID_ATTRIBUTE, CHIP_SKU_ATTRIBUTE):
+        try:
+            values.append(_read(entry, name) or None)
+        except OSError:
+            values.append(None)
+    return tuple(values)
 
 
 def remove_device(root, port):

@@ -12,6 +12,12 @@
 # like the real one (flash.sh: get_fuse_level unless FUSELEVEL is set, get_board_version - "dump
 # eeprom; reboot recovery" - unless FAB is set) on the FIRST Jetson in recovery mode on the
 # station, whichever port that is (see lab_board_probe in lab_common.sh).
+#
+# A flash builds the images for the module's chip as the real one does: the BPMP firmware of
+# CHIP_SKU, else of the chip it reads from the device on --usb-instance (only without FUSELEVEL),
+# else of the board config's DEFAULT_CHIP_SKU; signed with -u, encrypted with -v. A device whose
+# fuses reject them, or whose chip needs other firmware, is not flashed ("images and the chip" in
+# lab_common.sh).
 set -euo pipefail
 
 LAB_TOOL=flash.sh
@@ -81,6 +87,16 @@ lab_check_keys "${FLASH_PKC}" "${FLASH_SBK}" -u -v
 lab_begin_flash_run
 build_images
 lab_planted_flash_failure
+CHIP=${CHIP_SKU:-}
+if [[ -z ${CHIP} && -z ${FUSELEVEL:-} ]]; then
+    lab_device_chip_sku "${LAB_PORT}"
+    CHIP=${REPLY}
+fi
+lab_image_identity "${LAB_BOARD}" "${CHIP}" "${FLASH_PKC}" "${FLASH_SBK}" "${FUSELEVEL:-fuselevel_production}" "${FAB:-}"
+lab_check_boot "${LAB_BOARD}" "${LAB_IMAGE_BPMP}" "${LAB_IMAGE_PKC_HASH}" "${LAB_IMAGE_SBK_DIGEST}"
+if [[ -n ${LAB_BOOT_HANG} ]]; then
+    lab_boot_hangs
+fi
 lab_say "*** Flashing target device started. ***"
 lab_sleep "${LAB_FLASH_SECONDS}"
 if ((WRITES_ROOTFS)); then

@@ -18,7 +18,10 @@
 #   are set (see lab_board_probe); generate_flash_package builds the images (in r36.2 a -R in -p
 #   does not reach the external image: it is always made from the tree's rootfs/, following a
 #   symlink); generate_rcm_bootcmd saves the flash parameters to initrdflashparam.txt (the -c
-#   value in literal double quotes); generate_flash_initrd writes bootloader/boot<i>.img and
+#   value in literal double quotes). The images carry the BPMP firmware flash.sh picks from the
+#   chip SKU (CHIP_SKU, else the chip of the first device in recovery when FUSELEVEL is unset,
+#   else the board config's DEFAULT_CHIP_SKU) and are signed / encrypted with -u / -v: the
+#   images record (images/lab_identity) says what they were made for; generate_flash_initrd writes bootloader/boot<i>.img and
 #   initrdflashimgmap.txt for i in 0..N-1 (N = get_max_flash: 1 without --massflash); package()
 #   copies rootfs and tools/kernel_flash into mfi_<board>/ and tars it with --massflash.
 # * Flash (--flash-only, or without --no-flash): boot_initrd RCM-boots the device on
@@ -26,7 +29,9 @@
 #   runs the flashing initrd and brings up the gadget RNDIS+L4T<K>; wait_for_booting takes the
 #   FIRST interface in /sys/class/net matching RNDIS+L4T<K>, which is another port's device when
 #   two runs use the same instance; ping_device adds fc00:1:1:K::1/64 to it; the device mounts
-#   this tree over NFS and writes THIS run's image; then it reboots.
+#   this tree over NFS and writes THIS run's image; then it reboots. A device whose fuses reject
+#   the images' signature or encryption fails the RCM boot; one whose chip needs other BPMP
+#   firmware hangs after it, and no initrd comes up ("images and the chip" in lab_common.sh).
 #
 # Image generation rewrites the tree's files IN PLACE, like the real one, so a hard-linked clone
 # writes through. No tree lock here: NVIDIA's massflash runs one of these per device in one tree.
@@ -93,8 +98,12 @@ generate() {
     for ((round = 1; round <= rounds; round++)); do
         lab_board_probe
     done
+    lab_chip_probe
     sku=${BOARDSKU:-${LAB_PROBED_SKU}}
     fuselevel=${FUSELEVEL:-fuselevel_production}
+    # flash.sh's process_chip_sku_version, and the signing and encryption of the images.
+    lab_image_identity "${LAB_BOARD}" "${CHIP_SKU:-${LAB_PROBED_CHIP_SKU}}" "${INITRD_PKC}" "${INITRD_SBK}" \
+        "${fuselevel}" "${FAB:-}"
 
     mkdir -p "${IMAGES}/internal" "${IMAGES}/external"
     lab_build_image "${FLASH_ROOTFS}" "${LAB_TREE}/bootloader/system.img"
@@ -111,6 +120,8 @@ generate() {
         printf 'sku=%s\nfuselevel=%s\nboardid=%s\nfab=%s\nboardrev=%s\n' "${sku}" "${fuselevel}" \
             "${BOARDID:-}" "${FAB:-}" "${BOARDREV:-}"
         printf 'pkc=%s\nsbk=%s\nprobed=%s\n' "${INITRD_PKC:+1}" "${INITRD_SBK:+1}" "${LAB_PROBED_PORT:-}"
+        printf 'chip_sku=%s\nbpmp=%s\npkc_hash=%s\nsbk_digest=%s\n' "${LAB_IMAGE_CHIP_SKU}" "${LAB_IMAGE_BPMP}" \
+            "${LAB_IMAGE_PKC_HASH}" "${LAB_IMAGE_SBK_DIGEST}"
     } | lab_rewrite_in_place "${IDENTITY}"
 
     # generate_rcm_bootcmd: the saved parameters, -c in literal double quotes.
@@ -129,7 +140,8 @@ generate() {
     max=${REPLY}
     rm -f "${IMG_MAP}"
     for ((index = 0; index < max; index++)); do
-        printf 'lab flashing initrd\ninstance=%s\nboard=%s\nsku=%s\n' "${index}" "${LAB_BOARD}" "${sku}" |
+        printf 'lab flashing initrd\ninstance=%s\nboard=%s\nsku=%s\nbpmp=%s\n' "${index}" "${LAB_BOARD}" "${sku}" \
+            "${LAB_IMAGE_BPMP}" |
             lab_rewrite_in_place "${LAB_TREE}/bootloader/boot${index}.img"
         printf 'flashimg%s=boot%s.img\n' "${index}" "${index}" >>"${IMG_MAP}"
     done
@@ -168,17 +180,18 @@ read_identity() {
 # it on a module that needs another one fails.
 check_module() {
     local product=${LAB_DEVICE_PRODUCT[${LAB_PORT}]} wanted
-    wanted=${LAB_PRODUCT_SKUS[${product}]:-}
+    lab_module_skus "${LAB_PORT}"
+    wanted=${REPLY}
     if [[ -z ${IDENT[sku]} ]]; then
         lab_fail "Error: board mismatch: the flash images were generated without a BOARDSKU (FAB was given, the EEPROM not read), so they fit no module for sure; the device at ${LAB_PORT} is 0955:${product}."
     fi
     if [[ -n ${wanted} && " ${wanted} " != *" ${IDENT[sku]} "* ]]; then
-        lab_fail "Error: board mismatch: the flash images were generated for BOARDSKU ${IDENT[sku]}, the module at ${LAB_PORT} (0955:${product}) needs ${wanted/ / or }."
+        lab_fail "Error: board mismatch: the flash images were generated for BOARDSKU ${IDENT[sku]}, the module at ${LAB_PORT} (0955:${product}) needs ${wanted// / or }."
     fi
 }
 
 flash() {
-    local instance=${INITRD_DEVICE_INSTANCE} image address device pkc sbk
+    local instance=${INITRD_DEVICE_INSTANCE} image address device
     read_identity
     if ! grep -q "^flashimg${instance}=" "${IMG_MAP}" || [[ ! -f "${LAB_TREE}/bootloader/boot${instance}.img" ]]; then
         lab_fail "Error: bootloader/boot${instance}.img is not found: this tree's flash images were generated for $(grep -c '^flashimg' "${IMG_MAP}") device instance(s); generate them with --massflash <N>, N > ${instance}, to flash device instance ${instance}."
@@ -196,12 +209,11 @@ flash() {
         lab_pick_device "${INITRD_USB_INSTANCE}"
         lab_check_board_product
         check_module
-        pkc=${INITRD_PKC} sbk=${INITRD_SBK}
-        if [[ ${IDENT[pkc]} == 1 ]]; then pkc=generated; fi
-        if [[ ${IDENT[sbk]} == 1 ]]; then sbk=generated; fi
-        lab_check_keys "${pkc}" "${sbk}" -u -v
         lab_begin_flash_run
         lab_planted_flash_failure
+        # The images were signed and encrypted (or not) when they were generated: the flash asks
+        # for no key, and a fused device takes or rejects them as they are.
+        lab_check_boot "${LAB_BOARD}" "${IDENT[bpmp]:-}" "${IDENT[pkc_hash]:-}" "${IDENT[sbk_digest]:-}"
         lab_say "Waiting for target to boot-up..."
         lab_rcm_boot
     else

@@ -21,6 +21,9 @@
 #   disrupted/<port>    the pid of a run whose RCM boot an EEPROM probe broke
 #   recovery-product/<port>  the device's recovery-mode USB product id, kept when it leaves
 #                       recovery mode for the flashing initrd (for the operator's power cycle)
+#   boot-failures.log   one JSON record per flash whose images the device would not run, and why
+#                       (images signed or encrypted for another device, BPMP firmware of another
+#                       chip SKU: see "images and the chip" below)
 #
 # Station-wide state (NFS exports, udev rules, gadget network interfaces) lives in the lab
 # station's host root (LAB_HOST_ROOT, see tests/lab/l4t_host.py), shared by every tree.
@@ -336,9 +339,9 @@ lab_parse_fuses() {
 # The hex digits of a fuse value, lowercase, without 0x and spaces ("0x00000000 0x000000AB" is
 # one value in two words, as odmfuse.sh's chkhash takes it), no leading zeros ("0" for zero).
 lab_fuse_digits() {  # <value>
-    local digits=${1//[[:space:]]/}
-    digits=${digits//0[xX]/}
-    digits=${digits,,}
+    local digits
+    lab_fuse_written_digits "$1"
+    digits=${REPLY}
     while [[ ${digits} == 0* ]]; do digits=${digits#0}; done
     REPLY=${digits:-0}
 }
@@ -424,6 +427,322 @@ lab_pick_single_device() {
         lab_say "Warning: more than one Jetson in recovery mode (${LAB_DEVICES[*]})."
     fi
     LAB_PORT=${LAB_DEVICES[0]}
+}
+
+# --- fuses: the device's side (NVIDIA's r36.2 odmfuse.sh, odmfuse.func, bootloader/
+# tegraflash_impl_t234.py and flash.sh; public copy: github.com/johnnynunez/Linux_for_Tegra) ----
+#
+# Lab state of this part:
+#   fuses/<port>.xml        the fuses the device holds (as above; set_device_fuses gives a fresh
+#                           module its initial values, such as BootSecurityInfo 0x1e0)
+#   uart/<port>.log         the device's serial console: what its fuse burner (FSKP) said, lines
+#                           like NVIDIA's ("I> 1. Start PublicKeyHash burn", "E> FUSE: ...")
+#   chip/<port>/lab_ecid, chip/<port>/lab_chip_sku   the device's chip identity, kept when it
+#                           leaves recovery mode (a copy of the sysfs attributes of the same names)
+
+# NVIDIA's fixed list of the Orin fuses odmfuseread.sh reads (odmfuse.func read_fuse_values:
+# FUSES_KEYS_T234, FUSES_MANUFACTURING_T234, FUSES_ODM_RESERVED), in its order.
+# shellcheck disable=SC2034  # read by odmfuseread.sh
+LAB_READABLE_FUSES_T234=(PublicKeyHash BootSecurityInfo ArmJtagDisable SecurityMode SwReserved DebugAuthentication
+    OdmId OdmLock ReservedOdm0 ReservedOdm1 ReservedOdm2 ReservedOdm3 ReservedOdm4 ReservedOdm5 ReservedOdm6 ReservedOdm7)
+LAB_FUSE_MAGIC=0x45535546       # "FUSE": the MagicId of a genericfuse XML
+LAB_FUSE_TEST_MAGIC=0x54534554  # "TEST": what generate_fskp_blob substitutes for --test
+# The chip SKU of each recovery-mode product id (chip_info of the module).
+declare -A LAB_PRODUCT_CHIP_SKUS=([7323]=D3 [7423]=D4 [7523]=D5 [7623]=D6 [7223]=D2 [7023]=D0)
+
+# The size in bytes of a T234 fuse, into REPLY.
+lab_fuse_size() {  # <fuse name>
+    case $1 in
+        PublicKeyHash) REPLY=64 ;;
+        SecureBootKey | OemK1 | OemK2 | Kdk0) REPLY=32 ;;
+        OdmId) REPLY=8 ;;
+        *) REPLY=4 ;;
+    esac
+}
+
+# The hex digits of a value AS WRITTEN, into REPLY: lowercase, each word's 0x and the spaces
+# dropped, leading zeros kept ("0x00000000 0x000000AB" gives 16 digits).
+lab_fuse_written_digits() {  # <value>
+    local word digits=''
+    local -a words
+    read -ra words <<<"$1"
+    for word in "${words[@]}"; do
+        if [[ ${word} == 0[xX]* ]]; then word=${word:2}; fi
+        digits+=${word}
+    done
+    REPLY=${digits,,}
+}
+
+# A fuse value zero-padded to <bytes> (hex digits, no 0x), as odmfuseread.sh prints it, into REPLY.
+lab_fuse_padded() {  # <value> <bytes>
+    lab_fuse_digits "$1"
+    while ((${#REPLY} < 2 * $2)); do REPLY=0${REPLY}; done
+}
+
+# Whether burning <new> over <held> would clear a burned bit (held & ~new != 0).
+lab_fuse_clears() {  # <held value> <new value>
+    local held new index width
+    lab_fuse_digits "$1"; held=${REPLY}
+    lab_fuse_digits "$2"; new=${REPLY}
+    width=$((${#held} > ${#new} ? ${#held} : ${#new}))
+    while ((${#held} < width)); do held=0${held}; done
+    while ((${#new} < width)); do new=0${new}; done
+    for ((index = 0; index < width; index++)); do
+        if (((16#${held:index:1} & ~16#${new:index:1}) & 15)); then return 0; fi
+    done
+    return 1
+}
+
+# Whether bit <n> of a fuse value is set.
+lab_fuse_bit() {  # <value> <n>
+    local digit
+    lab_fuse_digits "$1"
+    digit=$((${#REPLY} - 1 - $2 / 4))
+    ((digit >= 0)) || return 1
+    (((16#${REPLY:digit:1} >> ($2 % 4)) & 1))
+}
+
+# One line on the device's serial console (uart/<port>.log).
+lab_uart() {  # <port> <line>
+    mkdir -p "${LAB_STATE}/uart"
+    printf '%s\n' "$2" >>"${LAB_STATE}/uart/$1.log"
+}
+
+# The fuse burner on the device (the FSKP image "tegraflash.py --cmd burnfuses" boots, which
+# reports on the UART only: tegraflash_impl_t234.py tegraflash_burnfuses just prints "Please
+# check the uart to get the result of fuse burning"). It reads the XML's MagicId NUMERICALLY:
+# 0x54534554 ("TEST") is a dry run, 0x45535546 in any spelling a real burn, anything else is
+# refused. It applies the fuses IN ORDER and stops at the first it cannot burn, keeping what it
+# burned before: a value longer than the fuse, a value that would clear a burned bit ("trying to
+# turn 1 into 0"), a ReservedOdm<n> (n < 4) whose OdmLock bit is set, any fuse once SecurityMode
+# is burned. A value equal to the burned one is skipped; otherwise the fuse holds old OR new (a
+# shorter PublicKeyHash is burned zero-extended). A dry run walks the same way and burns nothing.
+# Sets LAB_BURN_VERDICT (burned, dry-run, stopped, bad-magic), LAB_BURN_DRY_RUN (0/1),
+# LAB_BURN_STOPPED (the fuse it stopped at) and LAB_BURN_REASON.
+# shellcheck disable=SC2034  # LAB_BURN_* are read by odmfuse.sh
+lab_fuse_burner() {  # <port> <fuse XML as sent to the device>
+    local port=$1 content magic='' digits index name value held size number=0 locked=0 lock
+    local magic_re='<genericfuse[^>]*MagicId="([^"]*)"' LAB_FUSE_NAMES LAB_FUSE_VALUES
+    LAB_BURN_VERDICT='' LAB_BURN_DRY_RUN=0 LAB_BURN_STOPPED='' LAB_BURN_REASON=''
+    content=$(<"$2")
+    if [[ ${content} =~ ${magic_re} ]]; then magic=${BASH_REMATCH[1]}; fi
+    lab_uart "${port}" "I> FSKP: burnfuses, MagicId ${magic:-(none)}"
+    lab_fuse_written_digits "${magic}"
+    digits=${REPLY}
+    if [[ ${magic} != 0[xX]* || ! ${digits} =~ ^[0-9a-f]{1,16}$ ]]; then
+        digits=''
+    elif ((16#${digits} == LAB_FUSE_TEST_MAGIC)); then
+        LAB_BURN_DRY_RUN=1
+    elif ((16#${digits} != LAB_FUSE_MAGIC)); then
+        digits=''
+    fi
+    if [[ -z ${digits} ]]; then
+        lab_uart "${port}" "E> FUSE: Invalid fuse magic id ${magic:-(none)}, nothing burned"
+        LAB_BURN_VERDICT=bad-magic LAB_BURN_REASON="invalid magic id ${magic:-(none)}"
+        return 0
+    fi
+    lab_parse_fuses "$2"
+    lab_read_device_fuses "${port}"
+    lab_fuse_digits "${LAB_DEVICE_FUSES[SecurityMode]:-0x0}"
+    if [[ ${REPLY} != 0 ]]; then locked=1; fi
+    for index in "${!LAB_FUSE_NAMES[@]}"; do
+        name=${LAB_FUSE_NAMES[index]} value=${LAB_FUSE_VALUES[index]}
+        number=$((number + 1))
+        lab_uart "${port}" "I> ${number}. Start ${name} burn"
+        held=${LAB_DEVICE_FUSES[${name}]:-0x0}
+        lab_fuse_written_digits "${value}"
+        digits=${REPLY}
+        lab_fuse_size "${name}"
+        size=${REPLY}
+        if ((locked)); then
+            LAB_BURN_REASON='SecurityMode is burned, the fuses are locked'
+        elif [[ ! ${digits} =~ ^[0-9a-f]+$ ]]; then
+            LAB_BURN_REASON="invalid value ${value}"
+        elif (((${#digits} + 1) / 2 > size)); then
+            LAB_BURN_REASON="value ${value} is longer than the fuse (${size} bytes)"
+        else
+            lab_fuse_digits "${held}"
+            digits=${REPLY}
+            lab_fuse_digits "${value}"
+            if [[ ${REPLY} == "${digits}" ]]; then
+                lab_uart "${port}" "I> Fuse is already burned with the same value"
+                continue
+            fi
+            lock=${LAB_DEVICE_FUSES[OdmLock]:-0x0}
+            if [[ ${name} =~ ^ReservedOdm([0-3])$ ]] && lab_fuse_bit "${lock}" "${BASH_REMATCH[1]}"; then
+                LAB_BURN_REASON="${name} is locked by OdmLock ${lock}"
+            elif lab_fuse_clears "${held}" "${value}"; then
+                LAB_BURN_REASON="trying to turn 1 into 0 (burned ${held}, asked ${value})"
+            fi
+        fi
+        if [[ -n ${LAB_BURN_REASON} ]]; then
+            LAB_BURN_STOPPED=${name}
+            lab_uart "${port}" "E> FUSE: Failed to burn fuse ${name}: ${LAB_BURN_REASON}"
+            break
+        fi
+        if [[ -z ${LAB_DEVICE_FUSES[${name}]+set} ]]; then
+            LAB_DEVICE_FUSE_ORDER+=("${name}")
+            LAB_DEVICE_FUSES[${name}]=${value}
+        else
+            lab_fuse_or "${held}" "${value}"
+            LAB_DEVICE_FUSES[${name}]=${REPLY}
+        fi
+        lab_uart "${port}" "I> ${name} burned"
+        if [[ ${name} == SecurityMode && ${LAB_DEVICE_FUSES[${name}]} =~ [1-9a-fA-F] ]]; then locked=1; fi
+    done
+    if ((LAB_BURN_DRY_RUN)); then
+        lab_uart "${port}" "I> Dry run detected, returning now."
+    else
+        lab_write_device_fuses "${port}"  # what was burned before a stop stays burned
+    fi
+    if [[ -n ${LAB_BURN_STOPPED} ]]; then
+        LAB_BURN_VERDICT=stopped
+    elif ((LAB_BURN_DRY_RUN)); then
+        LAB_BURN_VERDICT=dry-run
+    else
+        LAB_BURN_VERDICT=burned
+        lab_uart "${port}" "I> Fuse burning done"
+    fi
+}
+
+# The device's authentication as get_fuse_level reads it from the chip, into REPLY: SBKPKC,
+# PKC, SBK (SecureBootKey without PublicKeyHash) or NS.
+lab_device_bootauth() {  # <port>
+    local pkc=0 sbk=0
+    if lab_device_has_fuse "$1" PublicKeyHash; then pkc=1; fi
+    if lab_device_has_fuse "$1" SecureBootKey; then sbk=1; fi
+    case ${pkc}${sbk} in
+        11) REPLY=SBKPKC ;;
+        10) REPLY=PKC ;;
+        01) REPLY=SBK ;;
+        *) REPLY=NS ;;
+    esac
+}
+
+# check_sbk_pkc of odmfuse.func, with NVIDIA's messages: which keys the device's
+# authentication needs. (The lab counts an unfused device as NS.)
+lab_check_sbk_pkc() {  # <port> <pkc argument> <sbk argument>
+    lab_device_bootauth "$1"
+    case ${REPLY} in
+        PKC)
+            [[ -n $2 ]] || lab_fail "Error: PKC key file is not provided for PKC protected target board."
+            [[ -z $3 ]] || lab_fail "Error: SBK key file is provided for PKC protected target board."
+            ;;
+        SBKPKC)
+            [[ -n $2 && -n $3 ]] ||
+                lab_fail "Error: Either PKC or SBK key is not provided for SBK+PKC protected target board."
+            ;;
+        SBK) lab_fail "Error: L4T does not support SBK individually, please use SBK+PKC instead." ;;
+        NS)
+            if [[ -n $3 && -z $2 ]]; then
+                lab_fail "Error: L4T does not support SBK individually, please use SBK+PKC instead."
+            fi
+            ;;
+    esac
+}
+
+# The lab's PublicKeyHash of a PKC key, as the tree's bootloader/tegrasign_v3.py prints it
+# (generate_key_hash_v3 of odmfuse.sh), into REPLY ('' when it is no key).
+lab_pkc_key_hash() {  # <key file>
+    local dir line key
+    lab_resolve "$1"
+    key=${REPLY}
+    dir=$(mktemp -d)
+    line=$(cd "${dir}" || exit 1; "${LAB_TREE}/bootloader/tegrasign_v3.py" --pubkeyhash ppp hhh --key "${key}" 2>/dev/null |
+        grep 'tegra-fuse') || line=""
+    rm -rf "${dir}"
+    REPLY=${line##* }
+}
+
+# The keys given must be THE device's: the RCM messages signed with another PKC key (its lab
+# hash is not the burned PublicKeyHash) or encrypted with another SBK are rejected. Returns 1
+# with a message in REPLY when the device rejects them.
+lab_check_device_keys() {  # <port> <pkc argument> <sbk argument>
+    local burned given
+    lab_read_device_fuses "$1"
+    if [[ -n $2 ]] && lab_device_has_fuse "$1" PublicKeyHash; then
+        lab_fuse_digits "${LAB_DEVICE_FUSES[PublicKeyHash]}"; burned=${REPLY}
+        lab_pkc_key_hash "$2"
+        if [[ -z ${REPLY} ]]; then
+            REPLY="Error: $2 is not a PKC key: the target at $1 rejected the RCM messages."
+            return 1
+        fi
+        lab_fuse_digits "${REPLY}"
+        if [[ ${REPLY} != "${burned}" ]]; then
+            REPLY="Error: the target at $1 rejected the RCM messages signed with $2 (its PublicKeyHash is another key's)."
+            return 1
+        fi
+    fi
+    if [[ -n $3 ]] && lab_device_has_fuse "$1" SecureBootKey; then
+        lab_fuse_digits "${LAB_DEVICE_FUSES[SecureBootKey]}"; burned=${REPLY}
+        lab_resolve "$3"
+        given=$(<"${REPLY}")
+        lab_fuse_digits "${given}"
+        if [[ ${REPLY} != "${burned}" ]]; then
+            REPLY="Error: the target at $1 rejected the RCM messages encrypted with $3 (not its SecureBootKey)."
+            return 1
+        fi
+    fi
+    return 0
+}
+
+# A new chip identity (ECID) into REPLY: 32 hex digits laid out as BR_CID is (flash.sh
+# get_fuse_level: digit 0 the fuse level, 1-2 the boot authentication, 3 the chip revision,
+# 4-5 the chip id 23), then 26 digits unique to the chip.
+lab_new_ecid() {
+    local unique
+    unique=$(od -An -N13 -tx1 /dev/urandom)
+    unique=${unique//[[:space:]]/}
+    REPLY="000123${unique^^}"
+}
+
+# The chip identity of the device on <port> into LAB_CHIP_ECID and LAB_CHIP_SKU: from its sysfs
+# entry (lab_ecid, lab_chip_sku; usb_sysfs.add_device writes them) while it is on the bus, else
+# from the copy kept in chip/<port>/ when the lab last saw it. A device plugged without them is
+# given a new identity here. Needs lab_scan_devices.
+lab_chip_identity() {  # <port>
+    local dir=${LAB_NVIDIA_DIR[$1]:-} kept="${LAB_STATE}/chip/$1"
+    LAB_CHIP_ECID='' LAB_CHIP_SKU=''
+    if [[ -z ${dir} ]]; then
+        lab_read_line "${kept}/lab_ecid"; LAB_CHIP_ECID=${REPLY}
+        lab_read_line "${kept}/lab_chip_sku"; LAB_CHIP_SKU=${REPLY}
+        return 0
+    fi
+    lab_read_line "${dir}/lab_ecid"; LAB_CHIP_ECID=${REPLY}
+    lab_read_line "${dir}/lab_chip_sku"; LAB_CHIP_SKU=${REPLY}
+    if [[ -z ${LAB_CHIP_ECID} ]]; then
+        lab_new_ecid
+        LAB_CHIP_ECID=${REPLY}
+        printf '%s\n' "${LAB_CHIP_ECID}" >"${dir}/lab_ecid"
+    fi
+    if [[ -z ${LAB_CHIP_SKU} ]]; then
+        lab_read_line "${dir}/idProduct"
+        LAB_CHIP_SKU=${LAB_PRODUCT_CHIP_SKUS[${REPLY}]:-}
+        if [[ -n ${LAB_CHIP_SKU} ]]; then printf '%s\n' "${LAB_CHIP_SKU}" >"${dir}/lab_chip_sku"; fi
+    fi
+    mkdir -p "${kept}"
+    printf '%s\n' "${LAB_CHIP_ECID}" >"${kept}/lab_ecid.$$"
+    mv -f "${kept}/lab_ecid.$$" "${kept}/lab_ecid"
+    printf '%s\n' "${LAB_CHIP_SKU}" >"${kept}/lab_chip_sku.$$"
+    mv -f "${kept}/lab_chip_sku.$$" "${kept}/lab_chip_sku"
+}
+
+# The BR_CID "tegrarcm_v2 --uid" prints for the device on <port>, into REPLY: its ECID with the
+# fuse level and boot authentication digits the chip reports from its fuses, as flash.sh
+# get_fuse_level decodes them (8xx production; x1x RSA 3K ... x9x SBK + RSA 3K): the low nibble
+# of BootSecurityInfo (or RSA 3K when only PublicKeyHash is burned), 8 added with SecureBootKey;
+# production once SecurityMode or an authentication is burned. Needs lab_scan_devices.
+lab_br_cid() {  # <port>
+    local auth=0 level=0 info
+    lab_chip_identity "$1"
+    lab_read_device_fuses "$1"
+    lab_fuse_digits "${LAB_DEVICE_FUSES[BootSecurityInfo]:-0x0}"
+    info=$((16#${REPLY: -1}))
+    auth=$((info & 7))
+    if ((auth == 0)) && lab_device_has_fuse "$1" PublicKeyHash; then auth=1; fi
+    if ((info & 8)) || lab_device_has_fuse "$1" SecureBootKey; then auth=$((auth | 8)); fi
+    if ((auth)) || lab_device_has_fuse "$1" SecurityMode; then level=8; fi
+    printf -v REPLY '0x%X%X%s' "${level}" "${auth}" "${LAB_CHIP_ECID:2}"
 }
 
 # --- planted failures --------------------------------------------------------------------------
@@ -612,9 +931,12 @@ LAB_INITRD_PRODUCT=7035
 LAB_FLASH_NETWORK=fc00:1:1::/48 LAB_NFS_PERMISSION=rw,nohide,insecure,no_subtree_check,async,no_root_squash
 LAB_SLICE_SECONDS=0.1
 # The module's BOARDSKU each recovery-mode product id needs (p3767.conf.common, p3701): the
-# first is what the EEPROM of such a module says.
+# first is what the EEPROM of such a module says. 0955:7023 is three AGX Orin modules: the 64GB
+# (p3701-0005), the 32GB (p3701-0000) and the Industrial (p3701-0008), whose chip SKU (90) tells
+# it apart (lab_module_skus).
 declare -A LAB_PRODUCT_SKUS=([7323]='0000' [7423]='0001' [7523]='0003 0005' [7623]='0004'
-    [7023]='0005' [7223]='0004')
+    [7023]='0005 0000 0004' [7223]='0004')
+LAB_INDUSTRIAL_SKU=0008
 
 lab_require_host_root() {
     [[ -n ${LAB_HOST_ROOT} && -d ${LAB_HOST_ROOT} ]] ||
@@ -674,7 +996,194 @@ lab_board_probe() {
     fi
     lab_eeprom_probe "${port}"
     LAB_PROBED_PORT=${port}
-    LAB_PROBED_SKU=${LAB_PRODUCT_SKUS[${LAB_DEVICE_PRODUCT[${port}]}]%% *}
+    lab_module_skus "${port}"
+    LAB_PROBED_SKU=${REPLY%% *}
+}
+
+# The chip read of flash.sh (get_chip_info_details, "chkbdinfo -C chip_info.bin_bak"): only when
+# get_fuse_level ran, that is without FUSELEVEL, and of the same device, the FIRST Jetson in
+# recovery mode on the station. Sets LAB_PROBED_CHIP_SKU ('' when nothing was read).
+# shellcheck disable=SC2034  # LAB_PROBED_CHIP_SKU is read by the tools
+lab_chip_probe() {
+    local port
+    LAB_PROBED_CHIP_SKU=''
+    [[ -z ${FUSELEVEL:-} ]] || return 0
+    lab_scan_devices
+    port=${LAB_DEVICES[0]:-}
+    [[ -n ${port} ]] || return 0
+    lab_device_chip_sku "${port}"
+    LAB_PROBED_CHIP_SKU=${REPLY}
+}
+
+# The BOARDSKUs the images of the module on <port> may be made for, into REPLY (the first is its
+# EEPROM's): by its USB id, and for 0955:7023 by its chip (an Industrial's is 90).
+lab_module_skus() {  # <port>
+    local product=${LAB_DEVICE_PRODUCT[$1]:-}
+    REPLY=${LAB_PRODUCT_SKUS[${product}]:-}
+    if [[ ${product} == 7023 ]]; then
+        lab_device_chip_sku "$1"
+        if [[ ${REPLY} == *:90 ]]; then REPLY=${LAB_INDUSTRIAL_SKU}; else REPLY=${LAB_PRODUCT_SKUS[7023]}; fi
+    fi
+}
+
+# --- images and the chip: what a device runs -----------------------------------------------------
+#
+# What the lab's images are made for, and what a device does with images made for another one
+# (NVIDIA's r36.2 flash.sh, p3767.conf.common, p3701.conf.common, p3737-0000-p3701-0008.conf;
+# public copy: github.com/johnnynunez/Linux_for_Tegra):
+#   - the BPMP firmware: flash.sh calls the board config's process_chip_sku_version with CHIP_SKU
+#     from the environment, else the chip SKU it read from the device (only without FUSELEVEL,
+#     see lab_chip_probe), else the config's DEFAULT_CHIP_SKU ("00:00:00:D3" for p3767: the Orin
+#     NX's firmware, TE980M). A module whose chip needs other firmware (an Orin Nano, D5/D6:
+#     TE950M) starts the boot chain and hangs: its flashing initrd never comes up;
+#   - the keys: images made with -u <pkc> are signed with that key, with -v <sbk> encrypted with
+#     that SBK. A device with PublicKeyHash burned runs only images signed with THAT key (the lab
+#     hash of tegrasign_v3.py --pubkeyhash); one with SecureBootKey burned only images encrypted
+#     with ITS key, and one without it none that are encrypted. The boot ROM rejects the others
+#     (a rejected Orin looks like a USB write timeout on the host).
+
+# The chip SKU of the device on <port> as chkbdinfo -C prints it (00:00:00:D5), into REPLY ('' if
+# unknown): its lab_chip_sku (lab_chip_identity). Needs lab_scan_devices.
+lab_device_chip_sku() {  # <port>
+    lab_chip_identity "$1"
+    REPLY=${LAB_CHIP_SKU^^}
+    REPLY=${REPLY#0X}
+    if [[ -n ${REPLY} && ${REPLY} != *:* ]]; then REPLY=00:00:00:${REPLY}; fi
+}
+
+# The BPMP firmware the board config <board> picks for <chip SKU> (empty: not read, the config's
+# DEFAULT_CHIP_SKU), as flash.sh does: the config sourced, process_chip_sku_version, then the
+# config's update_flash_args. REPLY = the firmware (TE950M-A1...; '' when the chip SKU is in
+# no table: NVIDIA's sed then leaves "bpmp_t234-_prod.bin"), LAB_IMAGE_CHIP_SKU = the chip SKU
+# used, LAB_CHIP_SKU_LINE = the line process_chip_sku_version prints.
+# shellcheck disable=SC2034  # LAB_IMAGE_CHIP_SKU and LAB_CHIP_SKU_LINE are read by the tools
+lab_bpmp_firmware() {  # <board> <chip SKU> [fuselevel] [FAB]
+    local lines
+    lines=$(
+        set +eu
+        # shellcheck disable=SC2034  # LDK_DIR is read by the board config
+        LDK_DIR=${LAB_TREE}
+        # shellcheck source=/dev/null
+        source "${LAB_TREE}/$1.conf" >/dev/null 2>&1
+        chip_SKU=$2  # flash.sh: chip_SKU="${CHIP_SKU}"
+        process_chip_sku_version "$2" '' '' '' "${3:-}" "${4:-}" 2>/dev/null
+        if declare -F update_flash_args >/dev/null; then update_flash_args >/dev/null 2>&1; fi
+        printf '%s\n%s\n' "${2:-${DEFAULT_CHIP_SKU}}" "${BPFFILE}"
+    )
+    LAB_CHIP_SKU_LINE=$(head -n -2 <<<"${lines}")
+    LAB_IMAGE_CHIP_SKU=$(tail -n 2 <<<"${lines}" | head -n 1)
+    REPLY=$(tail -n 1 <<<"${lines}")
+    REPLY=${REPLY##*/bpmp_t234-}
+    REPLY=${REPLY%_prod.bin}
+    REPLY=${REPLY%_dev.bin}
+}
+
+# What the images are made for, into LAB_IMAGE_BPMP, LAB_IMAGE_CHIP_SKU, LAB_IMAGE_PKC_HASH (the
+# lab PublicKeyHash of -u's key, '' unsigned) and LAB_IMAGE_SBK_DIGEST (SHA-256 of -v's SBK, ''
+# unencrypted), for board config <board> with the chip SKU <chip SKU> (see lab_bpmp_firmware).
+# A key that is no key fails, as signing with it does.
+# shellcheck disable=SC2034  # LAB_IMAGE_* are read by the tools
+lab_image_identity() {  # <board> <chip SKU> <pkc key or ''> <sbk file or ''> [fuselevel] [FAB]
+    lab_bpmp_firmware "$1" "$2" "${5:-}" "${6:-}"
+    LAB_IMAGE_BPMP=${REPLY}
+    if [[ -n ${LAB_CHIP_SKU_LINE} ]]; then lab_say "${LAB_CHIP_SKU_LINE}"; fi
+    [[ -n ${LAB_IMAGE_BPMP} ]] ||
+        lab_fail "Error: bootloader/bpmp_t234-_prod.bin is not found: $1.conf has no BPMP firmware for chip SKU ${LAB_IMAGE_CHIP_SKU}."
+    LAB_IMAGE_PKC_HASH='' LAB_IMAGE_SBK_DIGEST=''
+    if [[ -n $3 ]]; then
+        lab_pkc_key_hash "$3"
+        [[ -n ${REPLY} ]] || lab_fail "Error: signing with $3 failed: tegrasign_v3.py: Invalid key format"
+        lab_fuse_digits "${REPLY}"
+        LAB_IMAGE_PKC_HASH=${REPLY}
+    fi
+    if [[ -n $4 ]]; then
+        lab_sbk_digest "$4"
+        LAB_IMAGE_SBK_DIGEST=${REPLY}
+    fi
+}
+
+# SHA-256 of an SBK's value (lab_fuse_digits of the file, or of a fuse value with -f), into REPLY.
+lab_sbk_digest() {  # [-f] <sbk file | fuse value>
+    local value
+    if [[ $1 == -f ]]; then
+        value=$2
+    else
+        lab_resolve "$1"
+        value=$(<"${REPLY}")
+    fi
+    lab_fuse_digits "${value}"
+    REPLY=$(printf '%s' "${REPLY}" | sha256sum)
+    REPLY=${REPLY%% *}
+}
+
+lab_boot_failure() {  # <reason> <why> [key value]...
+    lab_json_object time:raw "${EPOCHREALTIME}" tool "${LAB_TOOL}" pid:raw "$$" tree "${LAB_TREE}" \
+        usb_instance "${LAB_PORT}" reason "$1" why "$2" "${@:3}"
+    lab_record boot-failures.log "${REPLY}"
+}
+
+# Whether the device on LAB_PORT runs images made for <board> with the BPMP firmware <bpmp>,
+# signed with the key of lab hash <pkc hash> and encrypted with the SBK of digest <sbk digest>
+# (as lab_image_identity gives them; '' unsigned, unencrypted). A device that rejects them fails
+# the run now, with the boot ROM's answer (it stays in recovery mode). A device whose chip needs
+# other BPMP firmware sets LAB_BOOT_HANG (lab_rcm_boot then hangs it). Needs lab_scan_devices.
+lab_check_boot() {  # <board> <bpmp> <pkc hash> <sbk digest>
+    local burned why='' reason=''
+    LAB_BOOT_HANG=''
+    lab_read_device_fuses "${LAB_PORT}"
+    if lab_device_has_fuse "${LAB_PORT}" PublicKeyHash; then
+        lab_fuse_digits "${LAB_DEVICE_FUSES[PublicKeyHash]}"
+        burned=${REPLY}
+        if [[ -z $3 ]]; then
+            reason=signature why="the device is PKC fused and the images are not signed"
+        elif [[ $3 != "${burned}" ]]; then
+            reason=signature why="the images are signed with another key than the device's PublicKeyHash"
+        fi
+    fi
+    if [[ -z ${reason} ]]; then
+        if lab_device_has_fuse "${LAB_PORT}" SecureBootKey; then
+            lab_sbk_digest -f "${LAB_DEVICE_FUSES[SecureBootKey]}"
+            if [[ -z $4 ]]; then
+                reason=encryption why="the device has SecureBootKey burned and the images are not encrypted"
+            elif [[ $4 != "${REPLY}" ]]; then
+                reason=encryption why="the images are encrypted with another SBK than the device's SecureBootKey"
+            fi
+        elif [[ -n $4 ]]; then
+            reason=encryption why="the images are encrypted with an SBK and the device has no SecureBootKey burned"
+        fi
+    fi
+    if [[ -n ${reason} ]]; then
+        lab_boot_failure "${reason}" "${why}"
+        lab_say "[   0.6559 ] BR_CID: (redacted)"
+        lab_say "[   0.7387 ] Sending bct_br"
+        lab_say "[   0.8193 ] ERROR: might be timeout in USB write."
+        lab_fail "Error: Return value 3"
+    fi
+    [[ -n $2 ]] || return 0
+    local image_bpmp=$2 chip
+    lab_device_chip_sku "${LAB_PORT}"
+    chip=${REPLY}
+    [[ -n ${chip} ]] || return 0
+    lab_bpmp_firmware "$1" "${chip}"
+    if [[ ${REPLY} != "${image_bpmp}" ]]; then
+        LAB_BOOT_HANG="the module's chip SKU ${chip} needs BPMP firmware ${REPLY:-(none in $1.conf)}, the images carry ${image_bpmp}"
+        LAB_BOOT_HANG_FIELDS=(chip_sku "${chip}" needs "${REPLY}" images "${image_bpmp}")
+    fi
+}
+
+# The device runs the boot chain of images with the wrong BPMP firmware: it leaves recovery mode
+# and hangs, no flashing initrd comes up, and the run times out waiting for it
+# (wait_for_booting). Only a power cycle into recovery mode brings it back.
+lab_boot_hangs() {
+    lab_boot_failure bpmp-firmware "${LAB_BOOT_HANG}" "${LAB_BOOT_HANG_FIELDS[@]}"
+    mkdir -p "${LAB_STATE}/recovery-product"
+    printf '%s\n' "${LAB_DEVICE_PRODUCT[${LAB_PORT}]}" >"${LAB_STATE}/recovery-product/${LAB_PORT}"
+    lab_device_leaves_recovery
+    for _ in 1 2 3; do
+        lab_say "Waiting for target to boot-up..."
+        lab_sleep "${LAB_SLICE_SECONDS}"
+    done
+    lab_fail "Timeout"
 }
 
 lab_eeprom_probe() {  # <port>
@@ -723,6 +1232,9 @@ lab_rcm_boot() {
     done
     rm -f "${busy}"
     LAB_BUSY_PORT=''
+    if [[ -n ${LAB_BOOT_HANG:-} ]]; then
+        lab_boot_hangs
+    fi
     lab_enter_initrd
 }
 

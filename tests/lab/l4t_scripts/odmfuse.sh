@@ -2,23 +2,28 @@
 # shellcheck source-path=SCRIPTDIR
 # odmfuse.sh: the lab's stand-in for NVIDIA's Linux_for_Tegra/odmfuse.sh (see lab_common.sh).
 #
-# Burning fuses is irreversible, so this fake models the traps the fuse role must avoid: no
-# option selects a USB port (with several devices in recovery it records a "multi-device" event
-# and takes the first, as the real tool takes an unpredictable one), a burn over fuses that are
-# already burned is NOT refused, and a planted silent failure reports success while burning
-# nothing (the forum-reported case).
-#
-# What the real tool does with -X over a device that holds fuses (NVIDIA's r36 odmfuse.sh and
-# odmfuse.func, public copy in github.com/Seeed-Studio/Linux_for_Tegra): it reads the fuses first
-# (read_fuse_values, which needs the device's keys once it is PKC/SBK fused), but check_fuse_values
-# only checks the command-line fuse options (-p, -l, -r, --KEK*, --odm_id...), never the XML,
-# and then hands the XML to "tegraflash.py --cmd burnfuses" (tegraflash_internal.py
-# tegraflash_burnfuses), which burns it as it is. Fuse bits only go from 0 to 1, so the device ends
-# up with the OR of the old and the new values: a second burn of other values leaves neither. Once
-# SecurityMode (production mode) is burned the fuses are locked: odmfuse.sh refuses manufacturing
-# fuses then ("SecurityMode is burned, you can't burn any manufacturing fuses now.") and NVIDIA's
-# Secure Boot guide allows partial burns only "if SecurityMode is not burned", so the fake refuses
-# a burn on such a device and burns nothing.
+# Burning fuses is irreversible, so this double is as unkind as NVIDIA's r36.2 odmfuse.sh,
+# odmfuse.func and bootloader/tegraflash_impl_t234.py (public copy:
+# github.com/johnnynunez/Linux_for_Tegra), whose -X path it models:
+# - no option selects a USB port: with several devices in recovery it records a "multi-device"
+#   event and takes the first, as the real tool takes an unpredictable one;
+# - read_fuse_values first: get_fuse_level and check_sbk_pkc (odmfuse.func) want the keys the
+#   device's authentication needs, with NVIDIA's messages (a PKC-only device given -S fails),
+#   and the keys must be THE device's (lab_check_device_keys): otherwise the signed RCM messages
+#   are rejected and the fuse read fails;
+# - check_fuse_values only checks the command-line fuse options, never the XML; once
+#   SecurityMode is burned the lab refuses any -X burn ("SecurityMode is burned, you can't burn
+#   any manufacturing fuses now.", exit 1);
+# - the XML goes to the device as it is ("tegraflash.py --cmd burnfuses"), where the FSKP burner
+#   (lab_fuse_burner) decides; tegraflash_burnfuses only says "check the uart", so odmfuse.sh
+#   exits 0 WHATEVER the device did: a burn stopped half-way (a value that would clear a burned
+#   bit, an OdmLock-locked ReservedOdm, any fuse after SecurityMode, a value longer than its
+#   fuse) leaves the fuses before it burned and reports success. The device's verdict is only on
+#   its serial console (uart/<port>.log in the lab state);
+# - --test: generate_fskp_blob rewrites the copy's MagicId with sed "s/0x45535546/0x54534554/",
+#   exact and case-sensitive; the device reads the magic numerically, so a file spelling it
+#   0X45535546 is burned for real, under --test too;
+# - a planted silent failure reports success while burning nothing (the forum-reported case).
 set -euo pipefail
 
 LAB_TOOL=odmfuse.sh
@@ -39,7 +44,7 @@ LAB_USAGE='Usage: sudo ./odmfuse.sh -i <TegraID> -X <fuse_config.xml> [options] 
 
 lab_begin "$@"
 
-FUSE_XML='' CHIP_ID='' PKC='' SBK='' TEST=0 NOBURN=0 CONFLICTS=()
+SENT='' FUSE_XML='' CHIP_ID='' PKC='' SBK='' TEST=0 NOBURN=0 CONFLICTS=()
 POSITIONALS=()
 while (($#)); do
     case $1 in
@@ -78,7 +83,7 @@ done
 [[ -n ${FUSE_XML} ]] || lab_bad_usage "-X <fuse_config.xml> is required (the lab models XML fusing only)"
 lab_require_file "fuse config file" "${FUSE_XML}"
 FUSE_XML=${REPLY}
-if ! grep -q '<genericfuse' "${FUSE_XML}" || ! grep -q 'MagicId="0x45535546"' "${FUSE_XML}"; then
+if ! grep -q '<genericfuse' "${FUSE_XML}"; then  # tegraparser_v2 --fuse_info fails on it
     lab_fail "Error: ${FUSE_XML} is not a fuse configuration file (no <genericfuse MagicId=\"0x45535546\">)."
 fi
 lab_parse_fuses "${FUSE_XML}"
@@ -104,45 +109,60 @@ if ((NOBURN)); then
 fi
 
 lab_pick_single_device
-lab_check_keys "${PKC}" "${SBK}" -k -S
-lab_sleep "${LAB_FUSE_SECONDS}"
-
-if ((TEST)); then
-    for index in "${!LAB_FUSE_NAMES[@]}"; do
-        lab_say "fuse ${LAB_FUSE_NAMES[index]} would be burned with ${LAB_FUSE_VALUES[index]}"
-    done
-    lab_fuse_event test usb_instance "${LAB_PORT}" config "${FUSE_XML}"
-    lab_say "*** The fuse configuration is verified (--test): nothing was burned. ***"
-    exit 0
+# read_fuse_values: get_fuse_level and check_sbk_pkc, then the fuse read with the device's keys.
+lab_check_sbk_pkc "${LAB_PORT}" "${PKC}" "${SBK}"
+if ! lab_check_device_keys "${LAB_PORT}" "${PKC}" "${SBK}"; then
+    lab_say "${REPLY}"
+    lab_say "Error: read fuse info failed."
+    lab_fail "Error: read fuse from board failed."
 fi
+lab_sleep "${LAB_FUSE_SECONDS}"
 
 if lab_device_has_fuse "${LAB_PORT}" SecurityMode; then
     lab_fuse_event refused usb_instance "${LAB_PORT}" config "${FUSE_XML}"
     lab_say "SecurityMode is burned, you can't burn any manufacturing fuses now."
     lab_fail "Fuse failed."
 fi
-lab_take_planted fail-fuse "${LAB_PORT}"
+
+# The copy handed to the device (odmfuse.sh: fuse_XXXXXX.xml in bootloader/), with its magic
+# rewritten for --test exactly as generate_fskp_blob does.
+lab_exit_hook() {  # odmfuse.sh removes its copy whatever happened
+    rm -f "${SENT}"
+}
+SENT=$(mktemp "${LAB_TREE}/bootloader/fuse_XXXXXX.xml")
+cp -f "${FUSE_XML}" "${SENT}"
+if ((TEST)); then
+    lab_say 'For test mode, set magic ID to 0x54534554 ("TEST").'
+    sed -i "s/0x45535546/0x54534554/" "${SENT}"
+    for index in "${!LAB_FUSE_NAMES[@]}"; do
+        lab_say "fuse ${LAB_FUSE_NAMES[index]} would be burned with ${LAB_FUSE_VALUES[index]}"
+    done
+fi
+lab_say "*** Start fusing from fuse configuration ... "
+lab_say "Burning fuses. Please check the uart to get the result of fuse burning."
+REPLY=''
+if ((!TEST)); then lab_take_planted fail-fuse "${LAB_PORT}"; fi
 if [[ -n ${REPLY} ]]; then
     lab_fuse_event silent usb_instance "${LAB_PORT}" config "${FUSE_XML}"
-else
-    lab_read_device_fuses "${LAB_PORT}"
     for index in "${!LAB_FUSE_NAMES[@]}"; do
-        name=${LAB_FUSE_NAMES[index]} value=${LAB_FUSE_VALUES[index]}
-        if [[ -n ${LAB_DEVICE_FUSES[${name}]+set} ]]; then
-            lab_fuse_digits "${LAB_DEVICE_FUSES[${name}]}"; old=${REPLY}
-            lab_fuse_digits "${value}"
-            if [[ ${REPLY} != "${old}" ]]; then  # the same value burned again changes nothing
-                lab_fuse_or "${LAB_DEVICE_FUSES[${name}]}" "${value}"
-                LAB_DEVICE_FUSES[${name}]=${REPLY}
-            fi
-        else
-            LAB_DEVICE_FUSE_ORDER+=("${name}")
-            LAB_DEVICE_FUSES[${name}]=${value}
-        fi
+        lab_say "burning fuse ${LAB_FUSE_NAMES[index]}"
     done
-    lab_write_device_fuses "${LAB_PORT}"
-    lab_fuse_event burn usb_instance "${LAB_PORT}" config "${FUSE_XML}"
+    lab_say "*** The fuse configuration has been burned successfully. ***"
+    exit 0
 fi
+lab_fuse_burner "${LAB_PORT}" "${SENT}"
+if [[ -n ${LAB_BURN_STOPPED} ]]; then
+    dry_run=false
+    if ((LAB_BURN_DRY_RUN)); then dry_run=true; fi
+    lab_fuse_event stopped usb_instance "${LAB_PORT}" fuse "${LAB_BURN_STOPPED}" reason "${LAB_BURN_REASON}" \
+        dry_run:raw "${dry_run}"
+fi
+if ((TEST)); then
+    lab_fuse_event test usb_instance "${LAB_PORT}" config "${FUSE_XML}" verdict "${LAB_BURN_VERDICT}"
+    lab_say "*** --test: the device decides whether it was a dry run (check the uart). ***"
+    exit 0
+fi
+lab_fuse_event burn usb_instance "${LAB_PORT}" config "${FUSE_XML}" verdict "${LAB_BURN_VERDICT}"
 for index in "${!LAB_FUSE_NAMES[@]}"; do
     lab_say "burning fuse ${LAB_FUSE_NAMES[index]}"
 done

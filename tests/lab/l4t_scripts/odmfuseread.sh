@@ -2,14 +2,21 @@
 # shellcheck source-path=SCRIPTDIR
 # odmfuseread.sh: the lab's stand-in for NVIDIA's Linux_for_Tegra/odmfuseread.sh.
 #
-# Reads back what is REALLY burned into the one device in recovery mode (not what odmfuse.sh
+# Reads back what is REALLY burned into the device in recovery mode (not what odmfuse.sh
 # claimed) into bootloader/fuse_info.txt, so the fuse role can catch a burn that reported
-# success and burned nothing. Unburned fuses read 0x0. As NVIDIA's (odmfuseread.sh and
-# read_fuse_values in odmfuse.func of the r36 BSP, public copy in
-# github.com/Seeed-Studio/Linux_for_Tegra), it reads a FIXED list of fuses on Orin
-# (FUSES_KEYS_T234, FUSES_MANUFACTURING_T234, FUSES_ODM_RESERVED): any other fuse, the key fuses
-# (SBK, OEM keys) among them, is never read back, burned or not. A PKC/SBK-fused device answers
-# only when given its keys (get_fuse_level and check_sbk_pkc there).
+# success and burned nothing, or stopped half-way. As NVIDIA's r36.2 odmfuseread.sh and
+# odmfuse.func (public copy: github.com/johnnynunez/Linux_for_Tegra):
+# - "-S without -k" fails first ("L4T doesn't support SBK by itself...");
+# - read_fuse_values: get_fuse_level and check_sbk_pkc want the keys the device's authentication
+#   needs (NVIDIA's messages: a PKC-only device given -S fails), and the keys must be THE
+#   device's, or its signed RCM messages are rejected and the read fails;
+# - it reads a FIXED list of fuses on Orin (FUSES_KEYS_T234, FUSES_MANUFACTURING_T234,
+#   FUSES_ODM_RESERVED): any other fuse, the key fuses (SBK, OEM keys) among them, is never
+#   read back, burned or not;
+# - each line is "<Name>: <value>" as tegraflash_impl_t234.py tegraflash_readfuses writes it:
+#   hex digits without 0x, zero-padded to the fuse's size (PublicKeyHash 128 digits, OdmId 16,
+#   the 4-byte fuses 8), e.g. "BootSecurityInfo: 000001e0".
+# With several devices in recovery it records a "multi-device" event and reads the first.
 set -euo pipefail
 
 LAB_TOOL=odmfuseread.sh
@@ -22,9 +29,6 @@ LAB_USAGE='Usage: sudo ./odmfuseread.sh -i <TegraID> [-k <pkc.pem>] [-S <sbk fil
   -k <KeyFile> .. PKC key of a PKC-fused board (.pem)
   -S <SBK file> . SBK key of an SBK-fused board
   The fuses are written to bootloader/fuse_info.txt.'
-READABLE_FUSES=(PublicKeyHash BootSecurityInfo ArmJtagDisable SecurityMode SwReserved DebugAuthentication OdmId
-    OdmLock ReservedOdm0 ReservedOdm1 ReservedOdm2 ReservedOdm3 ReservedOdm4 ReservedOdm5 ReservedOdm6 ReservedOdm7)
-
 lab_begin "$@"
 
 CHIP_ID='' PKC='' SBK=''
@@ -47,6 +51,9 @@ while (($#)); do
     esac
 done
 
+if [[ -n ${SBK} && -z ${PKC} ]]; then
+    lab_fail "L4T doesn't support SBK by itself. Make sure your public key is set."
+fi
 ((${#POSITIONALS[@]} == 1)) || lab_bad_usage "expected exactly one <TargetBoard>, got ${#POSITIONALS[@]}"
 [[ -n ${CHIP_ID} ]] || lab_bad_usage "-i <TegraID> is required"
 [[ ${CHIP_ID,,} == 0x23 ]] || lab_bad_usage "unsupported TegraID ${CHIP_ID}: this BSP reads Orin (0x23)"
@@ -55,12 +62,18 @@ if [[ -n ${SBK} ]]; then lab_require_file "SBK key file" "${SBK}"; fi
 lab_check_board "${POSITIONALS[0]}"
 
 lab_pick_single_device
-lab_check_keys "${PKC}" "${SBK}" -k -S
+lab_check_sbk_pkc "${LAB_PORT}" "${PKC}" "${SBK}"
+if ! lab_check_device_keys "${LAB_PORT}" "${PKC}" "${SBK}"; then
+    lab_say "${REPLY}"
+    lab_fail "Error: read fuse info failed."
+fi
 
 lab_read_device_fuses "${LAB_PORT}"
-for name in "${READABLE_FUSES[@]}"; do
-    printf '%s: %s\n' "${name}" "${LAB_DEVICE_FUSES[${name}]:-0x0}"
+for name in "${LAB_READABLE_FUSES_T234[@]}"; do
+    lab_fuse_size "${name}"
+    lab_fuse_padded "${LAB_DEVICE_FUSES[${name}]:-0x0}" "${REPLY}"
+    printf '%s: %s\n' "${name}" "${REPLY}"
 done | lab_rewrite_in_place "${LAB_TREE}/bootloader/fuse_info.txt"
 lab_fuse_event read usb_instance "${LAB_PORT}"
+lab_say "Fuse reading is done. The fuse values have been saved in: ${LAB_TREE}/bootloader/fuse_info.txt"
 cat "${LAB_TREE}/bootloader/fuse_info.txt"
-lab_say "*** The fuse information is saved in bootloader/fuse_info.txt ***"

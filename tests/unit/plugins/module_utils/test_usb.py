@@ -22,13 +22,17 @@ NANO = BOARD_CONFIGS['orin-nano-8gb']
 
 def test_constants_are_the_published_api():
     assert NVIDIA_VENDOR == '0955'
-    assert RECOVERY_PRODUCTS == {'7523': 'orin-nano-8gb', '7623': 'orin-nano-4gb', '7323': 'orin-nx-16gb',
-                                 '7423': 'orin-nx-8gb', '7023': 'agx-orin-64gb', '7223': 'agx-orin-32gb'}
-    assert set(BOARD_CONFIGS) == set(RECOVERY_PRODUCTS.values())
+    # 0955:7023 is "AGX Orin" in NVIDIA's table: three modules (docs/l4t-board-identity.md).
+    assert RECOVERY_PRODUCTS == {'7523': ('orin-nano-8gb',), '7623': ('orin-nano-4gb',), '7323': ('orin-nx-16gb',),
+                                 '7423': ('orin-nx-8gb',), '7223': ('agx-orin-32gb',),
+                                 '7023': ('agx-orin-32gb', 'agx-orin-64gb', 'agx-orin-industrial')}
+    assert set(BOARD_CONFIGS) == set(board for boards in RECOVERY_PRODUCTS.values() for board in boards)
     assert BOARD_CONFIGS['orin-nx-16gb'] == NANO and BOARD_CONFIGS['agx-orin-32gb'] == 'jetson-agx-orin-devkit'
+    assert BOARD_CONFIGS['agx-orin-industrial'] == 'jetson-agx-orin-devkit-industrial'
     # The lab's board configs support exactly these modules, as NVIDIA's do.
-    for product, board in RECOVERY_PRODUCTS.items():
-        assert product in l4t_bundle.BOARD_MODULES[BOARD_CONFIGS[board]]
+    for product, boards in RECOVERY_PRODUCTS.items():
+        for board in boards:
+            assert product in l4t_bundle.BOARD_MODULES[BOARD_CONFIGS[board]]
 
 
 def test_a_shared_recovery_scan_is_one_scan_for_concurrent_callers_and_never_older_than_the_call(tmp_path):

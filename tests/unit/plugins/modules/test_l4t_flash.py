@@ -15,7 +15,7 @@ import time
 import pytest
 
 from lab import l4t_bundle, l4t_host, labkit
-from lab.usb_sysfs import make_usb_sysfs
+from lab.usb_sysfs import add_device, make_usb_sysfs
 
 from ansible_collections.azaion.jetson.plugins.module_utils._workspace import clone_tree
 from ansible_collections.azaion.jetson.plugins.modules.l4t_flash import main
@@ -128,7 +128,8 @@ def test_generates_in_the_tree_then_flashes_as_the_slots_device_instance(module_
     assert (result['board'], result['board_config']) == ('orin-nano-8gb', NANO)
     assert result['generate_command'] == R36_GENERATE and result['generated'] is True
     assert result['command'] == flash_command('1-3', 0)
-    assert result['board_identity'] == {'BOARDID': '3767', 'FAB': '300', 'BOARDSKU': '0003', 'BOARDREV': 'A.0',
+    # NVIDIA's table has no BOARDREV for the Orin Nano; CHIP_SKU picks the Orin Nano's BPMP firmware.
+    assert result['board_identity'] == {'BOARDID': '3767', 'FAB': '300', 'BOARDSKU': '0003', 'CHIP_SKU': '00:00:00:D5',
                                         'FUSELEVEL': 'fuselevel_production'}
     assert result['skipped_reason'] is None and result['slot'] == 0 and result['slot_wait_seconds'] < 1
     assert len(result['fingerprint']) == 64
@@ -217,6 +218,45 @@ def test_a_given_board_must_match_the_device_on_the_port(module_runner, lab):
     result = module_runner(main, lab.args(board='agx-orin-64gb'))
     assert result['failed'] and 'is a orin-nano-8gb (0955:7523), not the agx-orin-64gb' in result['msg']
     assert lab.calls() == [] and lab.phase()['status'] == 'failed'
+
+
+def test_an_agx_orin_on_7023_is_not_flashed_without_its_board(module_runner, tmp_path):
+    lab = Lab(tmp_path, {'1-3': '7023'})
+    lab.tree('1-3')
+    result = module_runner(main, lab.args())
+    assert result['failed'] and lab.calls() == []
+    assert ('the device in recovery mode there is an AGX Orin (agx-orin-32gb, agx-orin-64gb or agx-orin-industrial)'
+            ' (0955:7023)' in result['msg']), result['msg']
+    assert 'set its board (jetson_board) to agx-orin-32gb, agx-orin-64gb or agx-orin-industrial' in result['msg']
+    assert lab.phase()['status'] == 'failed'
+
+    # A board identity naming the BOARDSKU tells which; so does the board, here the Industrial.
+    named = module_runner(main, lab.args(board_identity={'BOARDSKU': '0005'}, force=True), check_mode=True)
+    assert not named.get('failed') and named['board'] == 'agx-orin-64gb', named['msg']
+    add_device(lab.sysfs, '1-3', '7023', chip_sku='90')  # an AGX Orin Industrial's chip
+    result = module_runner(main, lab.args(board='agx-orin-industrial'))
+    assert result['changed'] and not result.get('failed'), result['msg']
+    assert (result['board'], result['board_config']) == ('agx-orin-industrial', 'jetson-agx-orin-devkit-industrial')
+    assert result['board_identity'] == {'BOARDID': '3701', 'FAB': '500', 'BOARDSKU': '0008', 'CHIP_SKU': '00:00:00:90',
+                                        'FUSELEVEL': 'fuselevel_production'}
+
+
+def test_the_chip_sku_of_the_board_identity_builds_the_images_and_a_wrong_one_hangs_the_module(module_runner, lab):
+    tree = lab.tree('1-3')
+    assert 'not a chip SKU as NVIDIA writes it' in module_runner(
+        main, lab.args(board_identity={'CHIP_SKU': 'D5'}))['msg']
+    # The Orin NX's chip SKU on an Orin Nano: images with the Orin NX's BPMP firmware, which the
+    # Orin Nano never boots; the failure names the likely cause.
+    result = module_runner(main, lab.args(board_identity={'CHIP_SKU': '00:00:00:D3'}))
+    assert result['failed'] and 'the flashing initrd did not come up' in result['msg'], result['msg']
+    assert 'CHIP_SKU of its board identity' in result['msg']
+    assert [(failure['reason'], failure['images'], failure['needs']) for failure in l4t_bundle.boot_failures(lab.state)] \
+        == [('bpmp-firmware', 'TE980M-A1', 'TE950M-A1')]
+    assert l4t_bundle.device_storage(lab.state, '1-3') and l4t_bundle.device_meta(lab.state, '1-3') == {}
+    l4t_host.power_cycle_into_recovery(lab.state, lab.host, lab.sysfs, '1-3')
+    result = module_runner(main, lab.args())
+    assert result['changed'] and not result.get('failed'), result['msg']
+    assert l4t_bundle.device_meta(lab.state, '1-3')['tree'] == tree
 
 
 def test_check_mode_never_runs_the_tool(module_runner, lab):

@@ -1,11 +1,12 @@
 """azaion.jetson.l4t_station_check against a lab station: its bundle, its host root (NFS, IPv6,
 udev) and the lab admin API on loopback. It reads and changes nothing; it names every problem."""
 
+import json
 import os
 
 import pytest
 
-from lab import l4t_bundle, l4t_host, usb_sysfs
+from lab import keys, l4t_bundle, l4t_host, usb_sysfs
 from lab.admin_api import LabAdminAPI
 
 from ansible_collections.azaion.jetson.plugins.modules.l4t_station_check import main
@@ -130,7 +131,7 @@ def test_a_key_file_the_flash_will_use_must_be_there_and_the_workdir_outside_the
     assert result['problems'] == [
         'jetson_workdir %s is inside the bundle jetson_l4t_dir %s once symbolic links are resolved; set jetson_workdir'
         ' outside the bundle, which is never to be written' % (workdir, station['l4t_dir']),
-        'AZJN-0001: jetson_pkc_key %s is not a readable file on the station; put the key file there or fix'
+        'AZJN-0001: jetson_pkc_key %s is not a readable file on the station; put the file there or fix'
         ' jetson_pkc_key' % (tmp_path / 'keys' / 'pkc.pem')]
 
 
@@ -152,3 +153,65 @@ def test_a_staging_rootfs_a_phase_will_write_into_must_be_a_directory_outside_th
         ' resolved; set it to a rootfs outside them' % (tmp_path / 'looks-elsewhere')]
     assert result['devices'] == {'AZJN-0001': result['problems'][:1], 'AZJN-0002': result['problems'][1:],
                                  'AZJN-0003': []}
+
+
+# -- fuse configurations against the devices' keys ------------------------------------------------
+
+def test_each_fuse_configuration_that_does_not_fit_its_devices_keys_is_named_and_nothing_changes(
+        module_runner, station, tmp_path):
+    """The batch check refuses, per device, what l4t_fuse would refuse before burning: every
+    problem named with the device, the file and the fuse, before any device is touched."""
+    ports = dict(('1-%d' % number, '7523') for number in range(1, 9))
+    usb_sysfs.make_usb_sysfs(station['usb_sysfs_root'], ports)
+    key_dir = tmp_path / 'keys'
+    key_dir.mkdir()
+    pkc = keys.make_pkc_key(str(key_dir / 'pkc.pem'), 'ecp256')
+    other = keys.make_pkc_key(str(key_dir / 'other.pem'), 'ecp256')
+    pkh = keys.pkc_key_hash(pkc)
+    sbk = str(key_dir / 'sbk.key')
+    sbk_value = keys.make_sbk_key(sbk)
+    ekb = str(key_dir / 'eks_t234.img')
+    with open(ekb, 'wb') as image:
+        image.write(b'lab EKB image\n')
+    good = {'PublicKeyHash': pkh, 'BootSecurityInfo': '0x202', 'SecurityMode': '0x1'}
+    oem = dict([('PublicKeyHash', pkh), ('OemK1', '0x' + '3c' * 32), ('BootSecurityInfo', '0x202'),
+                ('SecurityMode', '0x1')])
+    sbk_fuses = dict([('PublicKeyHash', pkh), ('SecureBootKey', '0x' + sbk_value), ('BootSecurityInfo', '0x20a'),
+                      ('SecurityMode', '0x1')])
+
+    def config(name, fuses, magic=l4t_bundle.FUSE_MAGIC):
+        return l4t_bundle.write_fuse_config(str(key_dir / name), fuses, magic=magic)
+
+    cases = [  # name, its fuse configuration, its keys, what its problem says (None: none)
+        ('AZJN-0011', config('other-key.xml', dict(good, PublicKeyHash=keys.pkc_key_hash(other))), dict(pkc_key=pkc),
+         'PublicKeyHash is %s, but the hash of jetson_pkc_key %s is %s' % (keys.pkc_key_hash(other), pkc, pkh)),
+        ('AZJN-0012', config('algorithm.xml', dict(good, BootSecurityInfo='0x201')), dict(pkc_key=pkc),
+         'BootSecurityInfo 0x201 says PKC algorithm 1, but jetson_pkc_key %s is ecp256' % pkc),
+        ('AZJN-0013', config('good.xml', good), dict(pkc_key=pkc, sbk_key=sbk),
+         'jetson_sbk_key is set but the configuration burns no SecureBootKey'),
+        ('AZJN-0014', config('oem.xml', oem), dict(pkc_key=pkc),
+         'OemK1 is burned, so OP-TEE needs an EKB encrypted with it on the device, and no jetson_ekb_file'),
+        ('AZJN-0015', config('magic.xml', good, magic='0X45535546'), dict(pkc_key=pkc),
+         'MagicId is "0X45535546", which odmfuse.sh --test does not rewrite'),
+        ('AZJN-0016', str(key_dir / 'good.xml'), dict(pkc_key=pkc), None),
+        ('AZJN-0017', config('oem-ekb.xml', oem), dict(pkc_key=pkc, ekb_file=ekb), None),
+        ('AZJN-0018', config('sbk.xml', sbk_fuses), dict(pkc_key=pkc, sbk_key=sbk), None),
+    ]
+    devices = [device(tmp_path, name, '1-%d' % (index + 1), board='orin-nano-8gb', fuse_enabled=True,
+                      fuse_config=path, **device_keys)
+               for index, (name, path, device_keys, _problem) in enumerate(cases)]
+    pending = dict((name, ['fuse']) for name, _path, _keys, _problem in cases)
+    before = snapshot(str(tmp_path))
+    result = module_runner(main, dict(station, devices=devices, pending_phases=pending, tools=[], initrd=False))
+    assert result['failed'] is True and not result.get('changed')
+    for name, path, _keys, problem in cases:
+        found = result['devices'][name]
+        if problem is None:
+            assert found == [], (name, found)
+            continue
+        assert len(found) == 1 and problem in found[0], (name, found)
+        assert found[0].startswith('%s: jetson_fuse_config' % name) and path in found[0]
+    assert len(result['problems']) == 5, result['problems']
+    assert snapshot(str(tmp_path)) == before  # nothing written, nothing run on a device
+    assert l4t_bundle.tool_calls(os.path.join(str(tmp_path), 'lab-state')) == []
+    assert sbk_value not in json.dumps(result).lower()  # the SBK is compared, never quoted
