@@ -83,11 +83,13 @@ def file_problems(devices, pending_phases, l4t_dir=None):
     for device in devices:
         name, pending = device['name'], pending_phases.get(device['name'], ())
         fusing = 'fuse' in pending and device.get('fuse_enabled')
+        unreadable = False
         if fusing or 'flash' in pending:
             for variable, key in (('jetson_pkc_key', 'pkc_key'), ('jetson_sbk_key', 'sbk_key'),
                                   ('jetson_ekb_file', 'ekb_file')):
                 path = device.get(key)
                 if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
+                    unreadable = True
                     problems.append('%s: %s %s is not a readable file on the station; put the file there or fix'
                                     ' %s' % (name, variable, path, variable))
         if not fusing:
@@ -104,7 +106,7 @@ def file_problems(devices, pending_phases, l4t_dir=None):
                 missing = True
                 problems.append('%s: jetson_fuse_config burns %s, after which the device answers only tools given its'
                                 ' key; set jetson_%s to the key file' % (name, fuse, key))
-        if l4t_dir and not missing:
+        if l4t_dir and not (missing or unreadable):  # a key already refused is not looked into
             problems.extend('%s: jetson_fuse_config %s: %s' % (name, device['fuse_config'], problem)
                             for problem in key_problems(fuses, l4t_dir, device.get('pkc_key'), device.get('sbk_key'),
                                                         device.get('ekb_file')))

@@ -400,6 +400,9 @@ def pkc_key_type(key_path):
     if status is None and 'No such file' in output:
         raise FuseError('ssh-keygen is not installed on the station (it tells the PKC key type, as NVIDIA\'s '
                         'odmfuse.sh does); install openssh-client')
+    if 'are too open' in output:
+        raise FuseError('%s can be read by other users, so ssh-keygen (and NVIDIA\'s odmfuse.sh) ignore it; make '
+                        'it mode 0600' % key_path)
     words = output.split()
     if status != 0 or not words:
         raise FuseError('%s is not a PKC key ssh-keygen can read (%s); give the PEM private key the devices are '
@@ -768,12 +771,15 @@ class Fuser(object):
         stamp = time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(self.started))
         self.log_path = os.path.join(log_dir, '%s-fuse-%s.log' % (self.params['serial'], stamp))
 
-    def run(self, argv, cwd=None):
+    def run(self, argv, cwd=None, before_start=None):
         """Run one tool on the device, after checking that it is still the only Jetson in
-        recovery mode and on its port: odmfuse.sh and odmfuseread.sh take whichever is there."""
+        recovery mode and on its port (odmfuse.sh and odmfuseread.sh take whichever is there),
+        and calling ``before_start``."""
         problem, _product = self.bus_problem()
         if problem:
             self.stop('before %s: %s' % (os.path.basename(argv[0]), problem))
+        if before_start is not None:
+            before_start()
         self.commands.append(list(argv))
         try:
             result = run_tool(argv, cwd=cwd or self.params['l4t_dir'], log_path=self.log_path,
@@ -828,10 +834,16 @@ class Fuser(object):
             args += ['-S', self.params['sbk_key']]
         return args + [board]
 
-    def keys_after_burn(self):
-        """The keys a device answers once the configuration is burned: the PKC key, and the SBK
-        only when the configuration burns one."""
-        return ('pkc', 'sbk') if self.burns_sbk else ('pkc',)
+    def read_after_burn(self, board):
+        """Read the fuses after a burn (or what may have been one): with the keys the whole
+        configuration gives the device, then, as a burn that stopped early leaves a device that
+        answers fewer keys (a PKC-only one refuses an SBK), with fewer. (read, error or None)."""
+        error = None
+        for keys in ((('pkc', 'sbk'),) if self.burns_sbk else ()) + (('pkc',), ()):
+            read, error = self.read_fuses(board, keys)
+            if error is None:
+                return read, None
+        return None, error
 
     @staticmethod
     def describe_run(name, run, timeout):
@@ -940,9 +952,10 @@ class Fuser(object):
         odmfuse = os.path.join(params['l4t_dir'], 'odmfuse.sh')
 
         # From here on fuses may be burned: a dry run whose magic were not rewritten burns for
-        # real. A crash leaves this record, and the next run refuses to burn blindly.
-        self.record('running', fused=False, burn_started=time.time(), chip_uid=self.uid)
-        dry_run = self.run([odmfuse, '--test'] + common)
+        # real. A crash leaves this record, and the next run refuses to burn blindly. It is
+        # written once the bus is found right, so that a second Jetson found then leaves none.
+        dry_run = self.run([odmfuse, '--test'] + common, before_start=lambda: self.record(
+            'running', fused=False, burn_started=time.time(), chip_uid=self.uid))
         if dry_run.rc != 0 or dry_run.timed_out:
             self.stop('the dry run failed (%s)' % self.describe_run('odmfuse.sh --test', dry_run, params['timeout']))
         self.dry_run_ok = True
@@ -951,7 +964,7 @@ class Fuser(object):
         burn_ok = burn_run.rc == 0 and not burn_run.timed_out
         burn_said = self.describe_run('odmfuse.sh', burn_run, params['timeout'])
 
-        read, read_error = self.read_fuses(board, self.keys_after_burn())
+        read, read_error = self.read_after_burn(board)
         self.check_same_chip()
         if read_error is not None:
             self.stop('%s, then the read-back failed (%s)' % (
@@ -967,7 +980,7 @@ class Fuser(object):
             self.record('failed', fused=False, error=error, mismatches=mismatches)
             self.fail(self._with_log('%s: %s. Do not retry blindly: check the device (serial console, '
                                      'odmfuseread.sh). The next run never burns it again, it only reads '
-                                     'the fuses back.' % (serial, error)), mismatches=mismatches)
+                                     'the fuses back.' % (serial, error)), mismatches=mismatches, changed=bool(took))
 
         self.record('done', fused=True, error=None, mismatches=[])
         verifiable = verifiable_fuses(burn)
@@ -992,7 +1005,7 @@ class Fuser(object):
         """An earlier run started the burn and recorded no verified result: read back only."""
         serial = self.params['serial']
         self.record('running', fused=False, burn_started=burn_started, readback_only=True, chip_uid=self.uid)
-        read, read_error = self.read_fuses(board, self.keys_after_burn())
+        read, read_error = self.read_after_burn(board)
         self.check_same_chip()
         if read_error is None:
             plan = plan_burn(fuses, read)
@@ -1043,11 +1056,13 @@ class Fuser(object):
         unverified = unverifiable_fuses(fuses)
         not_compared = ('; %s never read back and were not compared' % ', '.join(unverified)) if unverified else ''
         if not plan['refusals'] and len(plan['matching']) == len(verifiable_fuses(fuses)):
+            self.check_same_chip()  # what is recorded must be the pinned chip's (a burn re-pins at its end)
             self.record('done', fused=True, error=None, mismatches=[])
             self.exit('%s already holds the configured fuses (%s read back by odmfuseread.sh before any burn): '
                       'recorded as fused, nothing was burned%s' % (serial, ', '.join(plan['matching']), not_compared),
                       fused=True)
         if plan['refusals']:
+            self.check_same_chip()
             error = 'refusing to fuse, by NVIDIA\'s fuse rules: %s' % '; '.join(plan['refusals'])
             self.record('failed', fused=False, error=error)
             self.fail(self._with_log(

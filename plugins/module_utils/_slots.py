@@ -42,15 +42,20 @@ def _gate(slots_dir, name, count):
 STATION_LOCK = 'station.lock'
 
 
-def lock_station(slots_dir, exclusive, label=None):
+def lock_station(slots_dir, exclusive, label=None, wait=True):
     """Take the station's lock (``<slots_dir>/station.lock``, ``fcntl.flock``) and return its open
     file descriptor (closing it frees the lock): ``exclusive`` for a fuse burn, shared for a flash.
-    Waits for the other kind to end: each is time-limited, and the kernel frees the lock of a
-    process that dies."""
+    With ``wait``, waits for the other kind to end (each is time-limited, and the kernel frees the
+    lock of a process that dies); without, returns None when the other kind holds it."""
     os.makedirs(slots_dir, exist_ok=True)
     fd = os.open(os.path.join(slots_dir, STATION_LOCK), os.O_RDWR | os.O_CREAT, 0o640)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB))
+    except (IOError, OSError) as exc:
+        os.close(fd)
+        if not wait and exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            return None
+        raise
     except BaseException:
         os.close(fd)
         raise
@@ -157,31 +162,47 @@ class FlashSlots(object):
         gate = _gate(self.slots_dir, self.name, self.count)
         if not gate.acquire(timeout=self.wait_timeout):
             self._busy(started)
+        fusing = False
         try:
             while True:
-                for number in range(self.count):
-                    if self._try(number):
-                        self._gate = gate
-                        if self.holds_station:
-                            self._station_fd = lock_station(self.slots_dir, exclusive=False)
-                        self.wait_seconds = time.monotonic() - started
-                        return self
+                # The station's lock first: while a device is fused, no slot is taken.
+                if self.holds_station:
+                    self._station_fd = lock_station(self.slots_dir, exclusive=False, wait=False)
+                    fusing = self._station_fd is None
+                if not fusing:
+                    for number in range(self.count):
+                        if self._try(number):
+                            self._gate = gate
+                            self.wait_seconds = time.monotonic() - started
+                            return self
+                    self._drop_station()
                 if self.wait_timeout is not None and time.monotonic() - started >= self.wait_timeout:
-                    self._busy(started)
+                    self._busy(started, fusing)
                 time.sleep(self.poll)
         except BaseException:
+            self._drop_station()
             gate.release()
             raise
 
-    def _busy(self, started):
-        raise FlashSlotTimeout(
-            'all %d flash slots in %s stayed busy for %.1f s (holders: %s)'
-            % (self.count, self.slots_dir, time.monotonic() - started, '; '.join(self.holders()) or 'unknown'))
-
-    def release(self):
+    def _drop_station(self):
         if self._station_fd is not None:
             os.close(self._station_fd)
             self._station_fd = None
+
+    def _busy(self, started, fusing=False):
+        holders = self.holders()
+        if fusing:
+            try:
+                with open(os.path.join(self.slots_dir, STATION_LOCK)) as note:
+                    holders.append('the station lock, held to fuse by: %s' % (note.read().strip() or 'unknown'))
+            except (IOError, OSError):
+                holders.append('the station lock, held to fuse')
+        raise FlashSlotTimeout(
+            'all %d flash slots in %s stayed busy for %.1f s (holders: %s)'
+            % (self.count, self.slots_dir, time.monotonic() - started, '; '.join(holders) or 'unknown'))
+
+    def release(self):
+        self._drop_station()
         if self._fd is not None:
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)

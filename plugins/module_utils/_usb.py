@@ -7,8 +7,9 @@
 """The Jetsons on a station's USB bus, and what each module is.
 
 Finding Jetsons in recovery mode from sysfs (the port path NVIDIA's ``--usb-instance`` takes),
-and the facts per module: its recovery-mode USB product id, the board config that flashes it and
-the board identity that keeps NVIDIA's image generation from probing the bus.
+and the facts per module (:data:`BOARD_TABLE`, docs/l4t-board-identity.md): its recovery-mode USB
+product ids, the board config that flashes it, and the board identity that keeps NVIDIA's image
+generation from probing the bus and builds the images for the module's chip (CHIP_SKU).
 """
 
 from __future__ import absolute_import, division, print_function

@@ -26,7 +26,7 @@ description:
     given as it is (only its non-XML path derives the key hash) and prints its usage for
     conflicting arguments and burns anyway. The fuse configuration must be an NVIDIA
     C(genericfuse) XML with C(MagicId) written exactly C("0x45535546") (C(odmfuse.sh --test)
-    makes its dry run by rewriting only that spelling: any other one burns in the dry run),
+    makes its dry run by rewriting only that spelling, so any other one burns in the dry run),
     name each fuse once, give each fuse its Orin size exactly (C(PublicKeyHash) 64 bytes;
     C(SecureBootKey), C(OemK1), C(OemK2), C(Kdk0) 32, whole; C(OdmId) 8; the others 4), name
     only fuses that Jetson Orin has (those of NVIDIA's Jetson Orin reference fuse
@@ -49,7 +49,7 @@ description:
     C(<board_config>.conf).
   - One device, and only that one, from the first tool to the last. The module holds the
     station's lock (in O(slots_dir)) that every flash slot also takes, so no flash runs while a
-    device is fused. C(odmfuse.sh) has no option to choose a USB port: before B(each) tool call
+    device is fused. C(odmfuse.sh) has no option to choose a USB port, so before B(each) tool call
     the module scans the station's USB bus (O(usb_sysfs_root)) and stops unless exactly one
     Jetson is in recovery mode and it is on O(usb_instance). It pins the chip's identity (its
     ECID, from C(tegrarcm_v2 --uid --instance <usb_instance>)) before the first call and
@@ -58,7 +58,7 @@ description:
     file only knows what this station did (a device may arrive fused by another station, or
     fresh with reserved bits set). The read goes without keys first; a PKC or SBK fused device
     refuses that, and the read is tried again with O(pkc_key) (and O(sbk_key) when the
-    configuration burns an SBK). Values compare as bit sets, by NVIDIA's rules: the reserved
+    configuration burns an SBK). Values compare as bit sets, by NVIDIA's rules. The reserved
     bits of C(BootSecurityInfo) are masked (and kept in the value burned, since the burner
     refuses to clear them); a key hash reads 0 or exactly the configured one; bits only go from
     0 to 1; C(OdmLock) bit n locks C(ReservedOdm<n>); nothing can be added once C(SecurityMode)
@@ -69,7 +69,7 @@ description:
     fuse in the burner's order (C(OdmLock) and C(SecurityMode) last, since the burner stops
     at the first fuse it cannot burn, and SecurityMode locks the rest), runs C(odmfuse.sh
     --test), and burns with one C(odmfuse.sh) call only when the dry run succeeds. On Orin
-    C(--test) exits 0 whatever the device decides (its verdict is on the serial console): it
+    C(--test) exits 0 whatever the device decides (its verdict is on the serial console), so it
     proves the host side and that the device answered. The state file records the start of a
     burn before the dry run.
   - Always reads the fuses back after a burn, whatever C(odmfuse.sh) returned. Its exit
@@ -134,9 +134,9 @@ options:
     type: path
   slots_dir:
     description:
-      - The station's flash slot directory (the flash's O(azaion.jetson.l4t_flash#module:slots_dir)): the module
-        holds its station lock, exclusive, while it fuses, so no flash of the station runs
-        meanwhile. Without it, no lock is taken.
+      - The station's flash slot directory, the flash's O(azaion.jetson.l4t_flash#module:slots_dir).
+        The module holds its station lock, exclusive, while it fuses, so no flash of the station
+        runs meanwhile. Without it, no lock is taken.
     type: path
   usb_instance:
     description:

@@ -65,7 +65,7 @@ options:
     required: true
   slots_dir:
     description:
-      - The station's flash slot directory: each device is fused holding its station lock,
+      - The station's flash slot directory. Each device is fused holding its station lock,
         exclusive, which every flash slot also takes, so no flash runs meanwhile.
     type: path
   timeout:

@@ -20,6 +20,13 @@ where it matters to the roles:
   ``odmfuseread.sh`` shows (NVIDIA's fixed list of Orin fuses, zero-padded hex without 0x). The
   keys given must be the device's (``keys.py``; ``bootloader/tegrasign_v3.py`` gives the lab's
   PublicKeyHash of a key), and ``bootloader/tegrarcm_v2 --uid`` prints a device's BR_CID;
+* the flash tools build images for one chip, as NVIDIA's r36.2 flash.sh does: the BPMP firmware
+  the board config's ``process_chip_sku_version`` picks from CHIP_SKU, else from the chip read
+  off the first device in recovery mode (only without FUSELEVEL), else from its
+  DEFAULT_CHIP_SKU (the lab's ``p3767.conf.common``/``p3701.conf.common``); images made with
+  ``-u``/``-v`` are signed/encrypted with those keys. A module whose chip needs other firmware
+  hangs and its flash times out; a fused device rejects images not signed or encrypted with its
+  keys (``boot_failures`` says why, ``images_record`` what the images were made for);
 * ``l4t_initrd_flash.sh`` and ``l4t_initrd_flash_internal.sh`` are as unkind as NVIDIA's about
   HOST-WIDE state: device instances and USB gadget interfaces, NFS exports, udev rules and
   board probes are shared by every run on the station, whatever tree it runs from. They act on

@@ -11,6 +11,7 @@ from lab import l4t_bundle
 from lab.usb_sysfs import make_usb_sysfs
 
 from ansible_collections.azaion.jetson.plugins.module_utils._device_checks import usb_problems
+from ansible_collections.azaion.jetson.plugins.module_utils._fuse import Fuser
 from ansible_collections.azaion.jetson.plugins.module_utils._usb import (
     BOARD_CONFIGS,
     BOARD_IDENTITY,
@@ -163,3 +164,35 @@ def test_the_batch_check_names_a_board_that_is_not_the_module_on_the_port(tmp_pa
         " that the cable on 1-2 is this device's",
         "AZJN-0003: jetson_board is agx-orin-64gb, but the Jetson in recovery mode on USB port 1-3 is an agx-orin-32gb"
         " (USB product 0955:7223); fix jetson_board, or check that the cable on 1-3 is this device's"]
+
+
+class Refused(Exception):
+    pass
+
+
+class FuseModule(object):
+    """What Fuser.resolve_board asks of its module: its parameters, and fail_json."""
+
+    def __init__(self, board_config):
+        self.params = {'board_config': board_config, 'usb_instance': '1-3'}
+
+    @staticmethod
+    def fail_json(msg, **_fields):
+        raise Refused(msg)
+
+
+def test_fusing_with_board_config_auto_is_refused_on_7023_and_takes_the_config_of_another_id(monkeypatch):
+    checked = []
+    monkeypatch.setattr(Fuser, 'check_board', lambda self, config: checked.append(config))
+    with pytest.raises(Refused) as refused:
+        Fuser(FuseModule('auto')).resolve_board('7023')
+    assert str(refused.value) == (
+        'refusing to fuse: board_config is auto but the module on 1-3 (USB product 0955:7023) may be agx-orin-32gb,'
+        ' agx-orin-64gb, agx-orin-industrial, whose board configurations differ (jetson-agx-orin-devkit or'
+        ' jetson-agx-orin-devkit-industrial); name it in board_config (jetson_board in the inventory), whichever'
+        ' module it is')
+    assert Fuser(FuseModule('auto')).resolve_board('7223') == 'jetson-agx-orin-devkit'
+    assert Fuser(FuseModule('auto')).resolve_board('7623') == 'jetson-orin-nano-devkit'
+    assert Fuser(FuseModule('jetson-agx-orin-devkit-industrial')).resolve_board('7023') == \
+        'jetson-agx-orin-devkit-industrial'
+    assert checked == ['jetson-agx-orin-devkit', 'jetson-orin-nano-devkit']

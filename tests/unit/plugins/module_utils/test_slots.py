@@ -205,9 +205,6 @@ def slot_is_free(slots_dir, number=0):
     return True
 
 
-@pytest.mark.xfail(strict=True, reason='plugins bug: FlashSlots.acquire waits for the station lock with a blocking '
-                                       'flock after taking its slot, so wait_timeout is not kept and the slot stays '
-                                       'taken while it waits')
 def test_a_flash_slot_waiting_for_a_fuse_burn_keeps_its_wait_timeout_and_frees_its_slot(tmp_path):
     slots_dir = str(tmp_path / 'slots')
     burn = lock_station(slots_dir, exclusive=True)  # a fuse burn that goes on
@@ -222,3 +219,11 @@ def test_a_flash_slot_waiting_for_a_fuse_burn_keeps_its_wait_timeout_and_frees_i
     assert not stuck, 'the flash was still waiting for the station 3 s after its 0.3 s wait timeout'
     assert isinstance(outcome.get('error'), FlashSlotTimeout)
     assert free_meanwhile  # no slot is kept by a flash that cannot start
+
+
+def test_a_slot_whose_station_lock_cannot_be_taken_is_given_back(tmp_path):
+    slots_dir = str(tmp_path / 'slots')
+    os.makedirs(os.path.join(slots_dir, STATION_LOCK))  # a directory: the station lock cannot be opened
+    with pytest.raises(OSError):
+        FlashSlots(slots_dir, 1, wait_timeout=0, holds_station=True).acquire()
+    assert slot_is_free(slots_dir)

@@ -333,16 +333,17 @@ def test_a_device_fused_by_another_station_is_recorded_fused_and_not_burned(modu
     assert 'already holds the configured fuses (PublicKeyHash, BootSecurityInfo, SecurityMode read back' \
         in result['msg']
     assert 'nothing was burned' in result['msg']
-    # PKC fused: the read without keys is refused, the read with the configured key answers.
+    # PKC fused: the read without keys is refused, the read with the configured key answers; the
+    # chip is pinned again before it is recorded as fused.
     assert lab.calls() == [lab.uid_call(), ('odmfuseread.sh', ['-i', '0x23', NANO]),
-                           ('odmfuseread.sh', ['-i', '0x23', '-k', lab.pkc, NANO])]
+                           ('odmfuseread.sh', ['-i', '0x23', '-k', lab.pkc, NANO]), lab.uid_call()]
     assert lab.odmfuse_calls() == []
     assert l4t.burned_fuses(lab.state, PORT) == lab.fuses
     phase = lab.phase()
     assert (phase['status'], phase['fused'], phase['burn_started'], phase['error']) == ('done', True, None, None)
     # From now on the state file says it: no tool runs again.
     again = fuse(module_runner, lab)
-    assert 'never fused twice' in again['msg'] and len(lab.calls()) == 3
+    assert 'never fused twice' in again['msg'] and len(lab.calls()) == 4
 
 
 def test_a_device_fused_with_another_key_is_refused_and_nothing_is_burned(module_runner, lab):
@@ -378,15 +379,20 @@ def test_a_device_holding_part_of_the_configuration_gets_the_rest(module_runner,
     assert 'verified 4 fuses' in result['msg']
 
 
-@pytest.mark.xfail(strict=True, reason='plugins bug: odmfuse.sh gets no -k for a device that is PKC-fused '
-                                       'already (Fuser.fuse: tool_args(board, False)); its check_sbk_pkc then '
-                                       'fails the dry run after burn_started is recorded')
 def test_a_pkc_fused_device_missing_only_security_mode_gets_it_with_its_key(module_runner, lab):
+    # Half fused (by a run elsewhere that stopped): it answers only tools given its key, the
+    # burner's too (NVIDIA's check_sbk_pkc), so the dry run and the burn get the key its read needed.
     l4t.prefuse_device(lab.state, PORT, {'PublicKeyHash': lab.pkh, 'BootSecurityInfo': '0x202'})
     result = fuse(module_runner, lab)
     assert not result.get('failed'), result['msg']
-    assert lab.burns() == [['-X', lab.burn_file, '-i', '0x23', '-k', lab.pkc, NANO]]
+    common = ['-X', lab.burn_file, '-i', '0x23', '-k', lab.pkc, NANO]
+    assert lab.calls() == [lab.uid_call(), ('odmfuseread.sh', ['-i', '0x23', NANO]),
+                           ('odmfuseread.sh', ['-i', '0x23', '-k', lab.pkc, NANO]),
+                           ('odmfuse.sh', ['--test'] + common), ('odmfuse.sh', common),
+                           ('odmfuseread.sh', ['-i', '0x23', '-k', lab.pkc, NANO]), lab.uid_call()]
     assert l4t.burned_fuses(lab.state, PORT) == lab.fuses
+    assert [line for line in l4t.uart_log(lab.state, PORT) if 'already burned with the same value' in line] \
+        == ['I> Fuse is already burned with the same value'] * 4  # PublicKeyHash, BootSecurityInfo: test, burn
 
 
 @pytest.mark.parametrize('held, extra, refusal', [
@@ -405,7 +411,7 @@ def test_what_nvidias_fuse_rules_forbid_over_what_the_device_holds_is_refused(mo
     assert result['failed'] is True and result['fused'] is False and result['dry_run_ok'] is False
     assert "refusing to fuse, by NVIDIA's fuse rules: " in result['msg'] and refusal in result['msg']
     assert 'Nothing was burned' in result['msg'] and 'take it out of this batch' in result['msg']
-    assert lab.tools() == ['tegrarcm_v2', 'odmfuseread.sh'] and lab.odmfuse_calls() == []
+    assert lab.tools() == ['tegrarcm_v2', 'odmfuseread.sh', 'tegrarcm_v2'] and lab.odmfuse_calls() == []
     assert l4t.burned_fuses(lab.state, PORT) == before
     assert l4t.uart_log(lab.state, PORT) == []  # the device's burner never ran, not even a dry run
     phase = lab.phase()
@@ -602,7 +608,8 @@ def test_a_pkc_key_others_can_read_is_refused_before_any_tool(module_runner, lab
     # ssh-keygen, which tells the key type as NVIDIA's odmfuse.sh does, ignores such a key.
     os.chmod(lab.pkc, 0o644)
     result = fuse(module_runner, lab)
-    assert '%s is not a PKC key ssh-keygen can read' % lab.pkc in result['msg'], result['msg']
+    assert '%s can be read by other users, so ssh-keygen (and NVIDIA\'s odmfuse.sh) ignore it; make it mode 0600' \
+        % lab.pkc in result['msg'], result['msg']
     assert_refused_before_any_tool(lab, result)
 
 
@@ -654,17 +661,25 @@ def test_a_second_jetson_plugged_in_after_the_dry_run_stops_the_burn(module_runn
                                                                          'tegrarcm_v2']
 
 
-def plug_when_recorded(monkeypatch, lab, port, wanted):
-    """Plug a second Jetson into ``port`` right after the module records a fuse phase for which
-    ``wanted(status, fields)`` holds: a person's hand at an exact point between two tools."""
+def when_recorded(monkeypatch, wanted, action):
+    """Do ``action()`` once, right after the module records a fuse phase for which
+    ``wanted(status, fields)`` holds: a person's hand at an exact point between two tools (no
+    tool runs then, so none sees the bus half changed)."""
     record = Fuser.record
+    done = []
 
     def recording(fuser, status, **fields):
         record(fuser, status, **fields)
-        if wanted(status, fields) and port not in os.listdir(lab.sysfs):
-            add_device(lab.sysfs, port, '7523')
+        if not done and wanted(status, fields):
+            done.append(action())
 
     monkeypatch.setattr(Fuser, 'record', recording)
+    return done
+
+
+def plug_when_recorded(monkeypatch, lab, port, wanted):
+    """Plug a second Jetson into ``port`` right after such a record."""
+    return when_recorded(monkeypatch, wanted, lambda: add_device(lab.sysfs, port, '7523'))
 
 
 def test_a_second_jetson_plugged_in_before_the_first_read_stops_everything_with_nothing_burned(
@@ -686,30 +701,31 @@ def test_a_second_jetson_plugged_in_before_the_first_read_stops_everything_with_
     assert again['fused'] is True, again['msg']
 
 
-@pytest.mark.xfail(strict=True, reason='plugins bug: Fuser.fuse records burn_started before run() checks the bus '
-                                       'for the dry run, so a bus problem found before odmfuse.sh ever ran leaves '
-                                       'the device read-back-only, as if a burn may have happened')
 def test_a_second_jetson_found_before_the_dry_run_starts_burns_nothing_and_says_so(module_runner, lab, monkeypatch):
-    plug_when_recorded(monkeypatch, lab, '1-4', lambda status, fields: bool(fields.get('burn_started')))
+    # Plugged in once the burner's file is written, between the read and the dry run: the start of
+    # a burn is recorded only once the bus is found right, so none is recorded.
+    write_burn_config = Fuser.write_burn_config
+
+    def writing(fuser, fuses):
+        path = write_burn_config(fuser, fuses)
+        add_device(lab.sysfs, '1-4', '7523')
+        return path
+
+    monkeypatch.setattr(Fuser, 'write_burn_config', writing)
     result = fuse(module_runner, lab)
     assert result['failed'] is True and lab.odmfuse_calls() == []
     assert 'before odmfuse.sh: 2 Jetsons are in recovery mode' in result['msg']
     assert 'Nothing was burned' in result['msg'] and lab.phase()['burn_started'] is None
 
 
-def test_a_chip_swapped_on_the_port_during_the_burn_is_reported_as_such(module_runner, tmp_path, key_files):
-    lab = FuseLab(tmp_path, key_files, fuse_seconds=0.3)
-
-    def swap_during_the_burn():
-        call = lab.wait_for_call(lambda call: call['tool'] == 'odmfuse.sh' and '--test' not in call['argv'])
-        if call is not None:
-            add_device(lab.sysfs, PORT, '7523', ecid=OTHER_ECID)  # another module, re-enumerated on 1-3
-        return call
-
-    thread, outcome = in_thread(swap_during_the_burn)
+def test_a_chip_swapped_on_the_port_before_the_burn_is_reported_as_such(module_runner, lab, monkeypatch):
+    # Once the dry run is over, another module is put on 1-3 (re-enumerated there, one Jetson in
+    # recovery on the right port: the bus looks fine). The chip pinned before the first tool is
+    # compared with the one after the last read-back.
+    swapped = when_recorded(monkeypatch, lambda status, fields: fields.get('dry_run_ok') is True,
+                            lambda: add_device(lab.sysfs, PORT, '7523', ecid=OTHER_ECID))
     result = fuse(module_runner, lab)
-    thread.join(30)
-    assert outcome.get('result') is not None, outcome
+    assert swapped == [OTHER_ECID]
     assert result['failed'] is True and result['fused'] is False
     assert 'the chip on USB port 1-3 changed while it was being fused' in result['msg']
     match = re.search(r'\(ECID (0x[0-9a-f]+) before, (0x[0-9a-f]+) after\)', result['msg'])
@@ -837,6 +853,18 @@ def test_a_burn_the_device_stopped_half_way_names_what_took_and_what_did_not(mod
         assert OEM_NEW[2:] not in where.lower() and OEM_HELD[2:] not in where.lower()
 
 
+def test_a_burn_stopped_before_the_sbk_is_reported_as_a_partial_burn(module_runner, lab):
+    l4t.set_device_fuses(lab.state, PORT, {'OemK1': OEM_HELD})
+    fuses = dict([('PublicKeyHash', lab.pkh), ('OemK1', OEM_NEW), ('SecureBootKey', SBK),
+                  ('BootSecurityInfo', '0x20a'), ('SecurityMode', '0x1')])
+    config = lab.write_config('oem-sbk.xml', fuses)
+    result = fuse(module_runner, lab, fuse_config=config, ekb_file=lab.ekb, sbk_key=lab.sbk)
+    assert result['failed'] is True and result['dry_run_ok'] is True
+    assert set(l4t.burned_fuses(lab.state, PORT)) == {'PublicKeyHash', 'OemK1'}  # the burner stopped at OemK1
+    assert 'partial burn: odmfuse.sh reported success; PublicKeyHash took, BootSecurityInfo, SecurityMode did not' \
+        in result['msg'], result['msg']
+
+
 def test_a_burn_that_may_have_happened_is_read_back_not_repeated(module_runner, lab):
     # An earlier run recorded the start of the burn, burned, and died before the read-back.
     lab.write_phase(status='running', started=1764316800.0, burn_started=1764316801.0, fused=False)
@@ -904,8 +932,10 @@ def test_an_sbk_pkc_fused_device_is_read_with_its_keys_and_its_sbk_never_shown(m
     result = fuse(module_runner, lab, fuse_config=config, sbk_key=lab.sbk)
     assert not result.get('failed'), result['msg']
     assert result['fused'] is True and lab.odmfuse_calls() == []
+    # SBK+PKC fused: it refuses a read without keys, and one with the PKC key alone.
     assert lab.calls() == [lab.uid_call(), ('odmfuseread.sh', ['-i', '0x23', NANO]),
-                           ('odmfuseread.sh', ['-i', '0x23', '-k', lab.pkc, '-S', lab.sbk, NANO])]
+                           ('odmfuseread.sh', ['-i', '0x23', '-k', lab.pkc, NANO]),
+                           ('odmfuseread.sh', ['-i', '0x23', '-k', lab.pkc, '-S', lab.sbk, NANO]), lab.uid_call()]
     assert 'SecureBootKey never read back and were not compared' in result['msg']
     for where in everything_written(lab, result):
         assert SBK_DIGITS not in where.lower()

@@ -182,7 +182,7 @@ def test_a_device_fused_elsewhere_as_configured_is_recorded_fused_without_a_burn
     outcome = result['devices']['AZJN-0043']
     assert result['failed_devices'] == [] and outcome['fused'] is True and outcome['changed'] is False
     assert 'already holds the configured fuses' in outcome['msg']
-    assert lab.tools() == ['tegrarcm_v2', 'odmfuseread.sh', 'odmfuseread.sh']
+    assert lab.tools() == ['tegrarcm_v2', 'odmfuseread.sh', 'odmfuseread.sh', 'tegrarcm_v2']
     assert (phase(device)['status'], phase(device)['fused']) == ('done', True)
 
 
