@@ -76,6 +76,9 @@ RELEASE_LAYOUTS = {
     'r36': ('tools/kernel_flash/flash_l4t_t234_nvme.xml', '-c bootloader/generic/cfg/flash_t234_qspi.xml'),
     'r35': ('tools/kernel_flash/flash_l4t_external.xml', '-c bootloader/t186ref/cfg/flash_t234_qspi.xml'),
 }
+# Where NVIDIA's Orin board configs take the EKB the flash writes to the EKS partition (EKSFILE of
+# p3701.conf.common and p3767.conf.common; docs/l4t-fusing.md).
+EKB_RELPATH = 'bootloader/eks_t234.img'
 # NVIDIA's massflash stops at MAX_MASSFLASH (10): no boot image exists for a higher instance.
 MAX_INSTANCES = 10
 IDENTITY_VALUE_PATTERN = re.compile(r'^[A-Za-z0-9._-]+$')
@@ -144,6 +147,7 @@ def flash_argument_spec():
         expected_email=dict(type='str'),
         rootfs_dir=dict(type='path'),
         fingerprint_extra=dict(type='dict'),
+        ekb_file=dict(type='path'),
         force=dict(type='bool', default=False),
         concurrency=dict(type='int', default=4),
         slots_dir=dict(type='path', required=True),
@@ -353,6 +357,14 @@ class Flasher(object):
             if key != 'CHIP_SKU' and not IDENTITY_VALUE_PATTERN.match(str(value)):
                 module.fail_json(msg='board_identity %s=%r is not a plain value (letters, digits, ".", "_", "-")'
                                      % (key, value))
+        self.ekb = None
+        if params['ekb_file']:
+            try:
+                with open(params['ekb_file'], 'rb') as ekb:
+                    self.ekb = ekb.read()
+            except (IOError, OSError) as exc:
+                module.fail_json(msg='cannot read the EKB %s (ekb_file, jetson_ekb_file): %s; put the EKB image made with'
+                                     ' the device\'s OEM key there' % (params['ekb_file'], exc.strerror or exc))
         script = INTERNAL_SCRIPT if self.tool == 'initrd' else FLASH_SCRIPT
         if not os.path.isdir(self.l4t_dir):
             if module.check_mode:
@@ -418,6 +430,8 @@ class Flasher(object):
             extra['board_identity'] = self.identity
         if self.rootfs_dir:
             extra['rootfs_dir'] = self.rootfs_dir
+        if self.ekb is not None:
+            extra['ekb_sha256'] = hashlib.sha256(self.ekb).hexdigest()
         self.fingerprint = image_fingerprint(self.stamp, self.conf_digest, board, self.board_config, self.tool,
                                              identity_argv, extra)
 
@@ -469,6 +483,20 @@ class Flasher(object):
         if os.path.lexists(link):
             remove_tree(link)
         os.symlink(self.rootfs_dir, link)
+
+    def place_ekb(self):
+        """The device's own EKB, where the board config takes it, in its tree only: the file is
+        replaced (a new inode), never written through the hard link into the bundle."""
+        if self.ekb is None:
+            return
+        path = os.path.join(self.l4t_dir, EKB_RELPATH)
+        try:
+            with open(path, 'rb') as placed:
+                if placed.read() == self.ekb:
+                    return
+        except (IOError, OSError):
+            pass
+        write_file_atomic(path, self.ekb, mode=0o644)
 
     def generate(self):
         """Generate the tree's images for every device instance, unless it holds them already."""
@@ -598,6 +626,7 @@ class Flasher(object):
                           board=self.board, board_config=self.board_config, tool=self.tool, command=self.argv,
                           fingerprint=self.fingerprint, log_path=self.log_path)
         try:
+            self.place_ekb()
             generated = self.generate() if self.tool == 'initrd' else False
             self.fields['generated'] = generated
             slots = FlashSlots(params['slots_dir'], params['concurrency'], label='%s %s' % (self.serial, self.port),

@@ -209,6 +209,14 @@ options:
       - More inputs of the image identity (for example the version of an application baked
         into the rootfs); a change flashes the device again.
     type: dict
+  ekb_file:
+    description:
+      - The device's EKB image (C(jetson_ekb_file)), made with the OEM key (C(OemK1)) its fuses
+        hold. It replaces the tree's C(bootloader/eks_t234.img), where NVIDIA's Orin board
+        configurations take the EKB the flash writes to the EKS partition (in the tree only, a new
+        file, never written through to the bundle). Its content is part of the image identity, so
+        a new EKB flashes the device again.
+    type: path
   force:
     description:
       - Flash even when the device's last flash succeeded with the same image.

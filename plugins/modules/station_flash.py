@@ -261,7 +261,8 @@ def main():
         own = dict(l4t_dir=device['port_tree'], usb_instance=device['usb_instance'], serial=device['serial'],
                    state_file=device['state_file'], expected_email=device['email'],
                    rootfs_dir=device.get('own_rootfs') or None, board=device.get('board') or None,
-                   board_identity=device.get('board_identity') or {}, extra_args=signing_args(device))
+                   board_identity=device.get('board_identity') or {}, extra_args=signing_args(device),
+                   ekb_file=device.get('ekb_file') or None)
         run_device_core(proxy, flash_spec, SHARED_OPTIONS, own, core)
 
     # The flash records its phase in the state file itself (with its fingerprint, slot and log).

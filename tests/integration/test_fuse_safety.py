@@ -159,3 +159,25 @@ def test_a_fuse_config_naming_an_unknown_fuse_is_refused_before_any_tool_runs(ma
     assert l4t_bundle.burned_fuses(batch.lab.lab_state, PORT) == {}
     assert batch.flash_runs(PORT) == []
     assert os.path.exists(variables['jetson_fuse_config'])
+
+
+def test_oem_keys_are_fused_with_their_ekb_which_the_flash_writes_in_the_devices_tree(make_provision, tmp_path):
+    variables, configured = fusing(tmp_path)
+    oem_key = '0x' + '3c' * 32
+    configured = dict(configured, OemK1=oem_key)
+    l4t_bundle.write_fuse_config(variables['jetson_fuse_config'], configured)
+    refused = make_provision({PORT: '7523'}, extra_vars=variables).run()
+    assert refused.returncode != 0
+    assert 'OemK1 is burned, so OP-TEE needs an EKB' in refused.stdout, refused.stdout[-6000:]
+    assert oem_key[2:] not in refused.stdout  # a key's value is never shown
+
+    ekb = tmp_path / 'eks_oem.img'
+    ekb.write_bytes(b'EKB encrypted with OemK1\n')
+    batch = make_provision({PORT: '7523'}, extra_vars=dict(variables, jetson_ekb_file=str(ekb)))
+    result = batch.run()
+    assert_ok(result)
+    assert l4t_bundle.burned_fuses(batch.lab.lab_state, PORT)['OemK1'] == oem_key
+    tree_ekb = os.path.join(batch.lab.workdir, 'ports', PORT, 'Linux_for_Tegra', 'bootloader', 'eks_t234.img')
+    with open(tree_ekb, 'rb') as placed:
+        assert placed.read() == b'EKB encrypted with OemK1\n'
+    assert oem_key[2:] not in result.stdout

@@ -487,3 +487,32 @@ def test_a_flash_stopped_mid_flash_leaves_no_gadget_address_of_its_instance(modu
     assert l4t_host.exports(lab.host) == [] and os.listdir(os.path.join(lab.host, 'etc', 'exports.d')) == []
     assert any(event['program'] == 'ip' and event['argv'][:3] == ['-6', 'addr', 'del']
                for event in l4t_host.host_events(lab.state))
+
+
+def test_the_devices_ekb_replaces_the_bundles_in_its_tree_only_and_a_new_one_flashes_again(module_runner, lab):
+    # NVIDIA's bundle ships a default EKB where the board config takes it (EKSFILE).
+    shipped = os.path.join(lab.bundle, 'bootloader', 'eks_t234.img')
+    with open(shipped, 'wb') as ekb:
+        ekb.write(b'NVIDIA sample EKB\n')
+    tree = lab.tree('1-3')
+    assert os.path.isfile(os.path.join(tree, 'bootloader', 'eks_t234.img'))  # the tree's copy of it
+    own = os.path.join(lab.root, 'eks_oem.img')
+    with open(own, 'wb') as ekb:
+        ekb.write(b'EKB encrypted with this product\'s OemK1\n')
+
+    first = module_runner(main, lab.args(expected_email=EMAIL, ekb_file=own))
+    assert first['changed'] and not first.get('failed'), first['msg']
+    with open(os.path.join(tree, 'bootloader', 'eks_t234.img'), 'rb') as placed:
+        assert placed.read() == b'EKB encrypted with this product\'s OemK1\n'
+    with open(shipped, 'rb') as bundle_ekb:
+        assert bundle_ekb.read() == b'NVIDIA sample EKB\n'  # never written through the hard link
+
+    lab.replug('1-3')
+    same = module_runner(main, lab.args(expected_email=EMAIL, ekb_file=own))
+    assert same['skipped_reason'] == 'already flashed with this image', same['msg']
+    with open(own, 'wb') as ekb:
+        ekb.write(b'EKB made with a new OemK1\n')
+    again = module_runner(main, lab.args(expected_email=EMAIL, ekb_file=own))
+    assert again['changed'] and again['generated'] is True and again['fingerprint'] != first['fingerprint'], again['msg']
+    missing = module_runner(main, lab.args(expected_email=EMAIL, ekb_file=os.path.join(lab.root, 'no-such.img')))
+    assert missing['failed'] and 'cannot read the EKB' in missing['msg'] and 'jetson_ekb_file' in missing['msg']
