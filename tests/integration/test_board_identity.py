@@ -4,27 +4,13 @@ written (docs/l4t-board-identity.md)."""
 
 import os
 
-import pytest
-
 from conftest import assert_ok
 from lab import l4t_bundle, l4t_host
-from lab.batch import ProvisionBatch
+# The batch fixture of test_provision.py, imported to be used here as a fixture.
+from test_provision import make_provision  # noqa: F401 pylint: disable=unused-import
 
 NANOS_AND_NXS = {'1-1': '7523', '1-2': '7623', '1-3': '7323', '1-4': '7423'}
 CHIP_SKUS = {'7523': '00:00:00:D5', '7623': '00:00:00:D6', '7323': '00:00:00:D3', '7423': '00:00:00:D4'}
-
-
-@pytest.fixture
-def make_provision(tmp_path, admin_api, api_token):
-    batches = []
-
-    def make(ports, **kwargs):
-        batch = ProvisionBatch(tmp_path / ('lab%d' % len(batches)), admin_api, api_token, ports, **kwargs)
-        batches.append(batch)
-        return batch
-    yield make
-    for batch in batches:
-        batch.lab.stop_loaders()
 
 
 def flash_log(batch, serial):

@@ -3,6 +3,7 @@ the run with ``kill -9``, whole or the controller only (the integration and chao
 
 import os
 import signal
+import threading
 import time
 
 
@@ -86,3 +87,19 @@ def wait_until(condition, timeout=120, what='the lab'):
     while not condition():
         assert time.monotonic() < deadline, 'timed out waiting for ' + what
         time.sleep(0.01)
+
+
+def in_thread(target):
+    """Run ``target`` in a daemon thread; returns (thread, outcome with 'result' or 'error')."""
+    outcome = {}
+
+    def runner():
+        try:
+            outcome['result'] = target()
+        except BaseException as exc:  # pylint: disable=broad-except  # reported by the test
+            outcome['error'] = exc
+
+    thread = threading.Thread(target=runner)
+    thread.daemon = True
+    thread.start()
+    return thread, outcome

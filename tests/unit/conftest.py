@@ -52,3 +52,13 @@ def module_runner(capsys):
     def runner(main, args, check_mode=False, diff=False):
         return run_module(main, args, capsys, check_mode=check_mode, diff=diff)
     return runner
+
+
+@pytest.fixture(scope='session')
+def key_files(tmp_path_factory):
+    """Real ECDSA P-256 keys (fast to make), made once: the devices' key ('pkc') and another
+    product's ('other'), with their PublicKeyHash as the lab's tegrasign_v3.py derives it."""
+    from lab import keys  # pylint: disable=import-outside-toplevel  # the lab is on the tests' path
+    root = tmp_path_factory.mktemp('fuse-keys')
+    made = dict((name, keys.make_pkc_key(str(root / ('%s.pem' % name)), 'ecp256')) for name in ('pkc', 'other'))
+    return dict(made, hashes=dict((name, keys.pkc_key_hash(path)) for name, path in made.items()))

@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from lab.processes import in_thread
+
 from ansible_collections.azaion.jetson.plugins.module_utils._slots import (
     STATION_LOCK, FlashSlotTimeout, FlashSlots, lock_station, station_lock)
 
@@ -86,21 +88,6 @@ def test_flash_slots_release_on_error_and_time_out_when_busy(tmp_path):
 
 
 # -- the station's lock: flashes (shared) against a fuse burn (exclusive) --------------------------
-
-def in_thread(target):
-    """Run ``target`` in a daemon thread; returns (thread, outcome with 'result' or 'error')."""
-    outcome = {}
-
-    def runner():
-        try:
-            outcome['result'] = target()
-        except BaseException as exc:  # pylint: disable=broad-except  # reported by the test
-            outcome['error'] = exc
-
-    thread = threading.Thread(target=runner)
-    thread.daemon = True
-    thread.start()
-    return thread, outcome
 
 
 def test_a_flash_slot_holder_keeps_a_fuse_burn_out_of_the_station(tmp_path):

@@ -23,13 +23,13 @@ import re
 import shutil
 import stat
 import subprocess
-import threading
 import time
 
 import pytest
 
 from lab import keys
 from lab import l4t_bundle as l4t
+from lab.processes import in_thread
 from lab.usb_sysfs import add_device, make_usb_sysfs, remove_device
 
 from ansible_collections.azaion.jetson.plugins.module_utils._fuse import Fuser
@@ -48,14 +48,6 @@ BURN_FILE = '.azaion-fuse-burn.xml'
 RESULT_KEYS = {'changed', 'fused', 'dry_run_ok', 'mismatches', 'log_path', 'msg', 'commands'}
 ECID = '000123' + 'AB' * 13
 OTHER_ECID = '000123' + 'CD' * 13
-
-
-@pytest.fixture(scope='module')
-def key_files(tmp_path_factory):
-    """Real ECDSA P-256 keys (fast to make), made once: the devices' key and another product's."""
-    root = tmp_path_factory.mktemp('fuse-keys')
-    made = dict((name, keys.make_pkc_key(str(root / ('%s.pem' % name)), 'ecp256')) for name in ('pkc', 'other'))
-    return dict(made, hashes=dict((name, keys.pkc_key_hash(path)) for name, path in made.items()))
 
 
 class FuseLab(object):
@@ -193,22 +185,6 @@ def uart_starts(lab):
     """The fuses the device's burner started, in order, as its serial console shows them."""
     return [re.match(r'I> \d+\. Start (\w+) burn', line).group(1)
             for line in l4t.uart_log(lab.state, PORT) if re.match(r'I> \d+\. Start (\w+) burn', line)]
-
-
-def in_thread(target):
-    """Run ``target`` in a thread; returns (thread, outcome dict with 'result' or 'error')."""
-    outcome = {}
-
-    def runner():
-        try:
-            outcome['result'] = target()
-        except BaseException as exc:  # pylint: disable=broad-except  # reported by the test
-            outcome['error'] = exc
-
-    thread = threading.Thread(target=runner)
-    thread.daemon = True
-    thread.start()
-    return thread, outcome
 
 
 # -- the normal burn --------------------------------------------------------------------------

@@ -12,7 +12,6 @@ import shutil
 
 import pytest
 
-from lab import keys
 from lab import l4t_bundle as l4t
 from lab.usb_sysfs import add_device, make_usb_sysfs
 
@@ -24,14 +23,6 @@ NANO = 'jetson-orin-nano-devkit'
 PRIVATE = ['bootloader', 'tools/kernel_flash', 'rootfs/boot']
 BURN_FILE = '.azaion-fuse-burn.xml'
 OEM_KEY = '0x' + '3c' * 32
-
-
-@pytest.fixture(scope='module')
-def key_files(tmp_path_factory):
-    """Real ECDSA P-256 keys, made once: the devices' key and another product's."""
-    root = tmp_path_factory.mktemp('station-keys')
-    made = dict((name, keys.make_pkc_key(str(root / ('%s.pem' % name)), 'ecp256')) for name in ('pkc', 'other'))
-    return dict(made, hashes=dict((name, keys.pkc_key_hash(path)) for name, path in made.items()))
 
 
 class StationLab(object):
