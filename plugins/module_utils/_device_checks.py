@@ -80,6 +80,9 @@ def file_problems(devices, pending_phases, l4t_dir=None):
     """Key files and fuse configurations the devices' pending phases will use; a fuse
     configuration is checked against the keys with the tools of the bundle in ``l4t_dir``."""
     problems = []
+    # The devices of a batch mostly share one configuration and one set of keys: each pair is
+    # checked once (key_problems runs the bundle's tegrasign_v3.py and ssh-keygen).
+    checked = {}
     for device in devices:
         name, pending = device['name'], pending_phases.get(device['name'], ())
         fusing = 'fuse' in pending and device.get('fuse_enabled')
@@ -107,9 +110,11 @@ def file_problems(devices, pending_phases, l4t_dir=None):
                 problems.append('%s: jetson_fuse_config burns %s, after which the device answers only tools given its'
                                 ' key; set jetson_%s to the key file' % (name, fuse, key))
         if l4t_dir and not (missing or unreadable):  # a key already refused is not looked into
+            files = (device['fuse_config'], device.get('pkc_key'), device.get('sbk_key'), device.get('ekb_file'))
+            if files not in checked:
+                checked[files] = key_problems(fuses, l4t_dir, *files[1:])
             problems.extend('%s: jetson_fuse_config %s: %s' % (name, device['fuse_config'], problem)
-                            for problem in key_problems(fuses, l4t_dir, device.get('pkc_key'), device.get('sbk_key'),
-                                                        device.get('ekb_file')))
+                            for problem in checked[files])
     return problems
 
 

@@ -388,3 +388,19 @@ def test_the_key_hash_is_the_bundles_tegrasign_output(key_lab):
     assert fu.pkc_key_type(key_lab['keys']['ecp256']) == 'ecp256'
     with pytest.raises(fu.FuseError, match='has no bootloader/tegrasign_v3.py'):
         fu.pkc_key_hash(str(key_lab['ekb']) + '-no-bundle', key_lab['keys']['ecp256'])
+
+
+def test_the_batch_check_checks_a_shared_configuration_and_key_once(key_lab, tmp_path, monkeypatch):
+    from ansible_collections.azaion.jetson.plugins.module_utils import _device_checks  # pylint: disable=import-outside-toplevel
+    xml = l4t.write_fuse_config(str(tmp_path / 'fuses.xml'), {'PublicKeyHash': PKH, 'BootSecurityInfo': '0x202'})
+    derived = []
+    hash_of = fu.pkc_key_hash
+    monkeypatch.setattr(fu, 'pkc_key_hash', lambda *args: derived.append(args) or hash_of(*args))
+    devices = [dict(name='AZJN-%04d' % number, fuse_enabled=True, fuse_config=xml, pkc_key=key_lab['keys']['ecp256'])
+               for number in range(5)]
+    problems = _device_checks.file_problems(devices, dict.fromkeys([d['name'] for d in devices], ('fuse',)),
+                                            key_lab['tree'])
+    # Each device is named with the one problem of their shared configuration; the key's hash is derived once.
+    assert [problem.split(':')[0] for problem in problems] == [device['name'] for device in devices]
+    assert all('but the hash of jetson_pkc_key' in problem for problem in problems)
+    assert len(derived) == 1
