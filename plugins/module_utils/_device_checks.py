@@ -19,9 +19,14 @@ __metaclass__ = type
 import os
 
 from ansible_collections.azaion.jetson.plugins.module_utils._fuse import FuseError, key_problems, keys_needed, parse_fuse_config
-from ansible_collections.azaion.jetson.plugins.module_utils._usb import (NVIDIA_VENDOR, RECOVERY_PRODUCTS, ambiguous_fix,
-                                                                       board_of_product, describe_product,
-                                                                       recovery_devices)
+from ansible_collections.azaion.jetson.plugins.module_utils._usb import (
+    NVIDIA_VENDOR,
+    RECOVERY_PRODUCTS,
+    ambiguous_fix,
+    board_of_product,
+    describe_product,
+    recovery_devices,
+)
 
 # The trees a station makes under its workdir, remade by the run (plugin_utils/_station.py).
 STATION_TREES = ('staging', 'ports')
