@@ -114,8 +114,8 @@ def test_a_device_fused_with_another_key_is_refused_before_any_burn(make_provisi
     ('algorithm', 'BootSecurityInfo 0x201 says PKC algorithm 1, but jetson_pkc_key'),
     ('sbk for pkc only', 'jetson_sbk_key is set but the configuration burns no SecureBootKey'),
 ])
-def test_a_configuration_that_does_not_fit_the_keys_is_refused_in_the_batch_check(make_provision, tmp_path, case,
-                                                                                   message):
+def test_a_configuration_that_does_not_fit_the_keys_is_refused_in_the_batch_check(
+        make_provision, tmp_path, case, message):
     variables, configured = fusing(tmp_path, sbk=case == 'sbk for pkc only')
     lines = dict(configured)
     if case == 'another key':

@@ -103,14 +103,14 @@ INDUSTRIAL_UPDATE_FLASH_ARGS = '''
 # p3737-0000-p3701-0008.conf (r36.2): special handling of INT-fused "p3701-0008".
 update_flash_args_common()
 {
-	if [ "${chip_SKU}" = "00" ]; then
-		BPFFILE=`echo "${BPFFILE}" | sed "s|T.*-A1|TE992M-A1|"`;
-	fi;
+    if [ "${chip_SKU}" = "00" ]; then
+        BPFFILE=`echo "${BPFFILE}" | sed "s|T.*-A1|TE992M-A1|"`;
+    fi;
 }
 
 update_flash_args()
 {
-	update_flash_args_common
+    update_flash_args_common
 }
 '''
 PYTHON_SHEBANG = '#!/usr/bin/env python3\n'
@@ -211,11 +211,11 @@ def make_bundle(top, lab_state, usb_sysfs_root, flash_seconds=0.0, fuse_seconds=
     for family in FAMILY_FIRMWARE:
         _write(os.path.join(tree, family + '.conf.common'), _family_conf(family))
     for board, products in BOARD_MODULES.items():
+        industrial = INDUSTRIAL_UPDATE_FLASH_ARGS if board.endswith('-industrial') else ''
         _write(os.path.join(tree, board + '.conf'),
                '# %s.conf (lab bundle)\nsource "${LDK_DIR}/%s.conf.common";\nCHIPID=0x23\nMAX_MASSFLASH=%d\n'
                '# The recovery-mode USB product ids of the modules this config supports.\n'
-               'LAB_RCM_PRODUCTS="%s"\n%s' % (board, BOARD_FAMILIES[board], MAX_MASSFLASH, ' '.join(products),
-                                             INDUSTRIAL_UPDATE_FLASH_ARGS if board.endswith('-industrial') else ''))
+               'LAB_RCM_PRODUCTS="%s"\n%s' % (board, BOARD_FAMILIES[board], MAX_MASSFLASH, ' '.join(products), industrial))
     _write_stale_system_img(os.path.join(tree, 'bootloader', 'system.img'))
 
     lab_dir = os.path.join(tree, '.lab')
