@@ -25,9 +25,11 @@ description:
     empty, except on C(0955:7023), an AGX Orin 32GB, 64GB or Industrial, where a device fails
     unless its C(board_identity) names its C(BOARDSKU)), C(board_identity) and C(own_rootfs)
     come from its device context, and its C(email)
-    is the one its device.conf must hold (the cross-talk guard). A device with C(pkc_key) or
-    C(sbk_key) is signed with them (C(-u <pkc_key>), C(-v <sbk_key>)); key files are passed by
-    path, never read.
+    is the one its device.conf must hold (the cross-talk guard). A device with C(pkc_key) is
+    signed with it (C(-u <pkc_key>)) and one with C(sbk_key) encrypted with it (C(-v <sbk_key>)),
+    unless the device is to be fused (C(fuse_enabled)) with a C(fuse_config) that burns no
+    C(SecureBootKey), since a PKC-only device does not boot encrypted images; key files are passed
+    by path, never read. Its C(ekb_file) replaces the tree's EKB.
   - A device already flashed with its image costs no tool run and no look at the USB bus. Its
     C(flash) phase is recorded in its state file by the flash itself (outside check mode).
   - One device's failure does not fail the task; RV(devices) holds each device's result, whose
@@ -197,6 +199,7 @@ msg:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.azaion.jetson.plugins.module_utils._flash import CHECKING, Flasher, flash_argument_spec
+from ansible_collections.azaion.jetson.plugins.module_utils._fuse import FuseError, parse_fuse_config
 from ansible_collections.azaion.jetson.plugins.module_utils._progress import run_progress
 from ansible_collections.azaion.jetson.plugins.module_utils._station_run import (
     StationRun,
@@ -219,13 +222,24 @@ def argument_spec():
 
 
 def signing_args(device):
-    """The tool's signing options of a fused device: its key files, by path."""
+    """The tool's signing options of a fused device: its key files, by path. The SBK encrypts
+    the images only for a device that holds one: not when its own fuse configuration burns no
+    SecureBootKey (a PKC-only device does not boot encrypted images)."""
     args = []
     if device.get('pkc_key'):
         args += ['-u', device['pkc_key']]
-    if device.get('sbk_key'):
+    if device.get('sbk_key') and not (device.get('fuse_enabled') and not burns_sbk(device.get('fuse_config'))):
         args += ['-v', device['sbk_key']]
     return args
+
+
+def burns_sbk(fuse_config):
+    """Whether the fuse configuration burns a SecureBootKey (True when it cannot be read: the
+    key given is then taken at its word)."""
+    try:
+        return any(fuse['name'] == 'SecureBootKey' for fuse in parse_fuse_config(fuse_config or ''))
+    except FuseError:
+        return True
 
 
 def main():

@@ -17,7 +17,7 @@ from lab import l4t_bundle, l4t_host, labkit
 from lab.processes import alive
 
 from ansible_collections.azaion.jetson.plugins.module_utils._workspace import clone_tree
-from ansible_collections.azaion.jetson.plugins.modules.station_flash import main
+from ansible_collections.azaion.jetson.plugins.modules.station_flash import main, signing_args
 
 PRIVATE = ['bootloader', 'tools/kernel_flash', 'rootfs/boot']
 MODULE_PATH = os.path.join(labkit.REPO_ROOT, 'plugins', 'modules', 'station_flash.py')
@@ -254,3 +254,16 @@ def test_parallel_one_flashes_the_devices_one_after_another(module_runner, tmp_p
     result = module_runner(main, station.args(parallel=1))
     assert result['failed_devices'] == [] and result['changed'], result['msg']
     assert most_at_once(station.runs()) == 1
+
+
+def test_the_sbk_encrypts_only_for_a_device_that_holds_or_will_hold_one(tmp_path):
+    pkh = '0x' + '5a' * 64
+    pkc_only = l4t_bundle.write_fuse_config(str(tmp_path / 'pkc.xml'), {'PublicKeyHash': pkh, 'BootSecurityInfo': '0x202'})
+    with_sbk = l4t_bundle.write_fuse_config(str(tmp_path / 'sbk.xml'),
+                                            {'PublicKeyHash': pkh, 'SecureBootKey': '0x' + '12' * 32, 'BootSecurityInfo': '0x20a'})
+    keys = dict(pkc_key='/keys/pkc.pem', sbk_key='/keys/sbk.key')
+    assert signing_args(dict(keys, fuse_enabled=True, fuse_config=pkc_only)) == ['-u', '/keys/pkc.pem']
+    assert signing_args(dict(keys, fuse_enabled=True, fuse_config=with_sbk)) == ['-u', '/keys/pkc.pem', '-v', '/keys/sbk.key']
+    # Fused elsewhere (not fused by this batch): the keys given are the device's.
+    assert signing_args(dict(keys, fuse_enabled=False, fuse_config=pkc_only)) == ['-u', '/keys/pkc.pem', '-v', '/keys/sbk.key']
+    assert signing_args(dict(pkc_key='/keys/pkc.pem')) == ['-u', '/keys/pkc.pem']
