@@ -11,7 +11,7 @@ from lab import labkit
 # The batch fixture of test_provision.py, imported to be used here as a fixture.
 from test_provision import make_provision  # noqa: F401 pylint: disable=unused-import
 
-from ansible_collections.azaion.jetson.plugins.module_utils._usb import RECOVERY_PRODUCTS
+from ansible_collections.azaion.jetson.plugins.module_utils._usb import board_of_product
 
 EXAMPLE_CONFIG = os.path.join(labkit.REPO_ROOT, 'inventories', 'manifest', 'factory_manifest.yml')
 # A manifest with a problem fails the command instead of leaving an empty inventory and a warning.
@@ -111,7 +111,7 @@ def test_a_provision_run_from_a_manifest_provisions_every_device_of_its_station(
     with open(str(inventory_dir / 'devices.csv'), 'w') as manifest:
         manifest.write('serial,station,usb_instance,board,wave,fuse,loader_url\n')
         for port, serial in sorted(batch.serials.items()):
-            board = RECOVERY_PRODUCTS[batch.lab.ports[port]]
+            board = board_of_product(batch.lab.ports[port])
             manifest.write('%s,%s,%s,%s,1,no,%s\n' % (serial, station, port, board, batch.lab.loaders.url(port)))
     device_vars = dict((name, value) for name, value in batch.group_vars.items() if name != 'jetson_station')
     station_vars = dict((name, device_vars.pop(name)) for name in STATION_SETTINGS if name in device_vars)
