@@ -10,7 +10,13 @@ where it matters to the roles:
   through to the original, and two flashes in one tree are detected and recorded as collisions;
 * a flash writes what ``system.img`` holds (a tar archive standing in for the ext4 image) to a
   per-port "device storage" and takes the device out of the fake USB sysfs, as a flashed
-  device leaves recovery mode;
+  device leaves recovery mode. The initrd flash follows NVIDIA's r36.2 APP image format (public
+  copy: github.com/johnnynunez/Linux_for_Tegra): its generation writes
+  ``tools/kernel_flash/images/<internal|external>/system.img`` (an uncompressed tar of the
+  rootfs), ``system.img.sha1sum`` and ``APP=``/``APP_ext=system.img`` in that directory's
+  ``flash.cfg`` (package_images of l4t_create_images_for_kernel_flash.sh), and its flash writes
+  the image flash.cfg names, never the tree's rootfs (do_write_APP of l4t_flash_from_kernel.sh:
+  a tar empties the storage and is unpacked by GNU tar, anything else is a raw image);
 * ``odmfuse.sh`` has no port option and records when several devices were in recovery mode;
   the device's fuse burner applies the XML in order and stops silently (odmfuse.sh exits 0,
   the verdict is only on the device's UART log, ``uart_log``) at a fuse it cannot burn: a value
@@ -401,6 +407,23 @@ def images_record(tree):
         return dict(line.rstrip('\n').split('=', 1) for line in record if '=' in line)
 
 
+def app_image_dir(tree, location='internal'):
+    """Where an initrd flash generation in ``tree`` leaves the APP image of the internal storage
+    or of the external device (``location``), its .sha1sum and the flash.cfg naming it."""
+    if location not in ('internal', 'external'):
+        raise ValueError('location must be internal or external')
+    return os.path.join(tree, 'tools', 'kernel_flash', 'images', location)
+
+
+def flash_cfg(tree, location='internal'):
+    """The NAME=value lines of that images directory's flash.cfg as a dict ({} without one)."""
+    try:
+        with open(os.path.join(app_image_dir(tree, location), 'flash.cfg')) as cfg:
+            return dict(line.rstrip('\n').split('=', 1) for line in cfg if '=' in line)
+    except FileNotFoundError:
+        return {}
+
+
 def device_storage(lab_state, usb_instance):
     """The directory holding what was flashed to the device on that port (may not exist)."""
     return os.path.join(lab_state, 'storage', _port(usb_instance))
@@ -408,7 +431,8 @@ def device_storage(lab_state, usb_instance):
 
 def device_meta(lab_state, usb_instance):
     """The last flash of that port as a dict (board, tree, tool, rootdev, image, time, instance,
-    usb_instance: the port the writing run asked for), or {}."""
+    usb_instance: the port the writing run asked for; app: how the APP partition was written,
+    'tar', 'raw' or 'partial', '' when that flash did not write it), or {}."""
     try:
         with open(device_storage(lab_state, usb_instance) + '.meta') as meta:
             return dict(line.rstrip('\n').split('=', 1) for line in meta if '=' in line)

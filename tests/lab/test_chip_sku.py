@@ -126,8 +126,9 @@ def test_the_agx_orin_industrial_needs_its_own_config_identity_and_chip_sku(tmp_
     l4t_host.power_cycle_into_recovery(station.state, station.host, station.sysfs, '1-3')
 
     # The AGX Orin devkit config with the 64GB's identity: the images are for another module.
-    result = generate(station, tree, board=AGX, env=bare_env(**dict(identity, BOARDSKU='0005',
-                                                                    CHIP_SKU='00:00:00:90')))
+    other = dict(identity)
+    other.update(BOARDSKU='0005', CHIP_SKU='00:00:00:90')
+    result = generate(station, tree, board=AGX, env=bare_env(**other))
     assert result.returncode == 0, output(result)
     mismatch = flash(station, tree, '1-3')
     assert mismatch.returncode == 1 and 'board mismatch' in mismatch.stdout and 'needs 0008' in mismatch.stdout

@@ -102,7 +102,10 @@ lab_sleep "${LAB_FLASH_SECONDS}"
 if ((WRITES_ROOTFS)); then
     image_note=built
     if ((FLASH_REUSE)); then image_note=reused; fi
-    lab_write_device "${SYSTEM_IMG}" "${ROOTDEV}" "${image_note}"
+    # tegraflash.py writes bootloader/system.img to APP as it is, not through flash.cfg and
+    # do_write_APP (that is the initrd flash's way): the lab's tar stands in for the ext4 image.
+    lab_write_storage "${SYSTEM_IMG}" "${ROOTDEV}" "${image_note}" ||
+        lab_fail "ERROR: ${SYSTEM_IMG} is not a valid system image."
 else
     lab_write_meta "${ROOTDEV}" not-written
 fi

@@ -17,8 +17,10 @@
 #   each time probing the FIRST Jetson in recovery mode on the station unless FUSELEVEL and FAB
 #   are set (see lab_board_probe); generate_flash_package builds the images (in r36.2 a -R in -p
 #   does not reach the external image: it is always made from the tree's rootfs/, following a
-#   symlink); generate_rcm_bootcmd saves the flash parameters to initrdflashparam.txt (the -c
-#   value in literal double quotes). The images carry the BPMP firmware flash.sh picks from the
+#   symlink) and package_images puts each APP image, an uncompressed tar, with its .sha1sum
+#   and its flash.cfg line into images/<internal|external>/ (package_app_image);
+#   generate_rcm_bootcmd saves the flash parameters to initrdflashparam.txt (the -c value in
+#   literal double quotes). The images carry the BPMP firmware flash.sh picks from the
 #   chip SKU (CHIP_SKU, else the chip of the first device in recovery when FUSELEVEL is unset,
 #   else the board config's DEFAULT_CHIP_SKU) and are signed / encrypted with -u / -v: the
 #   images record (images/lab_identity) says what they were made for; generate_flash_initrd writes bootloader/boot<i>.img and
@@ -29,7 +31,9 @@
 #   runs the flashing initrd and brings up the gadget RNDIS+L4T<K>; wait_for_booting takes the
 #   FIRST interface in /sys/class/net matching RNDIS+L4T<K>, which is another port's device when
 #   two runs use the same instance; ping_device adds fc00:1:1:K::1/64 to it; the device mounts
-#   this tree over NFS and writes THIS run's image; then it reboots. A device whose fuses reject
+#   this tree over NFS and writes THIS run's image, the APP image flash.cfg names in
+#   images/<internal|external>/ (do_write_APP of l4t_flash_from_kernel.sh: lab_write_device),
+#   never the tree's rootfs as it is now; then it reboots. A device whose fuses reject
 #   the images' signature or encryption fails the RCM boot; one whose chip needs other BPMP
 #   firmware hangs after it, and no initrd comes up ("images and the chip" in lab_common.sh).
 #
@@ -88,7 +92,6 @@ network_prerequisite() {
 
 generate() {
     local round rounds=2 sku fuselevel index max line
-    local external_image="${IMAGES}/external/system.img"
     lab_say "Step 1: Generate flash packages"
     lab_sleep "${LAB_GENERATE_SECONDS}"
 
@@ -107,13 +110,13 @@ generate() {
 
     mkdir -p "${IMAGES}/internal" "${IMAGES}/external"
     lab_build_image "${FLASH_ROOTFS}" "${LAB_TREE}/bootloader/system.img"
-    lab_rewrite_in_place "${IMAGES}/internal/system.img" <"${LAB_TREE}/bootloader/system.img"
     printf 'board=%s rootdev=%s external=%s config=%s\n' "${LAB_BOARD}" "${INITRD_ROOTDEV}" \
         "${INITRD_EXTERNAL_DEVICE}" "${INITRD_CONFIG}" | lab_rewrite_in_place "${IMAGES}/internal/flash.idx"
+    package_app_image "${FLASH_ROOTFS}" internal
     if [[ -n ${INITRD_EXTERNAL_DEVICE} ]]; then
         # r36.2: the -p options (a -R among them) reach the external image only with
         # --external-only; the NVMe image is made from the tree's own rootfs/.
-        lab_build_image "${LAB_TREE}/rootfs" "${external_image}"
+        package_app_image "${LAB_TREE}/rootfs" external
     fi
     {
         printf 'board=%s\nrootdev=%s\nexternal_device=%s\n' "${LAB_BOARD}" "${INITRD_ROOTDEV}" "${INITRD_EXTERNAL_DEVICE}"
@@ -148,6 +151,30 @@ generate() {
     if ((INITRD_MASSFLASH)); then
         package
     fi
+}
+
+# package_images of NVIDIA's r36.2 tools/kernel_flash/l4t_create_images_for_kernel_flash.sh
+# (public copy: github.com/johnnynunez/Linux_for_Tegra), for the APP partition: its image in
+# images/<internal|external>/ is an uncompressed tar of the rootfs ("tar -cpf system.img
+# --numeric-owner ... -C <the mounted system.img.raw> ."; the lab tars the rootfs directory
+# the raw image would be made from), then "sha1sum system.img | cut -f 1 -d ' ' >
+# system.img.sha1sum", then APP=system.img (APP_ext=system.img for the external device) and,
+# after the partition loop, external_device= and CHIPID= in that directory's flash.cfg. The real
+# one starts from an emptied images/ and appends; the lab rewrites each file IN PLACE (GNU tar
+# -c truncates an existing archive, keeping its inode), so a hard-linked clone writes through.
+package_app_image() {  # <rootfs dir> <internal|external>
+    local dest_dir="${IMAGES}/$2" var=APP chipid
+    if [[ $2 == external ]]; then var=APP_ext; fi
+    [[ -d $1 ]] || lab_fail "Error: rootfs directory $1 does not exist."
+    lab_say "Copying APP image into ${dest_dir}/system.img"
+    tar -cpf "${dest_dir}/system.img" --numeric-owner -C "$1" . ||
+        lab_fail "Error: failed to relocate images to ${IMAGES}"
+    sha1sum "${dest_dir}/system.img" | cut -f 1 -d ' ' | lab_rewrite_in_place "${dest_dir}/system.img.sha1sum"
+    chipid=$(grep -m1 '^CHIPID=' "${LAB_TREE}/${LAB_BOARD}.conf" || true)
+    chipid=${chipid#CHIPID=}
+    chipid=${chipid//[\";[:space:]]/}
+    printf '%s=system.img\nexternal_device=%s\nCHIPID=%s\n' "${var}" "${INITRD_EXTERNAL_DEVICE}" "${chipid}" |
+        lab_rewrite_in_place "${dest_dir}/flash.cfg"
 }
 
 # package(): real copies, so every device.conf of the rootfs lies here again, and in the tarball.
@@ -191,17 +218,16 @@ check_module() {
 }
 
 flash() {
-    local instance=${INITRD_DEVICE_INSTANCE} image address device
+    local instance=${INITRD_DEVICE_INSTANCE} location=internal address device
     read_identity
     if ! grep -q "^flashimg${instance}=" "${IMG_MAP}" || [[ ! -f "${LAB_TREE}/bootloader/boot${instance}.img" ]]; then
         lab_fail "Error: bootloader/boot${instance}.img is not found: this tree's flash images were generated for $(grep -c '^flashimg' "${IMG_MAP}") device instance(s); generate them with --massflash <N>, N > ${instance}, to flash device instance ${instance}."
     fi
+    # The APP image is looked for on the device, by do_write_APP (lab_write_device), after the
+    # boot: a missing one fails the flash there.
     if [[ -n ${IDENT[external_device]} ]]; then
-        image="${IMAGES}/external/system.img"
-    else
-        image="${IMAGES}/internal/system.img"
+        location=external
     fi
-    [[ -f ${image} ]] || lab_fail "Error: ${image} is not found: generate the flash images first (--no-flash)."
     mkdir -p "${LAB_TREE}/temp_initrdflash/bootloader${instance}"
 
     lab_say "Step 3: Boot the device with flash initrd image"
@@ -243,7 +269,7 @@ flash() {
     if [[ -n ${INITRD_PARTITION} && ${INITRD_PARTITION} != APP ]]; then
         lab_write_meta "${INITRD_ROOTDEV}" not-written
     else
-        lab_write_device "${image}" "${IDENT[external_device]:-${INITRD_ROOTDEV}}" initrd
+        lab_write_device "${IMAGES}" "${location}" "${IDENT[external_device]:-${INITRD_ROOTDEV}}" initrd
     fi
     lab_say "Flash is successful"
     lab_say "Reboot target"

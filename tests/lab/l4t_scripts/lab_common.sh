@@ -12,8 +12,9 @@
 #   collisions.log      one JSON record per run that found another flash running in its tree
 #   fuse-events.log     one JSON record per odmfuse/odmfuseread event
 #   probes.log          one JSON record per board probe of flash.sh (fuse level, EEPROM)
-#   storage/<port>/     what the device on that USB port holds (its flashed rootfs)
-#   storage/<port>.meta key=value lines: board, tree, tool, rootdev... of its last flash
+#   storage/<port>/     what the device on that USB port holds (its flashed rootfs); absent when
+#                       it holds an APP image the lab does not read (a raw image: app=raw)
+#   storage/<port>.meta key=value lines: board, tree, tool, rootdev, app... of its last flash
 #   fuses/<port>.xml    the fuse configuration burned into that device
 #   fail/<port>         a planted flash failure: "<count> <kind>"
 #   fail-fuse/<port>    a planted silent fuse failure: "<count> silent"
@@ -844,30 +845,95 @@ lab_build_image() {  # <rootfs dir> <image file>
     tar --numeric-owner -C "$1" -cf - . | lab_rewrite_in_place "$2"
 }
 
-# Write the image to the device on LAB_PORT: its storage becomes exactly the image's content,
-# with modes and owners. What lands on the device is what is in the image file at this moment.
-lab_write_device() {  # <image file> <rootdev> <how the image came to be>
+# is_tar_archive of NVIDIA's r36.2 tools/kernel_flash/l4t_flash_from_kernel.sh (public copy:
+# github.com/johnnynunez/Linux_for_Tegra): "file <image> | grep -q 'tar archive'". file(1) calls
+# a file with the ustar magic at offset 257 ("ustar\0" POSIX, "ustar  " GNU) a tar archive.
+lab_is_tar_archive() {  # <image file>
+    local magic
+    magic=$(od -An -c -j 257 -N 5 -- "$1" 2>/dev/null) || return 1
+    [[ ${magic//[[:space:]]/} == ustar ]]
+}
+
+# Write an APP image to the device on LAB_PORT, as do_write_APP of NVIDIA's r36.2
+# tools/kernel_flash/l4t_flash_from_kernel.sh does once it has found the image (public copy:
+# github.com/johnnynunez/Linux_for_Tegra). A tar archive: "mkfs.ext4 -F" empties the storage,
+# then "tar -xpf <image> --numeric-owner" unpacks it there with GNU tar's rules: a later member
+# replaces an earlier one of the same name, and reading stops at the first end-of-archive marker
+# (no -i), whatever follows it. A tar that fails half-way leaves what it unpacked (app=partial)
+# and returns 1. Anything else is written raw (dd; a sparse image through write_sparse_image):
+# the device holds an image the lab does not read, so it has no storage directory (app=raw).
+# What lands on the device is what is in the image file at this moment.
+lab_write_storage() {  # <image file> <rootdev> <how the image came to be>
     local storage="${LAB_STATE}/storage/${LAB_PORT}"
-    local incoming="${LAB_STATE}/storage/.${LAB_PORT}.incoming.$$"
-    [[ -f $1 ]] || lab_fail "Error: $1 is not found."
-    rm -rf "${incoming}"
-    mkdir -p "${incoming}"
-    tar --numeric-owner -xpf "$1" -C "${incoming}" ||
-        lab_fail "ERROR: $1 is not a valid system image."
+    mkdir -p "${LAB_STATE}/storage"
     rm -rf "${storage}"
-    mv "${incoming}" "${storage}"
-    lab_write_meta "${2}" "${3}"
+    if ! lab_is_tar_archive "$1"; then
+        lab_write_meta "$2" "$3" raw
+        return 0
+    fi
+    mkdir "${storage}"
+    if ! tar -xpf "$1" --numeric-owner -C "${storage}"; then
+        lab_write_meta "$2" "$3" partial
+        return 1
+    fi
+    lab_write_meta "$2" "$3" tar
+}
+
+# The flash configuration as l4t_flash_from_kernel.sh restores it: it sources
+# images/internal/flash.cfg, then images/external/flash.cfg (a later assignment wins). Into the
+# map LAB_FLASH_CFG; the lab reads the NAME=value lines instead of running them.
+lab_read_flash_cfg() {  # <images dir>
+    local cfg key value
+    declare -gA LAB_FLASH_CFG=()
+    for cfg in "$1/internal/flash.cfg" "$1/external/flash.cfg"; do
+        [[ -f ${cfg} ]] || continue
+        while IFS='=' read -r key value || [[ -n ${key} ]]; do
+            [[ ${key} =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || continue
+            if [[ ${value} == \"*\" ]]; then value=${value:1:${#value}-2}; fi
+            LAB_FLASH_CFG[${key}]=${value}
+        done <"${cfg}"
+    done
+}
+
+# do_write_APP of NVIDIA's r36.2 tools/kernel_flash/l4t_flash_from_kernel.sh (public copy:
+# github.com/johnnynunez/Linux_for_Tegra), run on the device over NFS: the image is the one
+# flash.cfg names, APP for the internal storage and APP_ext for the external device, in
+# images/<internal|external>/. A missing image or a missing <image>.sha1sum fails the flash; the
+# checksum itself is not compared (r36.2 has that check commented out). Then lab_write_storage:
+# the device gets what the IMAGE holds, never the tree's rootfs as it is now.
+lab_write_device() {  # <images dir> <internal|external> <rootdev> <how the image came to be>
+    local name=APP file_image sha1_file
+    if [[ $2 == external ]]; then name=APP_ext; fi
+    lab_read_flash_cfg "$1"
+    file_image="$1/$2/${LAB_FLASH_CFG[${name}]:-}"
+    sha1_file="${file_image}.sha1sum"
+    if [[ ! -f ${file_image} ]]; then
+        lab_say "[ 0]: l4t_flash_from_kernel: APP image ${file_image} is not found !!!"
+        lab_say "Failed to write to ${name%_ext}"
+        lab_fail "Flash failure"
+    fi
+    if [[ ! -f ${sha1_file} ]]; then
+        lab_say "[ 0]: l4t_flash_from_kernel: Sha1 checksum file ${sha1_file} is not found !!!"
+        lab_say "Failed to write to ${name%_ext}"
+        lab_fail "Flash failure"
+    fi
+    if ! lab_write_storage "${file_image}" "$3" "$4"; then
+        lab_say "[ 0]: l4t_flash_from_kernel: Failed to decompress APP image into the APP partition"
+        lab_say "Failed to write to ${name%_ext}"
+        lab_fail "Flash failure"
+    fi
 }
 
 # The device's record of its last flash: which tree and tool wrote it, and for the initrd flash
 # the device instance and the USB port the run asked for (LAB_RUN_USB_INSTANCE), which is not
-# always the device it wrote.
-lab_write_meta() {  # <rootdev> <image note>
+# always the device it wrote; app: how its APP partition was written (tar, raw, partial; empty
+# when this flash did not write it).
+lab_write_meta() {  # <rootdev> <image note> [app]
     local meta="${LAB_STATE}/storage/${LAB_PORT}.meta"
     mkdir -p "${LAB_STATE}/storage"
-    printf 'board=%s\ntree=%s\ntool=%s\nrootdev=%s\nimage=%s\ntime=%s\ninstance=%s\nusb_instance=%s\n' \
+    printf 'board=%s\ntree=%s\ntool=%s\nrootdev=%s\nimage=%s\ntime=%s\ninstance=%s\nusb_instance=%s\napp=%s\n' \
         "${LAB_BOARD}" "${LAB_TREE}" "${LAB_TOOL}" "$1" "$2" "${EPOCHREALTIME}" "${LAB_RUN_INSTANCE}" \
-        "${LAB_RUN_USB_INSTANCE:-${LAB_PORT}}" >"${meta}.$$"
+        "${LAB_RUN_USB_INSTANCE:-${LAB_PORT}}" "${3:-}" >"${meta}.$$"
     mv -f "${meta}.$$" "${meta}"
     LAB_RUN_DEVICE=${LAB_PORT}
 }
