@@ -25,7 +25,7 @@ import re
 import shutil
 
 NVIDIA_VENDOR = '0955'
-# idProduct of an Orin in recovery mode -> what it is (see docs/l4t-reference.md).
+# idProduct of an Orin in recovery mode -> what it is (see docs/l4t-board-identity.md).
 RECOVERY_PRODUCTS = {
     '7523': 'Jetson Orin Nano 8GB',
     '7623': 'Jetson Orin Nano 4GB',
