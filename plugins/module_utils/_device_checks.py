@@ -144,11 +144,9 @@ def usb_problems(devices, pending_phases, usb_sysfs_root):
         product = found[port]
         boards = RECOVERY_PRODUCTS.get(product, ())
         if device.get('board') and boards and device['board'] not in boards:
-            found_board = describe_product(product)
             problems.append('%s: jetson_board is %s, but the Jetson in recovery mode on USB port %s is %s (USB'
                             ' product %s:%s); fix jetson_board, or check that the cable on %s is this device\'s'
-                            % (name, device['board'], port, found_board if found_board.startswith('an ')
-                               else 'an ' + found_board, NVIDIA_VENDOR, product, port))
+                            % (name, device['board'], port, describe_product(product), NVIDIA_VENDOR, product, port))
         elif not device.get('board') and board_of_product(product, device.get('board_identity')) is None:
             problems.append('%s: jetson_board is not set, and the Jetson in recovery mode on USB port %s is %s (USB'
                             ' product %s:%s), whose USB id does not tell which module it is: each needs its own'

@@ -605,7 +605,7 @@ class Flasher(object):
                                                                  ' recovery mode now' % (self.serial, self.port)))
             self.fail(str(exc))
         if params['board'] and params['board'] not in RECOVERY_PRODUCTS[product]:
-            self.fail('the device in recovery mode on USB port %s is a %s (0955:%s), not the %s given for %s: check'
+            self.fail('the device in recovery mode on USB port %s is %s (0955:%s), not the %s given for %s: check'
                       ' which device is on this port, or fix its board'
                       % (self.port, describe_product(product), product, params['board'], self.serial))
         detected = params['board'] or board_of_product(product, params['board_identity'])

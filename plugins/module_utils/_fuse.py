@@ -834,16 +834,32 @@ class Fuser(object):
             args += ['-S', self.params['sbk_key']]
         return args + [board]
 
+    def key_sets(self):
+        """The keys a device may answer, fewest first: none (unfused), the PKC key, and the PKC
+        key with the SBK when the configuration burns one (NVIDIA supports SBK only with PKC)."""
+        sets = [()]
+        if self.params['pkc_key']:
+            sets.append(('pkc',))
+            if self.burns_sbk:
+                sets.append(('pkc', 'sbk'))
+        return sets
+
+    def read_answered(self, board, key_sets):
+        """Read the fuses with each of ``key_sets`` in turn until the device answers:
+        (read, error of the last try or None, the keys it answered)."""
+        error = None
+        for keys in key_sets:
+            read, error = self.read_fuses(board, keys)
+            if error is None:
+                return read, None, keys
+        return None, error, None
+
     def read_after_burn(self, board):
         """Read the fuses after a burn (or what may have been one): with the keys the whole
         configuration gives the device, then, as a burn that stopped early leaves a device that
         answers fewer keys (a PKC-only one refuses an SBK), with fewer. (read, error or None)."""
-        error = None
-        for keys in ((('pkc', 'sbk'),) if self.burns_sbk else ()) + (('pkc',), ()):
-            read, error = self.read_fuses(board, keys)
-            if error is None:
-                return read, None
-        return None, error
+        read, error, _keys = self.read_answered(board, reversed(self.key_sets()))
+        return read, error
 
     @staticmethod
     def describe_run(name, run, timeout):
@@ -1040,13 +1056,7 @@ class Fuser(object):
         """
         serial = self.params['serial']
         keyed = bool(self.params['pkc_key'])
-        for keys in ((), ('pkc',), ('pkc', 'sbk')):
-            if keys and (not keyed or ('sbk' in keys and not self.burns_sbk)):
-                break
-            read, error = self.read_fuses(board, keys)
-            if error is None:
-                self.device_keys = keys
-                break
+        read, error, self.device_keys = self.read_answered(board, self.key_sets())
         if error is not None:
             self.stop('reading its fuses before burning failed (%s%s), so whether it is fused already is unknown%s'
                       % ('again with its keys, ' if keyed else '', error,

@@ -118,11 +118,12 @@ def board_of_product(product, identity=None):
 
 
 def describe_product(product):
-    """What a USB id says the module is, for messages: a board, or the boards it may be."""
+    """What a USB id says the module is, for messages, with its article: a board, or the boards
+    it may be (every board name starts with a vowel)."""
     names = RECOVERY_PRODUCTS.get(product, ())
     if len(names) > 1:
         return 'an %s (%s or %s)' % (_family(names), ', '.join(names[:-1]), names[-1])
-    return names[0] if names else 'an unknown module'
+    return 'an %s' % names[0] if names else 'an unknown module'
 
 
 def ambiguous_fix(product, variable='jetson_board'):

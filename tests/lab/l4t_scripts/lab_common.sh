@@ -347,16 +347,23 @@ lab_fuse_digits() {  # <value>
     REPLY=${digits:-0}
 }
 
-# Fuse bits only go from 0 to 1: burning <new> into a fuse that holds <old> leaves old OR new,
-# digit by digit (the values are up to 64 bytes, too wide for shell arithmetic).
+# Two fuse values as hex digits of one width (zeros in front), into LAB_FUSE_A and LAB_FUSE_B,
+# to be compared digit by digit (the values are up to 64 bytes, too wide for shell arithmetic).
+lab_fuse_pair() {  # <value a> <value b>
+    local width
+    lab_fuse_digits "$1"; LAB_FUSE_A=${REPLY}
+    lab_fuse_digits "$2"; LAB_FUSE_B=${REPLY}
+    width=$((${#LAB_FUSE_A} > ${#LAB_FUSE_B} ? ${#LAB_FUSE_A} : ${#LAB_FUSE_B}))
+    while ((${#LAB_FUSE_A} < width)); do LAB_FUSE_A=0${LAB_FUSE_A}; done
+    while ((${#LAB_FUSE_B} < width)); do LAB_FUSE_B=0${LAB_FUSE_B}; done
+}
+
+# Fuse bits only go from 0 to 1: burning <new> into a fuse that holds <old> leaves old OR new.
 lab_fuse_or() {  # <old value> <new value>
-    local old new result='' index width
-    lab_fuse_digits "$1"; old=${REPLY}
-    lab_fuse_digits "$2"; new=${REPLY}
-    width=$((${#old} > ${#new} ? ${#old} : ${#new}))
-    while ((${#old} < width)); do old=0${old}; done
-    while ((${#new} < width)); do new=0${new}; done
-    for ((index = 0; index < width; index++)); do
+    local old new result='' index
+    lab_fuse_pair "$1" "$2"
+    old=${LAB_FUSE_A} new=${LAB_FUSE_B}
+    for ((index = 0; index < ${#old}; index++)); do
         printf -v REPLY '%x' "$((16#${old:index:1} | 16#${new:index:1}))"
         result+=${REPLY}
     done
@@ -482,13 +489,10 @@ lab_fuse_padded() {  # <value> <bytes>
 
 # Whether burning <new> over <held> would clear a burned bit (held & ~new != 0).
 lab_fuse_clears() {  # <held value> <new value>
-    local held new index width
-    lab_fuse_digits "$1"; held=${REPLY}
-    lab_fuse_digits "$2"; new=${REPLY}
-    width=$((${#held} > ${#new} ? ${#held} : ${#new}))
-    while ((${#held} < width)); do held=0${held}; done
-    while ((${#new} < width)); do new=0${new}; done
-    for ((index = 0; index < width; index++)); do
+    local held new index
+    lab_fuse_pair "$1" "$2"
+    held=${LAB_FUSE_A} new=${LAB_FUSE_B}
+    for ((index = 0; index < ${#held}; index++)); do
         if (((16#${held:index:1} & ~16#${new:index:1}) & 15)); then return 0; fi
     done
     return 1

@@ -114,7 +114,7 @@ def test_a_board_from_the_usb_id_only_when_it_names_one(product, identity, board
 
 
 def test_what_a_usb_id_says_in_messages():
-    assert describe_product('7523') == 'orin-nano-8gb'
+    assert describe_product('7523') == 'an orin-nano-8gb'
     assert describe_product('7023') == 'an AGX Orin (agx-orin-32gb, agx-orin-64gb or agx-orin-industrial)'
     assert RECOVERY_PRODUCTS['7023'] == AGX_ON_7023
 

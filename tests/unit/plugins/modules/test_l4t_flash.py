@@ -216,7 +216,7 @@ def test_board_is_detected_from_the_product_id(module_runner, tmp_path):
 def test_a_given_board_must_match_the_device_on_the_port(module_runner, lab):
     lab.tree('1-3')
     result = module_runner(main, lab.args(board='agx-orin-64gb'))
-    assert result['failed'] and 'is a orin-nano-8gb (0955:7523), not the agx-orin-64gb' in result['msg']
+    assert result['failed'] and 'is an orin-nano-8gb (0955:7523), not the agx-orin-64gb' in result['msg']
     assert lab.calls() == [] and lab.phase()['status'] == 'failed'
 
 
@@ -282,7 +282,7 @@ def test_missing_device_is_a_clear_error(module_runner, lab):
     result = module_runner(main, lab.args(port='1-3', usb_instance='1-4', serial='AZJN-0043',
                                           l4t_dir=os.path.join(lab.work, 'ports', '1-3', 'Linux_for_Tegra')))
     assert result['failed']
-    for part in ('no Jetson in recovery mode on USB port 1-4', lab.sysfs, '1-3 (orin-nano-8gb)',
+    for part in ('no Jetson in recovery mode on USB port 1-4', lab.sysfs, '1-3 (an orin-nano-8gb)',
                  'put the device in recovery mode (hold REC, power on) and re-run'):
         assert part in result['msg']
     assert lab.calls() == []
