@@ -1163,7 +1163,7 @@ lab_image_identity() {  # <board> <chip SKU> <pkc key or ''> <sbk file or ''> [f
     if [[ -n $3 ]]; then
         lab_pkc_key_hash "$3"
         [[ -n ${REPLY} ]] || lab_fail "Error: signing with $3 failed: tegrasign_v3.py: Invalid key format"
-        lab_fuse_digits "${REPLY}"
+        lab_fuse_padded "${REPLY}" 64  # all 128 digits, as tegrasign_v3.py prints them
         LAB_IMAGE_PKC_HASH=${REPLY}
     fi
     if [[ -n $4 ]]; then
@@ -1202,7 +1202,7 @@ lab_check_boot() {  # <board> <bpmp> <pkc hash> <sbk digest>
     LAB_BOOT_HANG=''
     lab_read_device_fuses "${LAB_PORT}"
     if lab_device_has_fuse "${LAB_PORT}" PublicKeyHash; then
-        lab_fuse_digits "${LAB_DEVICE_FUSES[PublicKeyHash]}"
+        lab_fuse_padded "${LAB_DEVICE_FUSES[PublicKeyHash]}" 64
         burned=${REPLY}
         if [[ -z $3 ]]; then
             reason=signature why="the device is PKC fused and the images are not signed"
