@@ -27,9 +27,8 @@ from ansible_collections.azaion.jetson.plugins.module_utils._usb import (
     describe_product,
     recovery_devices,
 )
+from ansible_collections.azaion.jetson.plugins.module_utils._workdir import STATION_TREES
 
-# The trees a station makes under its workdir, remade by the run (plugin_utils/_station.py).
-STATION_TREES = ('staging', 'ports')
 RECOVERY_FIX = 'put the device in recovery mode (hold REC, power on) on that port, or fix jetson_usb_instance'
 
 

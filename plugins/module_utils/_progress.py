@@ -35,9 +35,10 @@ DONE = 'done'
 FAILED = 'failed'
 # The flash's steps of a device that waits for a slot of its station.
 WAITING_TO_GENERATE = 'waiting for a generation slot'
+WAITING_FOR_GROUP = 'waiting for its image group'
 WAITING_TO_FLASH = 'waiting for a flash slot'
 # Steps where a device only waits for its turn: in a long block, shown as one line per step.
-WAITING_STEPS = (QUEUED, WAITING_TO_GENERATE, WAITING_TO_FLASH)
+WAITING_STEPS = (QUEUED, WAITING_TO_GENERATE, WAITING_FOR_GROUP, WAITING_TO_FLASH)
 # Up to this many devices not done, a block lists each of them.
 LISTED_DEVICES = 16
 # A tool's last line is cut to this: one line of the progress block per device.

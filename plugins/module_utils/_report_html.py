@@ -27,6 +27,7 @@ OUTCOME_COLOURS = (
     ('failed', '#c62828', 'failed'),
     ('interrupted', '#ef6c00', 'interrupted'),
     ('skipped', '#9e9e9e', 'skipped'),
+    ('waiting', '#90caf9', 'waiting (for a slot, or for its image group\'s generation)'),
 )
 COLOURS = dict((outcome, colour) for outcome, colour, _label in OUTCOME_COLOURS)
 ROW_HEIGHT = 28
@@ -104,8 +105,9 @@ def timeline_svg(rows):
     return '\n'.join(parts)
 
 
-def render_html(batch, rows, summary, phases, run, generated):
-    """The whole page, as text."""
+def render_html(batch, rows, summary, phases, run, generated, generations_text=''):
+    """The whole page, as text; ``generations_text`` says how many image generations the
+    batch's flashes came from."""
     run = run or {}
     said = ['written %s' % generated]
     if run.get('started'):
@@ -116,7 +118,7 @@ def render_html(batch, rows, summary, phases, run, generated):
         said.append('limit %s' % run['limit'])
     if run.get('job'):
         said.append('job %s' % run['job'])
-    columns = ['serial', 'station', 'port', 'board', 'result', 'phase'] + list(phases) + ['error', 'log']
+    columns = ['serial', 'station', 'port', 'board', 'result', 'phase'] + list(phases) + ['image', 'error', 'log']
     table = ['<table><tr>%s</tr>' % ''.join('<th>%s</th>' % escape(column) for column in columns)]
     for row in rows:
         cells = []
@@ -130,6 +132,8 @@ def render_html(batch, rows, summary, phases, run, generated):
                      for _outcome, colour, label in OUTCOME_COLOURS)
     counts = ''.join('<span class="%s">%s %s</span>' % (key, summary.get(key, 0), key)
                      for key in ('done', 'failed', 'interrupted', 'pending'))
+    if summary.get('generated_devices'):
+        counts += '<span class="generations">%s</span>' % escape(generations_text)
     svg = timeline_svg(rows)
     return '\n'.join([
         '<!DOCTYPE html>',

@@ -33,6 +33,8 @@ import os
 import re
 import shlex
 import subprocess
+import threading
+import time
 
 from ansible_collections.azaion.jetson.plugins.module_utils._files import write_file_atomic
 
@@ -49,6 +51,10 @@ SERVICE_SHIM = 'tools/kernel_flash/bin/service'
 # NVIDIA's internal initrd flash script: what image generation and each flash run.
 INTERNAL_SCRIPT = 'tools/kernel_flash/l4t_initrd_flash_internal.sh'
 HOST_COMMAND_TIMEOUT = 120
+# How long a running NFS server is taken as running without asking again (see ensure_nfs_server).
+NFS_CHECK_SECONDS = 10
+_NFS_CHECKED = {}
+_NFS_CHECKS_LOCK = threading.Lock()
 
 EXPORTFS = 'usr/sbin/exportfs'
 SERVICE = 'usr/sbin/service'
@@ -102,11 +108,17 @@ class StationHost(object):
         return output
 
     def ensure_nfs_server(self):
-        """Start the station's NFS server when it is not running (it is never restarted)."""
-        try:
-            self.run(SERVICE, 'nfs-kernel-server', 'status')
-        except StationHostError:
-            self.run(SERVICE, 'nfs-kernel-server', 'start')
+        """Start the station's NFS server when it is not running (it is never restarted). The
+        flashes of one run that start together ask once: a server seen running a moment ago is
+        taken as running (NFS_CHECK_SECONDS)."""
+        with _NFS_CHECKS_LOCK:
+            if time.monotonic() - _NFS_CHECKED.get(self.root, -NFS_CHECK_SECONDS) < NFS_CHECK_SECONDS:
+                return
+            try:
+                self.run(SERVICE, 'nfs-kernel-server', 'status')
+            except StationHostError:
+                self.run(SERVICE, 'nfs-kernel-server', 'start')
+            _NFS_CHECKED[self.root] = time.monotonic()
 
     # -- NFS exports ----------------------------------------------------------------------------
 
@@ -238,6 +250,12 @@ class StationHost(object):
         ])
         path = os.path.join(tree, SERVICE_SHIM)
         try:
+            with open(path, 'rb') as written:
+                if written.read() == script.encode('utf-8') and os.access(path, os.X_OK):
+                    return path  # a tree flashed from again (a flash slot's) has it already
+        except (IOError, OSError):
+            pass
+        try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             write_file_atomic(path, script.encode('utf-8'), mode=0o755)
         except (IOError, OSError) as exc:
@@ -246,9 +264,9 @@ class StationHost(object):
 
     # -- pre-flight -----------------------------------------------------------------------------
 
-    def preflight_problems(self, workdir, concurrency, image_bytes):
-        """What the station lacks for NVIDIA's initrd flash of ``concurrency`` devices at once,
-        each needing ``image_bytes`` of images under ``workdir``: a list of messages, each with
+    def preflight_problems(self, workdir, needed_bytes, images):
+        """What the station lacks for NVIDIA's initrd flash, with ``needed_bytes`` more free under
+        ``workdir`` for ``images`` (what they are, for the message): a list of messages, each with
         the fix."""
         problems = []
         for relpath, package in ((EXPORTFS, 'nfs-kernel-server'), (SERVICE, 'init-system-helpers'),
@@ -270,9 +288,7 @@ class StationHost(object):
             existing = os.path.dirname(existing)
         stats = os.statvfs(existing)
         free = stats.f_bavail * stats.f_frsize
-        needed = int(concurrency) * int(image_bytes)
-        if free < needed:
-            problems.append('only %.1f GiB are free under %s, and the images of %d devices flashing at once need about'
-                            ' %.1f GiB: free disk space, or lower jetson_flash_concurrency'
-                            % (free / 2.0 ** 30, existing, int(concurrency), needed / 2.0 ** 30))
+        if free < needed_bytes:
+            problems.append('only %.1f GiB are free under %s, and %s need about %.1f GiB more: free disk space, or lower'
+                            ' jetson_flash_concurrency' % (free / 2.0 ** 30, existing, images, needed_bytes / 2.0 ** 30))
         return problems

@@ -20,6 +20,7 @@ import stat
 import time
 
 from ansible_collections.azaion.jetson.plugins.module_utils._files import write_file_atomic
+from ansible_collections.azaion.jetson.plugins.module_utils._workdir import refuse_symlinks
 
 
 WORKSPACE_MARKER = '.azaion-workspace.json'
@@ -160,8 +161,10 @@ class _Cloner(object):
 
     LINK_FALLBACK_ERRNOS = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EACCES)
 
-    def __init__(self, private_paths):
+    def __init__(self, private_paths, exclude=()):
         self.private = private_paths
+        # Relative paths left out of the clone (a device's device.conf out of a shared tree).
+        self.exclude = frozenset(exclude)
         self.as_root = hasattr(os, 'geteuid') and os.geteuid() == 0
         self.stats = {'files_linked': 0, 'files_copied': 0, 'bytes_copied': 0, 'symlinks': 0, 'skipped': 0}
 
@@ -201,6 +204,8 @@ class _Cloner(object):
             if not relpath and entry.name in skip_top:
                 continue
             child_rel = entry.name if not relpath else relpath + '/' + entry.name
+            if child_rel in self.exclude:
+                continue
             target = os.path.join(dst, entry.name)
             child_st = entry.stat(follow_symlinks=False)
             if stat.S_ISLNK(child_st.st_mode):
@@ -245,7 +250,7 @@ def _ensure_parent_dirs(root, relpath, template_root):
         os.mkdir(path, mode)
 
 
-def clone_tree(src, dest, private_paths, preserve=()):
+def clone_tree(src, dest, private_paths, preserve=(), exclude=()):
     """Make ``dest`` a working tree of ``src`` without copying the bundle's gigabytes.
 
     Every regular file is hard-linked, except those under ``private_paths`` (relative paths
@@ -261,13 +266,20 @@ def clone_tree(src, dest, private_paths, preserve=()):
     When ``dest`` exists, the relative paths in ``preserve`` (such as ``rootfs/etc/azaion``,
     where the device's device.conf lives) are carried over from it into the new tree (hard
     links: they are never lost, even by a crash half-way), then the old tree is moved aside and
-    deleted after the rename. Leftovers of interrupted clones of ``dest`` are removed.
+    deleted after the rename. Leftovers of interrupted clones of ``dest`` are removed. The
+    relative paths in ``exclude`` are left out.
+
+    Raises ValueError, before anything is written, when ``dest`` or its parent directory is a
+    symbolic link: the message names the link and where it points.
 
     Returns the stats: files_linked, files_copied, bytes_copied, symlinks, skipped, seconds.
     """
     started = time.monotonic()
     src = os.path.abspath(src)
     dest = os.path.abspath(dest)
+    # A link planted at dest or its parent (a workdir others could write) would have the bundle,
+    # and later a device's identity, written wherever it points.
+    refuse_symlinks([os.path.dirname(dest), dest])
     if not os.path.isdir(src):
         raise ValueError('the source tree %s is not a directory' % src)
     real_src, real_dest = os.path.realpath(src), os.path.realpath(dest)
@@ -284,7 +296,7 @@ def clone_tree(src, dest, private_paths, preserve=()):
     if os.path.lexists(tmp):
         remove_tree(tmp)
 
-    cloner = _Cloner(private)
+    cloner = _Cloner(private, normalize_relpaths(exclude, 'excluded path'))
     aside = None
     try:
         cloner.tree(src, tmp, skip_top=(WORKSPACE_MARKER,))
@@ -441,9 +453,9 @@ def make_workspace(module):
                          msg='would %s %s from %s: %s' % ('rebuild' if rebuilt else 'build', dest, src, reason))
     try:
         stats = clone_tree(src, dest, private, preserve=preserve)
-    except (IOError, OSError) as exc:
+    except (IOError, OSError, ValueError) as exc:
         module.fail_json(msg='cannot make the working tree %s from %s: %s%s'
-                             % (dest, src, exc.strerror or exc,
+                             % (dest, src, getattr(exc, 'strerror', None) or exc,
                                 ' (%s)' % exc.filename if getattr(exc, 'filename', None) else ''))
     module.exit_json(
         changed=True, dest=dest, rebuilt=rebuilt, stats=stats,

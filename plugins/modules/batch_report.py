@@ -24,7 +24,13 @@ description:
   - Also writes C(<batch>.html) beside them, a page to read at a glance - a timeline of the
     ports, one row per station and USB port with a bar for each phase of each device coloured by
     its outcome, then the table. The JSON report keeps each row's C(timeline) (phase, status,
-    start and end).
+    start and end). The flash is drawn in its parts, as the flash recorded them - the image
+    generation it ran (or its wait for its image group's), its wait for a flash slot, and the
+    flash itself - and the rows say which images it was flashed from (C(image), V(shared <group>)
+    or V(own); C(image_generation)) and how long each part took (C(flash_generation_seconds),
+    C(flash_slot_wait_seconds), C(flash_write_seconds)).
+  - The report also says how many image generations the batch's flashes came from, for
+    example C(1 image generation for 24 devices).
   - On the controller (with O(station_reports), the registered results of the stations' runs),
     combines the stations' reports into one batch report in O(report_dir), so that the report
     is kept where the run was started (an AWX job, a controller) and not only on the stations.
@@ -131,10 +137,13 @@ rows:
   type: list
   elements: dict
 summary:
-  description: Counts of devices C(done), C(failed), C(interrupted) and C(pending), and C(total).
+  description:
+    - Counts of devices C(done), C(failed), C(interrupted) and C(pending), and C(total).
+    - C(generations), the image generations the flashed devices' images came from, and
+      C(generated_devices), how many devices they served.
   returned: always
   type: dict
-  sample: {"total": 6, "done": 5, "failed": 1, "interrupted": 0, "pending": 0}
+  sample: {"total": 6, "done": 5, "failed": 1, "interrupted": 0, "pending": 0, "generations": 1, "generated_devices": 6}
 table:
   description: The report as readable text, one line per device.
   returned: always
@@ -207,12 +216,23 @@ def device_row(device, phases, state, interrupted=()):
             row['phase'] = phase
         if record.get('log_path'):
             row['log'] = record['log_path']  # the tool log of its latest phase that has one
-        if record.get('started') is not None:
+        if record.get('segments'):
+            row['timeline'] += segment_bars(phase, status, record['segments'])
+        elif record.get('started') is not None:
             # For the HTML report's timeline; an interrupted phase ends where its record does.
             row['timeline'].append(dict(phase=phase, status=status, started=record.get('started'),
                                         finished=record.get('finished') or record.get('started')))
         if status == 'failed':
             errors.append('%s: %s' % (phase, one_line(record.get('error') or 'failed')))
+    flash = recorded.get('flash') or {}
+    row['image'] = ('shared %s' % flash['image_group'] if flash.get('image_group')
+                    else 'own' if flash.get('image_mode') == 'per_device' else '')
+    if flash.get('image_mode_reason'):
+        row['image'] += ' (%s)' % flash['image_mode_reason']
+    row['image_generation'] = flash.get('image_generation') or ''
+    for name, column in SEGMENT_COLUMNS:
+        spans = [part['finished'] - part['started'] for part in flash.get('segments') or () if part.get('name') in name]
+        row[column] = round(sum(spans), 3) if spans else None
     row['error'] = '; '.join(errors)
     if errors:
         row['result'] = 'failed'
@@ -223,6 +243,40 @@ def device_row(device, phases, state, interrupted=()):
     else:
         row['result'] = 'pending'
     return row
+
+
+# The flash's parts (recorded by the flash as its segments) -> the report's columns.
+SEGMENT_COLUMNS = (
+    (('generation', 'generation, shared'), 'flash_generation_seconds'),
+    (('slot wait',), 'flash_slot_wait_seconds'),
+    (('flash',), 'flash_write_seconds'),
+)
+
+
+def segment_bars(phase, status, segments):
+    """The timeline's bars of a phase recorded in parts: the waits as waits, the rest as the
+    phase ended (its last part failed or was interrupted with it)."""
+    bars = []
+    for index, part in enumerate(segments):
+        last = index == len(segments) - 1
+        waiting = part.get('name') in ('slot wait', 'generation, shared')
+        bars.append(dict(phase='%s (%s)' % (phase, part.get('name')) if part.get('name') != phase else phase,
+                         status='waiting' if waiting else (status if last or status != 'failed' else 'done'),
+                         started=part.get('started'), finished=part.get('finished')))
+    return bars
+
+
+def generations_summary(rows):
+    """How many image generations the batch's flashes came from, and for how many devices."""
+    generations = set(row['image_generation'] for row in rows if row.get('image_generation'))
+    devices = sum(1 for row in rows if row.get('image_generation'))
+    return len(generations), devices
+
+
+def describe_generations(generations, devices):
+    """'1 image generation for 24 devices'."""
+    plural = dict((count, '' if count == 1 else 's') for count in (generations, devices))
+    return '%d image generation%s for %d device%s' % (generations, plural[generations], devices, plural[devices])
 
 
 def render_csv(rows, columns):
@@ -240,6 +294,9 @@ def render_table(rows, phases):
     lines = [header] + [[str(row[key] or '-') for key in header] for row in rows]
     widths = [max(len(line[index]) for line in lines) for index in range(len(header))]
     text = ['  '.join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
+    generations, devices = generations_summary(rows)
+    if devices:
+        text.append(describe_generations(generations, devices))
     text += ['%s: %s' % (row['serial'], row['error']) for row in rows if row['error']]
     text += ['%s: %s was interrupted (a run was stopped); %s' % (
         row['serial'], row['interrupted'], 'run the batch again to resume it' if row['result'] == 'interrupted'
@@ -336,10 +393,11 @@ def main():
     summary = dict(total=len(rows))
     for result in ('done', 'failed', 'interrupted', 'pending'):
         summary[result] = sum(1 for row in rows if row['result'] == result)
+    summary['generations'], summary['generated_devices'] = generations_summary(rows)
     columns = ['serial', 'email', 'station', 'port', 'board', 'result', 'phase', 'interrupted']
     for phase in phases:
         columns += [phase, phase + '_seconds']
-    columns += ['error', 'log']
+    columns += ['image', 'image_generation'] + [column for _names, column in SEGMENT_COLUMNS] + ['error', 'log']
 
     reports_dir = params['report_dir'] or os.path.join(params['workdir'], 'reports')
     json_path = os.path.join(reports_dir, params['batch'] + '.json')
@@ -364,8 +422,9 @@ def main():
             document = dict(content, run=params['run'], generated=generated)
             write_file_atomic(json_path, json.dumps(document, indent=2, sort_keys=True).encode('utf-8') + b'\n', mode=0o640)
             write_file_atomic(csv_path, render_csv(rows, columns).encode('utf-8'), mode=0o640)
-            write_file_atomic(html_path, render_html(params['batch'], rows, summary, phases, params['run'],
-                                                     generated).encode('utf-8'), mode=0o640)
+            generations = describe_generations(summary['generations'], summary['generated_devices'])
+            write_file_atomic(html_path, render_html(params['batch'], rows, summary, phases, params['run'], generated,
+                                                     generations).encode('utf-8'), mode=0o640)
         except (IOError, OSError) as exc:
             module.fail_json(msg='cannot write the batch report in %s: %s' % (reports_dir, exc.strerror or exc))
     module.exit_json(changed=changed, rows=rows, summary=summary, table=render_table(rows, phases),

@@ -237,6 +237,31 @@ options:
         station must use the same one.
     type: path
     required: true
+  image_mode:
+    description:
+      - How the device's images are made (C(docs/l4t-app-image.md) of the collection's source).
+      - V(auto) takes them from its image group when it can, and generates them for it alone
+        otherwise, saying why in a warning and in RV(image_mode_reason). An image group is every
+        device of the station with the same board identity, layout, keys, EKB, bundle and
+        staging; NVIDIA's tool generates their images once, in C(<images_dir>/<group>), from a
+        tree without a device.conf (C(--no-flash --massflash <concurrency>)). Each flash slot has
+        its own copy of the group's APP image, and before each flash the copy gets the device's
+        C(./etc/azaion/) and C(./etc/azaion/device.conf) after its last member (mode and numeric
+        owner as in the device's rootfs), a new end-of-archive marker and its C(.sha1sum). After
+        the flash the copy is the group's image again, so no device's password stays in it.
+      - V(shared) refuses a device whose images cannot be shared (its own staging rootfs, an APP
+        image that is sparse, compressed, encrypted, raw or a tar without a clean end).
+      - V(per_device) generates every device's images in its own tree, as before; they are
+        removed when its flash ends, failed or not.
+      - Only with O(tool=initrd); C(flash.sh) makes its images as it flashes.
+    type: str
+    choices: [auto, shared, per_device]
+    default: auto
+  images_dir:
+    description:
+      - Directory of the station's image groups (C(<jetson_workdir>/images)), created mode 0700.
+        Without it, every device's images are its own.
+    type: path
 attributes:
   check_mode:
     support: full
@@ -388,6 +413,43 @@ slot:
   returned: always
   type: int
   sample: 0
+image_mode:
+  description:
+    - How this flash's images were made, V(shared) (its image group's, with its own APP image)
+      or V(per_device); null when nothing was flashed.
+  returned: always
+  type: str
+  sample: shared
+image_mode_reason:
+  description: Why O(image_mode=auto) gave the device images of its own (null otherwise).
+  returned: always
+  type: str
+  sample: null
+image_group:
+  description: The image group whose images the device was flashed from (null when its own).
+  returned: always
+  type: str
+  sample: 5be1c0a2e4d7f309
+generate_seconds:
+  description: How long this run's image generation took (null when it generated nothing).
+  returned: always
+  type: float
+  sample: 301.7
+prepare_seconds:
+  description: How long making the device's own APP image from the group's took (its members and checksum).
+  returned: always
+  type: float
+  sample: 0.02
+flash_seconds:
+  description: How long the flash itself took, after the wait for a slot.
+  returned: always
+  type: float
+  sample: 298.2
+app_copy:
+  description: How the flash slot's copy of the group's APP image was made, V(reflink) or V(copy).
+  returned: always
+  type: str
+  sample: reflink
 fingerprint:
   description: The SHA-256 identity of the image (see the description).
   returned: always

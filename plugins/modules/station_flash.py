@@ -127,6 +127,28 @@ options:
     description:
       - More inputs of every device's image identity; a change flashes the devices again.
     type: dict
+  image_mode:
+    description:
+      - How the devices' images are made; see M(azaion.jetson.l4t_flash). V(auto) generates once
+        per image group and gives each flash its own APP image in bytes, falling back to images
+        of the device's own where they cannot be shared; V(shared) refuses those devices;
+        V(per_device) generates in every device's port tree.
+    type: str
+    choices: [auto, shared, per_device]
+    default: auto
+  images_dir:
+    description:
+      - Directory of the station's image groups (C(<jetson_workdir>/images)).
+    type: path
+  extra_args:
+    description:
+      - More options for NVIDIA's tool, for every device, before each device's own signing
+        options (for example V(--sparse)). Each item is one argument. With O(tool=initrd) they
+        go to both the generation and the flash, and they are part of the image fingerprint.
+        They must not hold a secret.
+    type: list
+    elements: str
+    default: []
 attributes:
   check_mode:
     support: full
@@ -212,7 +234,7 @@ from ansible_collections.azaion.jetson.plugins.module_utils._station_run import 
 # The options given once for all devices; the others come from each device's context.
 SHARED_OPTIONS = ('tool', 'l4t_release', 'external_device', 'rootdev', 'board_config', 'timeout', 'settle_timeout',
                   'usb_sysfs_root', 'station_root', 'log_dir', 'slots_dir', 'concurrency', 'force',
-                  'fingerprint_extra')
+                  'fingerprint_extra', 'image_mode', 'images_dir', 'extra_args')
 
 
 def argument_spec():
@@ -275,7 +297,8 @@ def main():
         own = dict(l4t_dir=device['port_tree'], usb_instance=device['usb_instance'], serial=device['serial'],
                    state_file=device['state_file'], expected_email=device['email'],
                    rootfs_dir=device.get('own_rootfs') or None, board=device.get('board') or None,
-                   board_identity=device.get('board_identity') or {}, extra_args=signing_args(device),
+                   board_identity=device.get('board_identity') or {},
+                   extra_args=list(module.params['extra_args']) + signing_args(device),
                    ekb_file=device.get('ekb_file') or None)
         run_device_core(proxy, flash_spec, SHARED_OPTIONS, own, core)
 

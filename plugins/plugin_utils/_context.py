@@ -122,7 +122,7 @@ def device_context(name, device_vars, station_vars=None, email_prefix=DEFAULT_EM
     paths = {}
     if serial and settings['workdir'] and settings['workdir'] != '/':
         paths = station_paths(settings['workdir'], serial, usb_instance or None, own_rootfs or None)
-    settings.update((key, paths.get(key)) for key in ('staging_tree', 'logs', 'flash_slots', 'reports'))
+    settings.update((key, paths.get(key)) for key in ('staging_tree', 'logs', 'flash_slots', 'reports', 'images'))
     fuse_enabled = inputs.flag(name, inputs.get(device_vars, 'jetson_fuse_enabled'), 'jetson_fuse_enabled', problems)
     fuse_config = inputs.absolute_path(name, inputs.get(device_vars, 'jetson_fuse_config'), 'jetson_fuse_config',
                                        problems, "the device's fuse configuration (NVIDIA genericfuse XML)")

@@ -2,7 +2,8 @@
 
 1. Makespan: N = 12 devices on 12 ports of one lab station whose fake NVIDIA tools model the
    station's shared state (device instances, NFS exports, udev rules, board probes). Each
-   device's image generation takes a simulated G seconds and its flash T seconds. The whole
+   device's image generation (flash_image_mode per_device) takes a simulated G seconds and its
+   flash T seconds. The whole
    azaion.jetson.provision playbook runs with P = 4 slots, then with P = 1 (one flash at a time,
    though a generation still overlaps the flash before it). The makespan runs from the first image generation's start to the last flash's end
    (the fake tools' own records), printed next to the ideal ceil(N / P) x (G + T) and to
@@ -51,7 +52,8 @@ def batch_makespan(concurrency):
         lab.start_loaders(api.url)
         try:
             hosts = dict(('AZJN-%04d' % number, lab.host_vars(port)) for number, port in enumerate(ports, start=1))
-            group_vars = dict(lab.group_vars(), jetson_flash_concurrency=concurrency)
+            # Every device generates its own images here (image groups: image_bench.py).
+            group_vars = dict(lab.group_vars(), jetson_flash_concurrency=concurrency, flash_image_mode='per_device')
             inventory = labkit.write_inventory(os.path.join(root, 'hosts.yml'), hosts, group_vars)
             secrets_file = os.path.join(root, 'secrets.json')
             with open(secrets_file, 'w') as secrets_vars:

@@ -120,6 +120,9 @@ def rerun_converges(batch):
                    duplicates=batch.duplicate_accounts())
     assert figures == dict(partial=[], mismatches=[], not_done=[], duplicates=0), figures
     assert batch.station_is_clean()
+    # No device's password is left anywhere but its port tree and its storage (a killed flash's
+    # copy of its group's APP image is cleared by the re-run).
+    assert batch.passwords_only_where_they_belong()
     return figures
 
 

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from lab import labkit
-from lab.batch import admin_api, api_token  # noqa: F401 pylint: disable=unused-import
+from lab.batch import ProvisionBatch, admin_api, api_token  # noqa: F401 pylint: disable=unused-import
 
 
 IDENTITY_PLAYBOOK = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'playbooks', 'identity.yml')
@@ -67,3 +67,17 @@ def make_batch(tmp_path, admin_api, api_token):
 
 def assert_ok(result):
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+
+
+@pytest.fixture
+def make_provision(tmp_path, admin_api, api_token):  # pylint: disable=redefined-outer-name
+    """Provision batches over labs of their own: ``make(ports, **kwargs)`` -> ProvisionBatch."""
+    batches = []
+
+    def make(ports, **kwargs):
+        batch = ProvisionBatch(tmp_path / ('lab%d' % len(batches)), admin_api, api_token, ports, **kwargs)
+        batches.append(batch)
+        return batch
+    yield make
+    for batch in batches:
+        batch.lab.stop_loaders()

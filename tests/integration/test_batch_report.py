@@ -13,7 +13,6 @@ from PIL import Image
 from conftest import assert_ok
 from lab import l4t_bundle, l4t_host
 from lab.processes import kill_everything, wait_until
-from test_provision import make_provision  # noqa: F401 pylint: disable=unused-import
 
 THREE_PORTS = {'1-1': '7523', '1-2': '7523', '1-3': '7623'}
 
@@ -51,7 +50,9 @@ def test_every_device_failing_in_the_flash_phase_gets_a_report_that_replaces_the
     assert all(error.startswith('flash: ') and 'a USB write timed out: use a direct USB 3 port' in error
                for _result, _phase, error in rows_of(home).values()), rows_of(home)
     assert all('\n' not in row['error'] for row in home['devices'])
-    assert home['summary'] == {'total': 3, 'done': 0, 'failed': 3, 'interrupted': 0, 'pending': 0}
+    # Two boards: two image groups, each generated once, for the three devices.
+    assert home['summary'] == {'total': 3, 'done': 0, 'failed': 3, 'interrupted': 0, 'pending': 0, 'generations': 2,
+                               'generated_devices': 3}
     assert '0 of 3 devices done, 3 failed, 0 interrupted, 0 pending' in result.stdout
     assert len(os.listdir(os.path.join(batch.lab.report_dir, 'history'))) == 3  # the earlier report, kept
 
@@ -79,7 +80,8 @@ def test_a_mixed_outcome_reports_each_device_as_it_ended(make_provision):
     _station, home = reports(batch)
     assert [(serial, result, phase) for serial, (result, phase, _error) in sorted(rows_of(home).items())] == [
         ('AZJN-0001', 'done', 'verify'), ('AZJN-0002', 'failed', 'flash'), ('AZJN-0003', 'done', 'verify')]
-    assert home['summary'] == {'total': 3, 'done': 2, 'failed': 1, 'interrupted': 0, 'pending': 0}
+    assert home['summary'] == {'total': 3, 'done': 2, 'failed': 1, 'interrupted': 0, 'pending': 0, 'generations': 2,
+                               'generated_devices': 3}
 
     assert_ok(batch.run())
     _station, home = reports(batch)

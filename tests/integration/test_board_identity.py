@@ -7,7 +7,6 @@ import os
 from conftest import assert_ok
 from lab import l4t_bundle, l4t_host
 # The batch fixture of test_provision.py, imported to be used here as a fixture.
-from test_provision import make_provision  # noqa: F401 pylint: disable=unused-import
 
 NANOS_AND_NXS = {'1-1': '7523', '1-2': '7623', '1-3': '7323', '1-4': '7423'}
 CHIP_SKUS = {'7523': '00:00:00:D5', '7623': '00:00:00:D6', '7323': '00:00:00:D3', '7423': '00:00:00:D4'}

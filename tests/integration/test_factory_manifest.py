@@ -9,7 +9,6 @@ import sys
 from conftest import assert_ok
 from lab import labkit
 # The batch fixture of test_provision.py, imported to be used here as a fixture.
-from test_provision import make_provision  # noqa: F401 pylint: disable=unused-import
 
 from ansible_collections.azaion.jetson.plugins.module_utils._usb import board_of_product
 

@@ -17,7 +17,6 @@ from conftest import assert_ok
 from lab import l4t_bundle
 from lab.batch import fuse_variables
 # The batch fixture of test_provision.py, imported to be used here as a fixture.
-from test_provision import make_provision  # noqa: F401 pylint: disable=unused-import
 
 PORT = '1-1'
 SERIAL = 'AZJN-0001'

@@ -14,7 +14,6 @@ import ansible_runner
 
 from lab import labkit
 # The batch fixture of test_provision.py, imported to be used here as a fixture.
-from test_provision import make_provision  # noqa: F401 pylint: disable=unused-import
 
 HEADER = re.compile(r'^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)Z\] (flash|rootfs) on (\S+): (\d+) done, (\d+) failed,'
                     r' (\d+) to go$')

@@ -13,22 +13,9 @@ import pytest
 
 from conftest import assert_ok
 from lab import l4t_bundle, l4t_host, labkit, usb_sysfs
-from lab.batch import ProvisionBatch, fuse_variables, tree_checksums
+from lab.batch import fuse_variables, tree_checksums
 from lab.processes import kill_everything, wait_until
 from sweep import ProcessArgumentWatcher, everything_written_under, sweep_env
-
-
-@pytest.fixture
-def make_provision(tmp_path, admin_api, api_token):
-    batches = []
-
-    def make(ports, **kwargs):
-        batch = ProvisionBatch(tmp_path / ('lab%d' % len(batches)), admin_api, api_token, ports, **kwargs)
-        batches.append(batch)
-        return batch
-    yield make
-    for batch in batches:
-        batch.lab.stop_loaders()
 
 
 SIX_PORTS = {'1-1': '7523', '1-2': '7523', '1-3': '7623', '1-4': '7323', '1-5': '7423', '1-6': '7523'}
@@ -63,7 +50,10 @@ def test_six_devices_on_six_ports_with_three_slots_each_get_their_own_identity_t
     runs = batch.flash_runs()
     assert len(runs) == 6 and all(run['exit'] == 0 for run in runs)
     assert all(run['device'] == run['usb_instance'] for run in runs)
-    assert len(set(run['tree'] for run in runs)) == 6
+    # One generation per board (image group), and each flash from its slot's tree of its group.
+    groups = set(os.path.basename(os.path.dirname(os.path.dirname(run['tree']))) for run in runs)
+    assert len(groups) == 4
+    assert all(run['tree'].endswith('/slot-%d/Linux_for_Tegra' % run['instance']) for run in runs)
     assert {run['instance'] for run in runs} <= {0, 1, 2}
     assert overlapping(runs), 'no two flashes overlapped in time'
     assert all(a['instance'] != b['instance'] for a, b in overlapping(runs))
@@ -74,8 +64,9 @@ def test_six_devices_on_six_ports_with_three_slots_each_get_their_own_identity_t
     assert not [event for event in l4t_host.host_events(batch.lab.lab_state)
                 if event['program'] == 'service' and 'restart' in event['argv']]
     assert batch.tool_calls('l4t_initrd_flash.sh') == []
-    generations = [call for call in batch.tool_calls('l4t_initrd_flash_internal.sh') if '--no-flash' in call['argv']]
-    assert len(generations) == 6 and all(call['argv'][:3] == ['--no-flash', '--massflash', '3'] for call in generations)
+    generations = batch.generations()
+    assert len(generations) == 4 and all(call['argv'][:3] == ['--no-flash', '--massflash', '3'] for call in generations)
+    assert batch.passwords_only_where_they_belong()
     assert batch.station_is_clean()
     assert l4t_bundle.collisions(batch.lab.lab_state) == []
     assert tree_checksums(batch.lab.bundle) == bundle_before
@@ -102,8 +93,8 @@ def test_a_lost_export_fails_only_that_device_naming_the_cause_and_the_rerun_con
     batch = make_provision({'1-1': '7523', '1-2': '7523'}, flash_seconds=4.0)
     playbook = batch.start()
     wait_until(lambda: any(run['end'] is None for run in batch.flash_runs('1-1')), what='the flash of 1-1')
-    # Someone tidies the station's NFS exports while 1-1 flashes.
-    tree = os.path.join(batch.lab.workdir, 'ports', '1-1', 'Linux_for_Tegra')
+    # Someone tidies the station's NFS exports while 1-1 flashes (from its flash slot's tree).
+    tree = batch.flash_runs('1-1')[-1]['tree']
     for exports in glob.glob(os.path.join(batch.lab.host_root, 'etc', 'exports.d', '*.exports')):
         with open(exports) as listed:
             if tree in listed.read():
@@ -148,7 +139,7 @@ def test_a_board_probe_during_a_flash_fails_that_device_naming_the_cause_and_the
     assert 'the device was reset while it booted' in playbook.stdout_text
 
     assert_ok(batch.run())  # the probe put it back in recovery mode
-    assert batch.holds_its_own_identity() and batch.station_is_clean()
+    assert batch.holds_its_own_identity() and batch.station_is_clean() and batch.passwords_only_where_they_belong()
     assert batch.report()['AZJN-0001']['result'] == 'done'
 
 
@@ -168,7 +159,7 @@ def test_a_run_killed_mid_flash_leaves_no_held_slot_and_the_rerun_converges(make
     assert_ok(batch.run())
     assert [(run['usb_instance'], run['device'], run['exit']) for run in batch.flash_runs()][2:] in (
         [('1-1', '1-1', 0), ('1-2', '1-2', 0)], [('1-2', '1-2', 0), ('1-1', '1-1', 0)])
-    assert batch.holds_its_own_identity() and batch.station_is_clean()
+    assert batch.holds_its_own_identity() and batch.station_is_clean() and batch.passwords_only_where_they_belong()
     assert all(row['result'] == 'done' for row in batch.report().values())
 
 
@@ -212,6 +203,8 @@ def test_a_flash_failure_stops_only_that_device_and_the_rerun_flashes_only_it(ma
     assert 'a USB write timed out: use a direct USB 3 port' in report['AZJN-0002']['error']
     assert 'timeout in USB write' in first.stdout  # the log line it was read from, in the device's failure
     assert report['AZJN-0001']['result'] == 'done' and report['AZJN-0003']['result'] == 'done'
+    # The failed flash left no copy of its device.conf: not in its slot's image, not in a tree.
+    assert batch.passwords_only_where_they_belong()
 
     flashed_before = len(l4t_bundle.flash_runs(batch.lab.lab_state))
     rerun = batch.run()

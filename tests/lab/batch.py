@@ -110,6 +110,44 @@ class ProvisionBatch:
             assert users[email]['password'] == conf['AZAION_DEVICE_PASSWORD'], port
         return True
 
+    def passwords_at_rest(self):
+        """serial -> every file of the lab (station, host root, devices' storage) that holds the
+        device's password, as paths relative to the lab. Links are not followed."""
+        users = self.api.users()
+        passwords = dict((serial, users['azaion-jetson-%s@azaion.com' % serial.rsplit('-', 1)[1]]['password'].encode())
+                         for serial in self.serials.values())
+        found = dict((serial, []) for serial in passwords)
+        for root, _dirs, files in os.walk(self.lab.root):
+            for name in files:
+                path = os.path.join(root, name)
+                if os.path.islink(path) or not os.path.isfile(path):
+                    continue
+                with open(path, 'rb') as content:
+                    data = content.read()
+                for serial, password in passwords.items():
+                    if password in data:
+                        found[serial].append(os.path.relpath(path, self.lab.root))
+        return found
+
+    def passwords_only_where_they_belong(self):
+        """Each device's password is in its port tree's device.conf and on its storage (both slots
+        of an A/B rootfs), and in no other file of the lab."""
+        found = self.passwords_at_rest()
+        for port, serial in self.serials.items():
+            belong = {
+                os.path.relpath(os.path.join(self.lab.workdir, 'ports', port, 'Linux_for_Tegra', 'rootfs', 'etc', 'azaion',
+                                             'device.conf'), self.lab.root),
+                os.path.relpath(os.path.join(self.lab.storage(port), 'etc', 'azaion', 'device.conf'), self.lab.root),
+                # An A/B rootfs's second slot on the device.
+                os.path.relpath(os.path.join(self.lab.storage(port) + '.b', 'etc', 'azaion', 'device.conf'), self.lab.root),
+            }
+            assert set(found[serial]) <= belong, (serial, sorted(set(found[serial]) - belong))
+        return True
+
+    def generations(self):
+        """The image generations the lab's tools ran."""
+        return [call for call in self.tool_calls('l4t_initrd_flash_internal.sh') if '--no-flash' in call['argv']]
+
     def station_is_clean(self):
         """Nothing of a flash is left on the station: exports, gadget interfaces, held slots,
         NVIDIA's udev rule names, massflash packages."""
@@ -119,6 +157,7 @@ class ProvisionBatch:
         assert l4t_host.gadget_interfaces(host) == []
         assert l4t_host.udev_rules(host) == ['10-azaion-jetson-l4t-usb-msd.rules', '99-azaion-jetson-l4t-host.rules']
         assert glob.glob(os.path.join(self.lab.workdir, 'ports', '*', 'Linux_for_Tegra', 'mfi_*')) == []
+        assert glob.glob(os.path.join(self.lab.workdir, 'images', '*', 'Linux_for_Tegra', 'mfi_*')) == []
         for lock in glob.glob(os.path.join(self.lab.workdir, 'flash-slots', '*.lock')):
             with open(lock) as slot:
                 fcntl.flock(slot, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises when a slot is still held

@@ -44,6 +44,10 @@ owner=$(stat -c %u "${ROOTFS}/etc/passwd")
 
 lab_say "Using rootfs directory of: ${ROOTFS}"
 lab_say "Installing extlinux.conf into /boot/extlinux in target rootfs"
+# The real one installs the bundle's extlinux.conf (UEFI boots from it; flash.sh signs it).
+mkdir -p "${ROOTFS}/boot/extlinux"
+printf 'TIMEOUT 30\nDEFAULT primary\nMENU TITLE L4T boot options\nLABEL primary\n      LINUX /boot/Image\n' \
+    >"${ROOTFS}/boot/extlinux/extlinux.conf"
 lab_say "Installing BSP Debian packages in ${ROOTFS}"
 # The real one unpacks NVIDIA's .deb packages into the rootfs: minutes on a station.
 lab_sleep "${LAB_APPLY_SECONDS}"

@@ -12,9 +12,12 @@
 #   collisions.log      one JSON record per run that found another flash running in its tree
 #   fuse-events.log     one JSON record per odmfuse/odmfuseread event
 #   probes.log          one JSON record per board probe of flash.sh (fuse level, EEPROM)
-#   storage/<port>/     what the device on that USB port holds (its flashed rootfs); absent when
-#                       it holds an APP image the lab does not read (a raw image: app=raw)
-#   storage/<port>.meta key=value lines: board, tree, tool, rootdev, app... of its last flash
+#   storage/<port>/     what the device on that USB port holds in its APP partition (its flashed
+#                       rootfs); absent when it holds an image the lab does not read (app=raw)
+#   storage/<port>.b/   the same for its APP_b partition, the second slot of an A/B rootfs
+#                       (ROOTFS_AB=1: a partition of its own on the device)
+#   storage/<port>.meta key=value lines: board, tree, tool, rootdev, app (app_b, app_enc...) of its
+#                       last flash (see lab_write_device)
 #   fuses/<port>.xml    the fuse configuration burned into that device
 #   fail/<port>         a planted flash failure: "<count> <kind>"
 #   fail-fuse/<port>    a planted silent fuse failure: "<count> silent"
@@ -842,11 +845,39 @@ lab_end_flash_run() {  # <exit status>
     LAB_RUN_ID=''
 }
 
+# --- the rootfs partitions' images: formats, and what a device does with them --------------------
+#
+# The formats follow NVIDIA's r36.2 flash.sh (build_fsimg), tools/disk_encryption/
+# disk_encryption_helper.func (build_boot_fsimg, build_enc_root_fsimg),
+# tools/kernel_flash/l4t_create_images_for_kernel_flash.sh (package_images) and
+# tools/kernel_flash/l4t_flash_from_kernel.sh (do_write_APP, flash_partition, write_sparse_image)
+# (public copy: github.com/johnnynunez/Linux_for_Tegra), and for r38 what docs/l4t-app-image.md
+# says of NVIDIA's r38.4 l4t_create_images_for_kernel_flash.sh. The lab stands them in so:
+#   - a partition's filesystem (the ext4 image system.img.raw): a tar of its files
+#     (lab_build_image), the only filesystem the lab reads;
+#   - its Android sparse form (mksparse: the sparse system.img): a real Android sparse image
+#     (lab_sparse_encode) whose expansion (simg2img) is that tar;
+#   - an encrypted rootfs (build_enc_root_fsimg: a LUKS2 container, made sparse): the LUKS2
+#     magic, a lab header, then the tar encrypted (see package_enc_image in
+#     l4t_initrd_flash_internal.sh); the lab never opens it.
+
+LAB_SPARSE_MAGIC=3aff26ed  # l4t_flash_from_kernel.sh's SPARSE_FILE_MAGIC: 0xed26ff3a, little-endian
+LAB_ZSTD_MAGIC=28b52ffd    # a zstd frame: 0xfd2fb528, little-endian
+LAB_LUKS_MAGIC=4c554b53babe  # "LUKS\xba\xbe", the LUKS1/LUKS2 header magic (cryptsetup)
+LAB_SPARSE_BLOCK=4096
+LAB_SPARSE_FREE_BLOCKS=256  # the unused blocks of a lab partition: one DONT_CARE chunk
+
 # Build the root filesystem image (a tar archive standing in for the ext4 image) in place.
 lab_build_image() {  # <rootfs dir> <image file>
     [[ -d $1 ]] || lab_fail "Error: rootfs directory $1 does not exist."
     lab_say "Making system.img from $1..."
     tar --numeric-owner -C "$1" -cf - . | lab_rewrite_in_place "$2"
+}
+
+# The first <count> bytes of <file> from <offset>, as hex digits, into REPLY ('' if unreadable).
+lab_magic() {  # <file> <offset> <count>
+    REPLY=$(od -An -tx1 -j "$2" -N "$3" -- "$1" 2>/dev/null) || REPLY=''
+    REPLY=${REPLY//[[:space:]]/}
 }
 
 # is_tar_archive of NVIDIA's r36.2 tools/kernel_flash/l4t_flash_from_kernel.sh (public copy:
@@ -858,86 +889,467 @@ lab_is_tar_archive() {  # <image file>
     [[ ${magic//[[:space:]]/} == ustar ]]
 }
 
-# Write an APP image to the device on LAB_PORT, as do_write_APP of NVIDIA's r36.2
-# tools/kernel_flash/l4t_flash_from_kernel.sh does once it has found the image (public copy:
-# github.com/johnnynunez/Linux_for_Tegra). A tar archive: "mkfs.ext4 -F" empties the storage,
-# then "tar -xpf <image> --numeric-owner" unpacks it there with GNU tar's rules: a later member
-# replaces an earlier one of the same name, and reading stops at the first end-of-archive marker
-# (no -i), whatever follows it. A tar that fails half-way leaves what it unpacked (app=partial)
-# and returns 1. Anything else is written raw (dd; a sparse image through write_sparse_image):
-# the device holds an image the lab does not read, so it has no storage directory (app=raw).
-# What lands on the device is what is in the image file at this moment.
-lab_write_storage() {  # <image file> <rootdev> <how the image came to be>
-    local storage="${LAB_STATE}/storage/${LAB_PORT}"
-    mkdir -p "${LAB_STATE}/storage"
+# is_sparse_image of r36.2 l4t_flash_from_kernel.sh: "xxd -p -s 0f -l 4 <image>" is 3aff26ed.
+lab_is_sparse_image() {  # <image file>
+    lab_magic "$1" 0 4
+    [[ ${REPLY} == "${LAB_SPARSE_MAGIC}" ]]
+}
+
+lab_is_zstd() {  # <image file>
+    lab_magic "$1" 0 4
+    [[ ${REPLY} == "${LAB_ZSTD_MAGIC}" ]]
+}
+
+lab_is_luks() {  # <image file>
+    lab_magic "$1" 0 6
+    [[ ${REPLY} == "${LAB_LUKS_MAGIC}" ]]
+}
+
+# The tree's L4T release, from the first line of nv_tegra/nv_tegra_release ("# R36 (release),
+# REVISION: 4.0, ..."; flash.sh prints it as the BSP information): its major number into REPLY,
+# 36 when the line says none. What a release's tools do differently is modelled by this number.
+lab_l4t_major() {
+    local line=''
+    if [[ -r "${LAB_TREE}/nv_tegra/nv_tegra_release" ]]; then
+        IFS= read -r line <"${LAB_TREE}/nv_tegra/nv_tegra_release" || true
+    fi
+    if [[ ${line} =~ ^#[[:space:]]*R([0-9]+) ]]; then
+        REPLY=$((10#${BASH_REMATCH[1]}))
+    else
+        REPLY=36
+    fi
+}
+
+# The little-endian bytes of <value> in <count> bytes, as printf escapes (\xNN), into REPLY.
+lab_le_escapes() {  # <count> <value>
+    local index
+    REPLY=''
+    for ((index = 0; index < $1; index++)); do
+        printf -v REPLY '%s\\x%02x' "${REPLY}" $((($2 >> (8 * index)) & 255))
+    done
+}
+
+# Several little-endian fields (<count>:<value> words) as bytes on stdout.
+lab_le_write() {  # <count:value>...
+    local field escapes=''
+    for field in "$@"; do
+        lab_le_escapes "${field%%:*}" "$((${field#*:}))"
+        escapes+=${REPLY}
+    done
+    # shellcheck disable=SC2059  # the format is made of \xNN escapes only
+    printf "${escapes}"
+}
+
+# An unsigned little-endian integer of <count> bytes at <offset> of <file>, into REPLY.
+lab_le_read() {  # <file> <offset> <count: 2 or 4>
+    REPLY=$(od -An -t"u$3" --endian=little -j "$2" -N "$3" -- "$1" 2>/dev/null) || return 1
+    REPLY=${REPLY//[[:space:]]/}
+    [[ -n ${REPLY} ]]
+}
+
+# The Android sparse form of <raw image>, on stdout: what mksparse makes of system.img.raw in
+# flash.sh's build_fsimg ("mksparse --fillpattern=0 system.img.raw system.img"). The sparse
+# format v1.0 (AOSP's sparse_format.h, which simg2img reads): a 28-byte file header (magic
+# 0xed26ff3a, version 1.0, header sizes 28 and 12, 4096-byte blocks, total blocks, total chunks,
+# checksum 0), then chunks of a 12-byte header (type, reserved, size in blocks, total size in
+# bytes) and data. The lab writes two: a RAW chunk (0xcac1) holding the raw image padded to whole
+# blocks, and a DONT_CARE chunk (0xcac3) for the partition's unused blocks.
+lab_sparse_encode() {  # <raw image>
+    local size blocks
+    size=$(stat -c %s -- "$1")
+    blocks=$(((size + LAB_SPARSE_BLOCK - 1) / LAB_SPARSE_BLOCK))
+    lab_le_write 4:0xed26ff3a 2:1 2:0 2:28 2:12 "4:${LAB_SPARSE_BLOCK}" \
+        "4:$((blocks + LAB_SPARSE_FREE_BLOCKS))" 4:2 4:0 \
+        2:0xcac1 2:0 "4:${blocks}" "4:$((12 + blocks * LAB_SPARSE_BLOCK))"
+    cat -- "$1"
+    head -c $((blocks * LAB_SPARSE_BLOCK - size)) /dev/zero
+    lab_le_write 2:0xcac3 2:0 "4:${LAB_SPARSE_FREE_BLOCKS}" 4:12
+}
+
+# simg2img <sparse image> <raw output>, as write_sparse_image runs it (r36.2
+# l4t_flash_from_kernel.sh) after blkdiscard zeroed the partition: RAW chunks are copied, FILL
+# chunks (0xcac2) repeat their 4-byte pattern, DONT_CARE chunks stay zero, CRC32 chunks (0xcac4)
+# are skipped. 1 for anything simg2img refuses: a bad header, a chunk that runs past the end of
+# the file or disagrees with its size, blocks that do not add up to the header's total.
+lab_sparse_decode() {  # <sparse image> <raw output>
+    local image=$1 out=$2 file_size block total chunks index offset=28 type blocks bytes written=0
+    file_size=$(stat -c %s -- "${image}")
+    lab_le_read "${image}" 0 4 && ((REPLY == 0xed26ff3a)) || return 1
+    lab_le_read "${image}" 4 2 && ((REPLY == 1)) || return 1
+    lab_le_read "${image}" 8 2 && ((REPLY == 28)) || return 1
+    lab_le_read "${image}" 10 2 && ((REPLY == 12)) || return 1
+    lab_le_read "${image}" 12 4 && ((REPLY > 0 && REPLY % 4 == 0)) || return 1
+    block=${REPLY}
+    lab_le_read "${image}" 16 4 || return 1
+    total=${REPLY}
+    lab_le_read "${image}" 20 4 || return 1
+    chunks=${REPLY}
+    : >"${out}"
+    for ((index = 0; index < chunks; index++)); do
+        ((offset + 12 <= file_size)) || return 1
+        lab_le_read "${image}" "${offset}" 2 || return 1
+        type=${REPLY}
+        lab_le_read "${image}" $((offset + 4)) 4 || return 1
+        blocks=${REPLY}
+        lab_le_read "${image}" $((offset + 8)) 4 || return 1
+        bytes=${REPLY}
+        ((offset + bytes <= file_size)) || return 1
+        case ${type} in
+            51905)  # RAW
+                ((bytes == 12 + blocks * block)) || return 1
+                dd if="${image}" bs=65536 iflag=skip_bytes,count_bytes skip=$((offset + 12)) \
+                    count=$((blocks * block)) status=none >>"${out}" || return 1
+                ;;
+            51906)  # FILL
+                ((bytes == 16)) || return 1
+                # The 4-byte pattern, doubled until it fills the chunk's blocks.
+                dd if="${image}" bs=4 iflag=skip_bytes skip=$((offset + 12)) count=1 status=none >"${out}.fill"
+                while (($(stat -c %s -- "${out}.fill") < blocks * block)); do
+                    cat -- "${out}.fill" "${out}.fill" >"${out}.fill2"
+                    mv -f -- "${out}.fill2" "${out}.fill"
+                done
+                head -c $((blocks * block)) -- "${out}.fill" >>"${out}"
+                rm -f -- "${out}.fill"
+                ;;
+            51907)  # DONT_CARE
+                ((bytes == 12)) || return 1
+                head -c $((blocks * block)) /dev/zero >>"${out}"
+                ;;
+            51908)  # CRC32
+                ((bytes == 16)) || return 1
+                blocks=0
+                ;;
+            *) return 1 ;;
+        esac
+        written=$((written + blocks))
+        offset=$((offset + bytes))
+    done
+    ((written == total))
+}
+
+# What a partition holds once the flashing initrd wrote <image> to it, as r36.2
+# l4t_flash_from_kernel.sh writes one, into <storage dir> (emptied first) when it is a filesystem
+# the lab reads; LAB_APP_HOW says how it went (the meta's app= values):
+#   sparse     write_sparse_image (blkdiscard, simg2img): the partition holds the expanded image,
+#              a filesystem: the lab unpacks its tar (an expansion that is no tar: raw; a LUKS
+#              container: encrypted);
+#   tar        do_write_APP's tar branch (<tar> 1): "mkfs.ext4 -F", mount, "tar -xpf <image>
+#              --numeric-owner ...", with GNU tar's rules: a later member replaces an earlier one
+#              of the same name, reading stops at the first end-of-archive marker (no -i);
+#   partial    a tar that breaks off: the flash fails, the storage keeps what tar unpacked (the
+#              partition was formatted first);
+#   failed     a sparse image simg2img refuses: the flash fails, the partition is blank;
+#   encrypted  a LUKS container, written as it is: the lab does not open it;
+#   raw        anything else, written with dd: nothing the lab reads.
+# <zstd> 1: the tools detect zstd, as NVIDIA's r38.4 do_write_APP does (r38.4 is not in the
+# public mirror: docs/l4t-app-image.md says so, not how it goes on): the lab decompresses a zstd
+# image and writes what it holds as above (tar-zstd, sparse-zstd for system.img.zst; a cut stream
+# fails: partial). r36.2 does not: a zstd image is neither sparse nor tar there, so dd writes it
+# (raw). <tar> 0: the
+# partition is written by flash_partition (APP_ENC), which has no tar branch. 1 when the write
+# failed. What lands on the device is what is in the image file at this moment.
+lab_unpack_app() {  # <image file> <storage dir> <zstd: 0|1> <tar: 0|1>
+    local image=$1 storage=$2 work suffix='' cut=0 status=0 line
     rm -rf "${storage}"
-    if ! lab_is_tar_archive "$1"; then
-        lab_write_meta "$2" "$3" raw
-        return 0
+    work=$(mktemp -d)
+    LAB_APP_HOW=raw LAB_APP_LUKS_ECID=''
+    if (($3)) && lab_is_zstd "${image}"; then
+        # A cut stream gives what zstd decompressed before the cut, and an error.
+        zstd -dcq -- "${image}" >"${work}/image" 2>/dev/null || cut=1
+        image="${work}/image" suffix=-zstd
     fi
-    mkdir "${storage}"
-    if ! tar -xpf "$1" --numeric-owner -C "${storage}"; then
-        lab_write_meta "$2" "$3" partial
-        return 1
+    if lab_is_sparse_image "${image}"; then
+        if ((cut)) || ! lab_sparse_decode "${image}" "${work}/raw"; then
+            LAB_APP_HOW=failed status=1
+        else
+            image="${work}/raw"
+            LAB_APP_HOW=sparse${suffix}
+            if lab_is_tar_archive "${image}"; then
+                mkdir "${storage}"
+                if ! tar -xpf "${image}" --numeric-owner -C "${storage}" 2>/dev/null; then
+                    rm -rf "${storage}"  # no filesystem the lab can read
+                    LAB_APP_HOW=raw
+                fi
+            elif lab_is_luks "${image}"; then
+                LAB_APP_HOW=encrypted
+            else
+                LAB_APP_HOW=raw
+            fi
+        fi
+    elif (($4)) && { [[ -n ${suffix} ]] || lab_is_tar_archive "${image}"; }; then
+        mkdir "${storage}"
+        if ((!cut)) && lab_is_tar_archive "${image}" && tar -xpf "${image}" --numeric-owner -C "${storage}"; then
+            LAB_APP_HOW=tar${suffix}
+        else
+            LAB_APP_HOW=partial status=1
+        fi
+    elif lab_is_luks "${image}"; then
+        LAB_APP_HOW=encrypted
     fi
-    lab_write_meta "$2" "$3" tar
+    if [[ ${LAB_APP_HOW} == encrypted ]]; then
+        # The lab header of the container (package_enc_image) names the chip it is bound to.
+        line=$(head -c 4096 -- "${image}" | tr '\0' '\n' | grep -a -m1 '^ecid=' || true)
+        LAB_APP_LUKS_ECID=${line#ecid=}
+    fi
+    rm -rf "${work}"
+    return "${status}"
+}
+
+# tegraflash.py (flash.sh) writes bootloader/system.img to APP as it is, sparse or not, never
+# through flash.cfg: see lab_unpack_app (no zstd, no tar branch of its own: the lab's tar is
+# its stand-in for the ext4 image, which it writes raw). 1 when the write failed.
+lab_write_storage() {  # <image file> <rootdev> <how the image came to be>
+    local status=0
+    mkdir -p "${LAB_STATE}/storage"
+    lab_unpack_app "$1" "${LAB_STATE}/storage/${LAB_PORT}" 0 1 || status=1
+    lab_write_meta "$2" "$3" "${LAB_APP_HOW}"
+    return "${status}"
+}
+
+# --- what the device sees of the images (the NFS mount of the flashing initrd) -----------------
+#
+# The flashing initrd reads the images only over NFS (r36.2 tools/kernel_flash/initrd_flash/
+# nv_flash_from_network.sh; public copy: github.com/johnnynunez/Linux_for_Tegra): it mounts the
+# host's exported rootfs on /mnt, the host's tools/kernel_flash/images (NFS_IMAGES_DIR, inside
+# the export of tools/kernel_flash) on /mnt/mnt, and runs "chroot /mnt /mnt/
+# l4t_flash_from_kernel.sh", whose COMMON_IMAGES_DIR is then /mnt. The mount's own path is
+# looked up by the server: images/ may be a symbolic link whose real path lies in the exported
+# tools/kernel_flash, and no other. Below it an NFS client resolves each symbolic link itself, in
+# its own namespace: a relative target from the link's directory (".." at the top of the mount
+# leaves it for the chroot's /), an absolute one from the chroot's /, which is the tree's
+# exported rootfs. So a link under images/ (internal/, external/, an image, its .sha1sum) to a
+# path of the host resolves on the device only if that path, read so, is there: a link to
+# another directory of the host is a missing file. Hard links are files of the export.
+
+# The host file the device reads at <path under images/> (given as the host's path), into
+# REPLY; 1 when it does not resolve on the device.
+lab_device_sees() {  # <host path under ${LAB_TREE}/tools/kernel_flash/images>
+    local images="${LAB_TREE}/tools/kernel_flash/images" export_dir images_real rootfs_real=''
+    local current=/mnt candidate host target hops=0
+    local -a rest parts
+    export_dir=$(realpath -e -- "${LAB_TREE}/tools/kernel_flash" 2>/dev/null) || return 1
+    images_real=$(realpath -e -- "${images}" 2>/dev/null) || return 1
+    [[ ${images_real} == "${export_dir}"/* ]] || return 1  # the server refuses the mount
+    rootfs_real=$(realpath -e -- "${LAB_TREE}/rootfs" 2>/dev/null) || rootfs_real=''
+    [[ $1 == "${images}"/* ]] || return 1
+    IFS=/ read -r -a rest <<<"${1#"${images}"/}"
+    while ((${#rest[@]})); do
+        candidate=${rest[0]}
+        rest=("${rest[@]:1}")
+        case ${candidate} in
+            '' | .) continue ;;
+            ..)
+                current=${current%/*}
+                current=${current:-/}
+                continue
+                ;;
+        esac
+        candidate=${current%/}/${candidate}
+        # The device's path on the host: /mnt is the images mount, the rest the exported rootfs.
+        if [[ ${candidate} == /mnt || ${candidate} == /mnt/* ]]; then
+            host=${images_real}${candidate#/mnt}
+        elif [[ -n ${rootfs_real} ]]; then
+            host=${rootfs_real}${candidate}
+        else
+            return 1
+        fi
+        if [[ -L ${host} ]]; then
+            hops=$((hops + 1))
+            ((hops <= 40)) || return 1  # ELOOP
+            target=$(readlink -- "${host}")
+            IFS=/ read -r -a parts <<<"${target}"
+            rest=("${parts[@]}" "${rest[@]}")
+            if [[ ${target} == /* ]]; then current=/; fi
+        elif [[ -e ${host} ]]; then
+            current=${candidate}
+        else
+            return 1
+        fi
+    done
+    if [[ ${current} == /mnt || ${current} == /mnt/* ]]; then
+        REPLY=${images_real}${current#/mnt}
+    else
+        REPLY=${rootfs_real}${current}
+    fi
+}
+
+# Whether the device reads a regular file at <host path under images/>; its host file in REPLY.
+lab_device_file() {  # <host path under images/>
+    lab_device_sees "$1" && [[ -f ${REPLY} ]]
 }
 
 # The flash configuration as l4t_flash_from_kernel.sh restores it: it sources
-# images/internal/flash.cfg, then images/external/flash.cfg (a later assignment wins). Into the
-# map LAB_FLASH_CFG; the lab reads the NAME=value lines instead of running them.
+# images/internal/flash.cfg, then images/external/flash.cfg (a later assignment wins), each only
+# "if [ -f ... ]", as the device sees them. Into the map LAB_FLASH_CFG; the lab reads the
+# NAME=value lines instead of running them.
 lab_read_flash_cfg() {  # <images dir>
-    local cfg key value
+    local location key value
     declare -gA LAB_FLASH_CFG=()
-    for cfg in "$1/internal/flash.cfg" "$1/external/flash.cfg"; do
-        [[ -f ${cfg} ]] || continue
+    for location in internal external; do
+        lab_device_file "$1/${location}/flash.cfg" || continue
         while IFS='=' read -r key value || [[ -n ${key} ]]; do
             [[ ${key} =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || continue
             if [[ ${value} == \"*\" ]]; then value=${value:1:${#value}-2}; fi
             LAB_FLASH_CFG[${key}]=${value}
-        done <"${cfg}"
+        done <"${REPLY}"
     done
 }
 
-# do_write_APP of NVIDIA's r36.2 tools/kernel_flash/l4t_flash_from_kernel.sh (public copy:
-# github.com/johnnynunez/Linux_for_Tegra), run on the device over NFS: the image is the one
-# flash.cfg names, APP for the internal storage and APP_ext for the external device, in
-# images/<internal|external>/. A missing image or a missing <image>.sha1sum fails the flash; the
-# checksum itself is not compared (r36.2 has that check commented out). Then lab_write_storage:
-# the device gets what the IMAGE holds, never the tree's rootfs as it is now.
-lab_write_device() {  # <images dir> <internal|external> <rootdev> <how the image came to be>
-    local name=APP file_image sha1_file
-    if [[ $2 == external ]]; then name=APP_ext; fi
-    lab_read_flash_cfg "$1"
-    file_image="$1/$2/${LAB_FLASH_CFG[${name}]:-}"
-    sha1_file="${file_image}.sha1sum"
-    if [[ ! -f ${file_image} ]]; then
-        lab_say "[ 0]: l4t_flash_from_kernel: APP image ${file_image} is not found !!!"
-        lab_say "Failed to write to ${name%_ext}"
-        lab_fail "Flash failure"
+# The rows of images/<location>/flash.idx for the rootfs partitions (APP, APP_b, APP_ENC,
+# APP_ENC_b), in their order, as write_to_storage walks them: NVIDIA's columns "<n>,
+# <device type>:<instance>:<partition>, <start>, <size>, <file name>, <file size>, <attributes>,
+# <sha1>". Into LAB_IDX_PARTS and LAB_IDX_FILES; other lines are not the rootfs's.
+lab_read_flash_idx() {  # <images dir> <internal|external>
+    local line row_re='^[0-9]+,[[:space:]]*[0-9]+:[0-9]+:(APP|APP_b|APP_ENC|APP_ENC_b),[^,]*,[^,]*,[[:space:]]*([^,[:space:]]*)'
+    LAB_IDX_PARTS=() LAB_IDX_FILES=()
+    lab_device_file "$1/$2/flash.idx" || return 0
+    while IFS= read -r line || [[ -n ${line} ]]; do
+        [[ ${line} =~ ${row_re} ]] || continue
+        LAB_IDX_PARTS+=("${BASH_REMATCH[1]}")
+        LAB_IDX_FILES+=("${BASH_REMATCH[2]}")
+    done <"${REPLY}"
+}
+
+# Write the rootfs partitions of one storage device (internal or external) on the device on
+# LAB_PORT, as NVIDIA's r36.2 tools/kernel_flash/l4t_flash_from_kernel.sh does (public copy:
+# github.com/johnnynunez/Linux_for_Tegra), on the device, through its NFS view of the images
+# (lab_device_sees). write_to_storage walks the rows of images/<location>/flash.idx (a lab
+# images directory without such rows: APP alone):
+#   - APP and APP_b (do_write_APP): the image is images/<location>/${<partition><_ext>}, the
+#     variable flash.cfg sets (APP, APP_b; APP_ext, APP_b_ext for the external device), not the
+#     row's file name; a missing image or a missing <image>.sha1sum fails the flash ("Failed to
+#     write to <partition>"); the checksum itself is not compared (commented out in r36.2, and
+#     in r38.4). Then lab_unpack_app, with zstd detected from r38 on;
+#   - APP_ENC and APP_ENC_b (do_write_storage -> flash_partition): the file the row names, no
+#     .sha1sum: a missing one fails ("Cannot find file"); sparse: write_sparse_image, else as is.
+# Where the lab keeps what each partition holds: APP in storage/<port>/, APP_b in
+# storage/<port>.b/ (a partition of its own); APP_ENC and APP_ENC_b hold LUKS containers the lab
+# does not open, so nothing (storage/<port>.enc/ and .enc.b/ only for an image the lab reads). The
+# meta says how each was written: app=, app_b=, app_enc=, app_enc_b= (the partitions of this
+# layout), and enc_unlock=yes|no whether the device can open its encrypted rootfs at boot (the
+# passphrase is bound to the chip the images were generated for, unless it is generic).
+# Without -k, create_gpt writes the partition table first: APP_b's storage goes when the new
+# layout has no APP_b. With -k <partition> only that one is written ("Skip writing" the others).
+# A flash that fails after a partition was written still records that one.
+lab_write_device() {  # <images dir> <internal|external> <rootdev> <how the image came to be> [<partition>]
+    local images=$1 location=$2 ext='' zstd=0 index part image file storage slot app='' written=0 message=''
+    local -a fields=()
+    if [[ ${location} == external ]]; then ext=_ext; fi
+    lab_l4t_major
+    if ((REPLY >= 38)); then zstd=1; fi
+    lab_read_flash_cfg "${images}"
+    lab_read_flash_idx "${images}" "${location}"
+    if ((${#LAB_IDX_PARTS[@]} == 0)); then
+        LAB_IDX_PARTS=(APP) LAB_IDX_FILES=('')
     fi
-    if [[ ! -f ${sha1_file} ]]; then
-        lab_say "[ 0]: l4t_flash_from_kernel: Sha1 checksum file ${sha1_file} is not found !!!"
-        lab_say "Failed to write to ${name%_ext}"
-        lab_fail "Flash failure"
+    mkdir -p "${LAB_STATE}/storage"
+    if [[ -z ${5:-} ]]; then
+        for slot in APP_b:b APP_ENC:enc APP_ENC_b:enc.b; do
+            if [[ " ${LAB_IDX_PARTS[*]} " != *" ${slot%%:*} "* ]]; then
+                rm -rf "${LAB_STATE}/storage/${LAB_PORT}.${slot#*:}"
+            fi
+        done
     fi
-    if ! lab_write_storage "${file_image}" "$3" "$4"; then
-        lab_say "[ 0]: l4t_flash_from_kernel: Failed to decompress APP image into the APP partition"
-        lab_say "Failed to write to ${name%_ext}"
-        lab_fail "Flash failure"
+    for index in "${!LAB_IDX_PARTS[@]}"; do
+        part=${LAB_IDX_PARTS[index]}
+        if [[ -n ${5:-} && $5 != "${part}" ]]; then
+            lab_say "Skip writing ${part}"
+            continue
+        fi
+        # Each partition its own storage: <port>, <port>.b, <port>.enc, <port>.enc.b.
+        storage="${LAB_STATE}/storage/${LAB_PORT}"
+        case ${part} in
+            APP_b) storage+=.b ;;
+            APP_ENC) storage+=.enc ;;
+            APP_ENC_b) storage+=.enc.b ;;
+        esac
+        if [[ ${part} == APP || ${part} == APP_b ]]; then
+            image="${images}/${location}/${LAB_FLASH_CFG[${part}${ext}]:-}"
+            file=''
+            if lab_device_file "${image}"; then file=${REPLY}; fi
+            if [[ -z ${file} ]]; then
+                message="[ 0]: l4t_flash_from_kernel: APP image ${image} is not found !!!"
+            elif ! lab_device_file "${image}.sha1sum"; then
+                message="[ 0]: l4t_flash_from_kernel: Sha1 checksum file ${image}.sha1sum is not found !!!"
+            elif ! lab_unpack_app "${file}" "${storage}" "${zstd}" 1; then
+                written=1
+                if [[ ${LAB_APP_HOW} == failed ]]; then
+                    message="[ 0]: l4t_flash_from_kernel: simg2img ${image} ${part} failed"
+                else
+                    message="[ 0]: l4t_flash_from_kernel: Failed to decompress APP image into the ${part} partition"
+                fi
+            fi
+            if [[ -n ${message} ]]; then
+                message+=$'\n'"Failed to write to ${part}"
+            fi
+        else
+            image="${images}/${location}/${LAB_IDX_FILES[index]}"
+            if ! lab_device_file "${image}"; then
+                message="[ 0]: l4t_flash_from_kernel: Cannot find file ${image}"
+            elif ! lab_unpack_app "${REPLY}" "${storage}" 0 0; then
+                written=1
+                message="[ 0]: l4t_flash_from_kernel: simg2img ${image} ${part} failed"
+            fi
+        fi
+        if [[ ${part} == APP ]]; then
+            app=${LAB_APP_HOW:-}
+        fi
+        if [[ -n ${message} ]]; then
+            if ((written)); then
+                lab_write_meta "$3" "$4" "${app}" "${fields[@]}"
+            fi
+            lab_say "${message}"
+            lab_fail "Flash failure"
+        fi
+        written=1
+        case ${part} in
+            APP_b) fields+=("app_b=${LAB_APP_HOW}") ;;
+            APP_ENC | APP_ENC_b)
+                fields+=("${part,,}=${LAB_APP_HOW}")
+                if [[ ${LAB_APP_HOW} == encrypted ]]; then
+                    lab_enc_unlocks "${LAB_APP_LUKS_ECID}"
+                    fields+=("enc_unlock${part#APP_ENC}=${REPLY}")
+                fi
+                ;;
+        esac
+        LAB_APP_HOW=''
+    done
+    if ((written)); then
+        lab_write_meta "$3" "$4" "${app}" "${fields[@]}"
+    else
+        lab_write_meta "$3" not-written
     fi
+}
+
+# Whether the device on LAB_PORT can open, at boot, an encrypted rootfs bound to <ECID>
+# ("generic": any chip): its passphrase is derived from the chip's ECID (gen_luks_passphrase.py
+# -u -e <ECID>), so another chip's derives another one. "yes" or "no" into REPLY.
+lab_enc_unlocks() {  # <ECID the container is bound to, or generic>
+    local unlocks=no
+    if [[ $1 == generic ]]; then
+        unlocks=yes
+    else
+        lab_scan_devices
+        lab_chip_identity "${LAB_PORT}"
+        if [[ -n $1 && ${1^^} == "${LAB_CHIP_ECID^^}" ]]; then unlocks=yes; fi
+    fi
+    REPLY=${unlocks}
 }
 
 # The device's record of its last flash: which tree and tool wrote it, and for the initrd flash
 # the device instance and the USB port the run asked for (LAB_RUN_USB_INSTANCE), which is not
-# always the device it wrote; app: how its APP partition was written (tar, raw, partial; empty
-# when this flash did not write it).
-lab_write_meta() {  # <rootdev> <image note> [app]
+# always the device it wrote; app: how its APP partition was written (see lab_unpack_app: tar,
+# tar-zstd, sparse, sparse-zstd, encrypted, raw, partial, failed; empty when this flash did not
+# write it); then <key>=<value> lines of the other partitions (lab_write_device).
+lab_write_meta() {  # <rootdev> <image note> [app] [<key>=<value>]...
     local meta="${LAB_STATE}/storage/${LAB_PORT}.meta"
     mkdir -p "${LAB_STATE}/storage"
-    printf 'board=%s\ntree=%s\ntool=%s\nrootdev=%s\nimage=%s\ntime=%s\ninstance=%s\nusb_instance=%s\napp=%s\n' \
-        "${LAB_BOARD}" "${LAB_TREE}" "${LAB_TOOL}" "$1" "$2" "${EPOCHREALTIME}" "${LAB_RUN_INSTANCE}" \
-        "${LAB_RUN_USB_INSTANCE:-${LAB_PORT}}" "${3:-}" >"${meta}.$$"
+    {
+        printf 'board=%s\ntree=%s\ntool=%s\nrootdev=%s\nimage=%s\ntime=%s\ninstance=%s\nusb_instance=%s\napp=%s\n' \
+            "${LAB_BOARD}" "${LAB_TREE}" "${LAB_TOOL}" "$1" "$2" "${EPOCHREALTIME}" "${LAB_RUN_INSTANCE}" \
+            "${LAB_RUN_USB_INSTANCE:-${LAB_PORT}}" "${3:-}"
+        if (($# > 3)); then printf '%s\n' "${@:4}"; fi
+    } >"${meta}.$$"
     mv -f "${meta}.$$" "${meta}"
     LAB_RUN_DEVICE=${LAB_PORT}
 }
@@ -948,6 +1360,7 @@ lab_write_meta() {  # <rootdev> <image note> [app]
 lab_parse_flash_options() {
     FLASH_USB_INSTANCE='' FLASH_REUSE=0 FLASH_NO_FLASH=0 FLASH_NO_SYSTEMIMG=0 FLASH_ROOTFS=''
     FLASH_PARTITION='' FLASH_PKC='' FLASH_SBK='' FLASH_CFG='' FLASH_ROOTFS_SIZE=''
+    FLASH_GENERIC_PASSPHRASE=0
     LAB_POSITIONALS=()
     while (($#)); do
         case $1 in
@@ -967,6 +1380,9 @@ lab_parse_flash_options() {
             -r) FLASH_REUSE=1; shift ;;
             --no-flash) FLASH_NO_FLASH=1; shift ;;
             --no-systemimg) FLASH_NO_SYSTEMIMG=1; shift ;;
+            # r36.2 flash.sh: generic_passphrase=1, the encrypted rootfs's passphrase is derived
+            # without the chip's ECID (build_enc_root_fsimg; see package_enc_image).
+            --generic-passphrase) FLASH_GENERIC_PASSPHRASE=1; shift ;;
             -h | --help) lab_usage 0 ;;
             --) shift; LAB_POSITIONALS+=("$@"); break ;;
             -*) lab_bad_usage "unknown option $1" ;;
@@ -1072,17 +1488,20 @@ lab_board_probe() {
 
 # The chip read of flash.sh (get_chip_info_details, "chkbdinfo -C chip_info.bin_bak"): only when
 # get_fuse_level ran, that is without FUSELEVEL, and of the same device, the FIRST Jetson in
-# recovery mode on the station. Sets LAB_PROBED_CHIP_SKU ('' when nothing was read).
-# shellcheck disable=SC2034  # LAB_PROBED_CHIP_SKU is read by the tools
+# recovery mode on the station. Sets LAB_PROBED_CHIP_SKU and LAB_PROBED_ECID, the ECID
+# get_fuse_level read ("tegrarcm_v2 --uid", flash.sh's ECID, which build_enc_root_fsimg binds an
+# encrypted rootfs to), both '' when nothing was read.
+# shellcheck disable=SC2034  # LAB_PROBED_CHIP_SKU and LAB_PROBED_ECID are read by the tools
 lab_chip_probe() {
     local port
-    LAB_PROBED_CHIP_SKU=''
+    LAB_PROBED_CHIP_SKU='' LAB_PROBED_ECID=''
     [[ -z ${FUSELEVEL:-} ]] || return 0
     lab_scan_devices
     port=${LAB_DEVICES[0]:-}
     [[ -n ${port} ]] || return 0
     lab_device_chip_sku "${port}"
     LAB_PROBED_CHIP_SKU=${REPLY}
+    LAB_PROBED_ECID=${LAB_CHIP_ECID}
 }
 
 # The BOARDSKUs the images of the module on <port> may be made for, into REPLY (the first is its
@@ -1526,11 +1945,11 @@ lab_parse_initrd_options() {
     INITRD_EXTERNAL_DEVICE='' INITRD_CONFIG='' INITRD_OPTIONS='' INITRD_NETWORK=usb0
     INITRD_USB_INSTANCE='' INITRD_DEVICE_INSTANCE=0 INITRD_FLASH_ONLY=0 INITRD_NO_FLASH=0
     INITRD_MASSFLASH=0 INITRD_MAX_MASSFLASH='' INITRD_PARTITION='' INITRD_PKC='' INITRD_SBK=''
-    INITRD_SIZE='' INITRD_MASSFLASH_BARE=0
+    INITRD_SIZE='' INITRD_MASSFLASH_BARE=0 INITRD_SPARSE=0 INITRD_ENC_KEY=''
     INITRD_POSITIONALS=()
     while (($#)); do
         case $1 in
-            --external-device | --network | --usb-instance | --device-instance | -c | -p | -k | -u | -v | -S)
+            --external-device | --network | --usb-instance | --device-instance | -c | -p | -k | -u | -v | -S | -i)
                 (($# >= 2)) || lab_bad_usage "option $1 requires an argument"
                 case $1 in
                     --external-device) INITRD_EXTERNAL_DEVICE=$2 ;;
@@ -1543,6 +1962,10 @@ lab_parse_initrd_options() {
                     -u) INITRD_PKC=$2 ;;
                     -v) INITRD_SBK=$2 ;;
                     -S) INITRD_SIZE=$2 ;;
+                    # The disk encryption key (ROOTFS_ENC=1). Not checked here: both NVIDIA
+                    # scripts pass it on only "if [ -n "${ENC_RFS_KEY}" ] && [ -f ... ]", so a
+                    # key file that is not there is dropped without a word (package_enc_image).
+                    -i) INITRD_ENC_KEY=$2 ;;
                 esac
                 shift 2
                 ;;
@@ -1558,6 +1981,8 @@ lab_parse_initrd_options() {
                 fi
                 ;;
             --flash-only) INITRD_FLASH_ONLY=1; shift ;;
+            # The APP image is the sparse system.img, not a tar (package_app_image).
+            --sparse) INITRD_SPARSE=1; shift ;;
             --no-flash) INITRD_NO_FLASH=1; shift ;;
             --showlogs | --keep | --reuse | --erase-all) shift ;;
             -h | --help) lab_usage 0 ;;

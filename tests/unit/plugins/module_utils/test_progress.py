@@ -191,11 +191,14 @@ def test_a_station_flash_records_each_devices_steps_in_order_and_removes_its_fil
     station = Station(tmp_path / 'lab', 2)
     result = module_runner(station_flash, station.args())
     assert result['failed_devices'] == [], result
+    generated = [device['name'] for device in station.devices if result['devices'][device['name']]['generated']]
+    assert len(generated) == 1  # one image group: the others wait for its generation
     for device in station.devices:
         slot = result['devices'][device['name']]['slot']
+        generation = ['waiting for a generation slot', 'generating images'] if device['name'] in generated else []
         assert [step for name, step, _log, _written in steps if name == device['name']] == [
-            'checking the device', 'waiting for a generation slot', 'generating images', 'waiting for a flash slot',
-            'flashing as instance %d' % slot, 'checking the outcome', 'done'], steps
+            'checking the device', 'waiting for its image group'] + generation + [
+            'waiting for a flash slot', 'flashing as instance %d' % slot, 'checking the outcome', 'done'], steps
     assert all(written for _name, _step, _log, written in steps)
     assert not os.path.exists(progress_path(os.path.join(station.workdir, 'logs'), 'flash'))
 

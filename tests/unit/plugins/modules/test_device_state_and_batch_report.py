@@ -62,7 +62,8 @@ def test_batch_report_rows_summary_files_and_no_change_on_rerun(module_runner, t
                {'serial': 'AZJN-0003', 'usb_instance': '1-3', 'fuse_enabled': True}]
     result = module_runner(batch_report.main, dict(workdir=workdir, devices=devices))
     assert result['changed'] is True
-    assert result['summary'] == {'total': 3, 'done': 1, 'failed': 1, 'interrupted': 0, 'pending': 1}
+    assert result['summary'] == {'total': 3, 'done': 1, 'failed': 1, 'interrupted': 0, 'pending': 1, 'generations': 0,
+                                 'generated_devices': 0}
     rows = dict((row['serial'], row) for row in result['rows'])
     assert rows['AZJN-0001']['board'] == 'orin-nx-16gb' and rows['AZJN-0001']['fuse'] == 'skipped'
     assert rows['AZJN-0002']['error'] == 'flash: ERROR: might be timeout in USB write'
@@ -125,7 +126,9 @@ def test_the_controller_report_combines_the_stations_reports_and_says_why_a_stat
     assert home['table'].splitlines()[0].split()[:2] == ['serial', 'station']
     with open(home['json_path']) as report:
         written = json.load(report)
-    assert written['run'] == run and written['summary'] == {'total': 3, 'done': 0, 'failed': 2, 'interrupted': 0, 'pending': 1}
+    assert written['run'] == run
+    assert written['summary'] == {'total': 3, 'done': 0, 'failed': 2, 'interrupted': 0, 'pending': 1, 'generations': 0,
+                                  'generated_devices': 0}
 
     # The next run rewrites which run wrote it; with the same rows it is no change, and no history.
     later = dict(run, started='2026-11-30T09:00:00Z')
@@ -161,7 +164,8 @@ def test_a_row_says_the_last_phase_a_one_line_error_and_what_a_stopped_run_inter
         ('failed', 'flash', ''), ('interrupted', 'flash', 'flash'), ('done', 'verify', 'flash')]
     assert rows['AZJN-0001']['error'] == 'flash: ERROR: might be timeout in USB write'
     assert rows['AZJN-0002']['flash'] == 'interrupted'
-    assert result['summary'] == {'total': 3, 'done': 1, 'failed': 1, 'interrupted': 1, 'pending': 0}
+    assert result['summary'] == {'total': 3, 'done': 1, 'failed': 1, 'interrupted': 1, 'pending': 0, 'generations': 0,
+                                 'generated_devices': 0}
     assert 'AZJN-0002: flash was interrupted (a run was stopped); run the batch again to resume it' in result['table']
     assert 'AZJN-0003: flash was interrupted (a run was stopped); this run resumed it' in result['table']
     with open(result['csv_path']) as report:

@@ -290,7 +290,7 @@ def test_missing_device_is_a_clear_error(module_runner, lab):
     assert phase['status'] == 'failed' and 'USB port 1-4' in phase['error']
 
 
-def test_a_failed_flash_is_recorded_with_the_log_tail_and_retried_without_generating_again(module_runner, lab):
+def test_a_failed_flash_is_recorded_with_the_log_tail_and_leaves_no_image_of_its_device_conf(module_runner, lab):
     lab.tree('1-3')
     l4t_bundle.plant_failure(lab.state, '1-3', kind='usb-timeout')
     failed = module_runner(main, lab.args())
@@ -303,10 +303,14 @@ def test_a_failed_flash_is_recorded_with_the_log_tail_and_retried_without_genera
     assert lab.station_is_clean()
     secret_free(failed['msg'], json.dumps(phase))
 
+    # The device's own images (image mode per_device, no images_dir) each held its device.conf.
+    tree = os.path.join(lab.work, 'ports', '1-3', 'Linux_for_Tegra')
+    assert not os.path.lexists(os.path.join(tree, 'tools', 'kernel_flash', 'images'))
+
     retried = module_runner(main, lab.args())  # the device is still in recovery mode
     assert retried['changed'] and lab.phase()['status'] == 'done'
-    assert retried['generated'] is False
-    assert len([call for call in lab.calls() if '--no-flash' in call['argv']]) == 1
+    assert retried['generated'] is True and retried['image_mode'] == 'per_device'
+    assert len([call for call in lab.calls() if '--no-flash' in call['argv']]) == 2
 
 
 def test_a_hanging_flash_is_stopped_at_the_timeout(module_runner, lab):

@@ -1,10 +1,12 @@
 """azaion.jetson.l4t_station_check against a lab station: its bundle, its host root (NFS, IPv6,
-udev) and the lab admin API on loopback. It reads and changes nothing; it names every problem."""
+udev) and the lab admin API on loopback. It names every problem, and changes nothing but the
+station's workdir: made, or closed to mode 0700, once the station passes."""
 
 import json
 import os
 
 import pytest
+from ansible.module_utils.basic import AnsibleModule
 
 from lab import keys, l4t_bundle, l4t_host, usb_sysfs
 from lab.admin_api import LabAdminAPI
@@ -28,15 +30,18 @@ def snapshot(top):
     return sorted((root, tuple(sorted(files))) for root, _dirs, files in os.walk(top))
 
 
-def test_a_ready_station_with_a_reachable_admin_api_passes_and_nothing_is_written(module_runner, station, tmp_path):
+def test_a_ready_station_with_a_reachable_admin_api_passes_and_only_its_workdir_is_made(module_runner, station,
+                                                                                        tmp_path):
     before = snapshot(str(tmp_path))
     with LabAdminAPI(token='lab-token-0123456789abcdef') as api:
         result = module_runner(main, dict(station, api_url=api.url))
         assert api.write_count() == 0
         assert [entry['method'] for entry in api.request_log()] == ['GET']  # answered 401: reachable
     assert result.get('failed') is not True, result
-    assert result['problems'] == [] and result['changed'] is False
-    assert snapshot(str(tmp_path)) == before
+    assert result['problems'] == [] and result['changed'] is True
+    assert snapshot(str(tmp_path)) == sorted(before + [(station['workdir'], ())])
+    assert os.stat(station['workdir']).st_mode & 0o7777 == 0o700
+    assert module_runner(main, station)['changed'] is False
 
 
 def test_every_problem_is_named_at_once_the_admin_api_with_the_flasher_and_the_bundle(module_runner, station):
@@ -215,3 +220,125 @@ def test_each_fuse_configuration_that_does_not_fit_its_devices_keys_is_named_and
     assert snapshot(str(tmp_path)) == before  # nothing written, nothing run on a device
     assert l4t_bundle.tool_calls(os.path.join(str(tmp_path), 'lab-state')) == []
     assert sbk_value not in json.dumps(result).lower()  # the SBK is compared, never quoted
+
+
+# -- the workdir: the run's user's alone, mode 0700 -----------------------------------------------
+
+@pytest.fixture
+def warnings(monkeypatch):
+    """The module's warnings (in pytest's process they go to the display, not into the result)."""
+    given = []
+    monkeypatch.setattr(AnsibleModule, 'warn', lambda _module, warning: given.append(warning))
+    return given
+
+
+def make_open_workdir(workdir, *directories):
+    """A workdir left open to everyone (mode 0777), holding ``directories`` of the run's own."""
+    os.makedirs(workdir)
+    os.chmod(workdir, 0o777)
+    for relpath in directories:
+        os.makedirs(os.path.join(workdir, relpath))
+
+
+def test_an_open_workdir_holding_only_the_runs_own_entries_is_closed_with_a_warning(module_runner, station, warnings):
+    workdir = station['workdir']
+    make_open_workdir(workdir, 'ports/1-1/Linux_for_Tegra', 'staging/Linux_for_Tegra', 'devices/AZJN-0001', 'logs')
+    checked = module_runner(main, station, check_mode=True)
+    assert checked.get('failed') is not True and checked['changed'] is True, checked
+    assert warnings == ["jetson_workdir %s was open to others (mode 0777) though it holds every device's password;"
+                        " none of the run's own entries in it is a symbolic link or another user's, so it would be"
+                        ' closed to mode 0700' % workdir]
+    assert os.stat(workdir).st_mode & 0o7777 == 0o777
+
+    closed = module_runner(main, station)
+    assert closed.get('failed') is not True and closed['changed'] is True and closed['problems'] == []
+    assert 'so it was closed to mode 0700' in warnings[1]
+    assert os.stat(workdir).st_mode & 0o7777 == 0o700
+    assert module_runner(main, station)['changed'] is False and len(warnings) == 2
+
+
+def test_an_open_workdir_with_a_planted_link_is_refused_and_left_as_it_was(module_runner, station, tmp_path):
+    workdir = station['workdir']
+    make_open_workdir(workdir, 'ports')
+    outside = tmp_path / 'outside'
+    outside.mkdir()
+    os.symlink(str(outside), os.path.join(workdir, 'ports', '1-1'))
+    result = module_runner(main, station)
+    assert result['failed'] is True and not result.get('changed')
+    assert result['problems'] == [
+        'jetson_workdir %s is open to others (mode 0777), and what is in it was not all made by the run: ports/1-1 is a'
+        ' symbolic link to %s; the run does not close (nor write in) a workdir that may hold what others planted:'
+        ' remove those entries, then chmod 0700 %s' % (workdir, outside, workdir)]
+    assert os.stat(workdir).st_mode & 0o7777 == 0o777 and os.listdir(str(outside)) == []
+
+
+def test_a_workdir_that_is_a_link_is_refused_naming_its_real_path(module_runner, station, tmp_path):
+    real = tmp_path / 'real-workdir'
+    real.mkdir(mode=0o700)
+    os.symlink(str(real), station['workdir'])
+    result = module_runner(main, station)
+    assert result['failed'] is True
+    assert result['problems'] == ['jetson_workdir %s is a symbolic link to %s; set jetson_workdir to the real path %s,'
+                                  ' the run follows no link it did not make' % (station['workdir'], real, real)]
+
+
+def test_a_missing_workdir_is_made_only_when_the_station_passes_and_never_in_check_mode(module_runner, station):
+    os.unlink(os.path.join(station['l4t_dir'], 'odmfuse.sh'))
+    refused = module_runner(main, station)
+    assert refused['failed'] is True and not os.path.lexists(station['workdir'])
+    checked = module_runner(main, dict(station, tools=[], initrd=False), check_mode=True)
+    assert checked['changed'] is True and not os.path.lexists(station['workdir'])
+
+
+def free_mib(path):
+    while not os.path.isdir(path):
+        path = os.path.dirname(path)
+    stats = os.statvfs(path)
+    return stats.f_bavail * stats.f_frsize // (1024 * 1024)
+
+
+def test_the_disk_asked_for_is_one_image_set_and_a_system_img_per_slot_per_image_group(module_runner, station, tmp_path):
+    usb_sysfs.make_usb_sysfs(station['usb_sysfs_root'], {'1-1': '7523', '1-2': '7523', '1-3': '7323'})
+    devices = [device(tmp_path, 'AZJN-%04d' % number, '1-%d' % number) for number in (1, 2, 3)]
+    # Two boards: two image groups. Per image set 27 % of what is free: two image sets per slot
+    # (4 x 27 %) would not fit, two groups of one image set and a third of one per slot's copy
+    # would (2 x 5/3 x 27 % = 90 %).
+    image_set = free_mib(station['workdir']) * 27 // 100
+    checked = dict(station, devices=devices, image_space_mb=image_set)
+    shared = module_runner(main, checked)
+    assert shared.get('failed') is not True, shared['problems']
+    per_device = module_runner(main, dict(checked, image_mode='per_device'))
+    assert len(per_device['problems']) == 1 and 'the images of 4 devices at once need about' in per_device['problems'][0]
+
+    # Once the station has generated a group, its real size is what counts.
+    one_group = dict(station, devices=devices[:2], image_space_mb=image_set * 3)
+    assert 'the images of 1 image group(s) (one image set and 2 copies of system.img each)' in \
+        module_runner(main, one_group)['problems'][0]
+    group = os.path.join(station['workdir'], 'images', '0123456789abcdef')
+    os.makedirs(group)
+    with open(os.path.join(group, 'group.json'), 'w') as record:
+        json.dump({'image_set_bytes': 3 * 2 ** 30, 'app_bytes': 2 ** 30}, record)
+    assert module_runner(main, one_group)['problems'] == []
+
+
+def test_shared_images_refuse_each_device_whose_images_cannot_be_shared_naming_why_and_the_fix(
+        module_runner, station, tmp_path):
+    usb_sysfs.make_usb_sysfs(station['usb_sysfs_root'], {'1-1': '7523', '1-2': '7523'})
+    own = tmp_path / 'rootfs' / 'AZJN-0002'
+    own.mkdir(parents=True)
+    devices = [device(tmp_path, 'AZJN-0001', '1-1'), device(tmp_path, 'AZJN-0002', '1-2', own_rootfs=str(own))]
+    shared = dict(station, devices=devices, image_mode='shared')
+    assert module_runner(main, shared)['problems'] == [
+        'AZJN-0002: flash_image_mode is shared, but its images cannot be shared: it has a staging rootfs of its own'
+        ' (jetson_rootfs_dir), which holds its device.conf; fix that, or set flash_image_mode to auto (images of its'
+        ' own where they cannot be shared) or per_device']
+    assert module_runner(main, dict(shared, image_mode='auto'))['problems'] == []
+
+    sparse = module_runner(main, dict(shared, devices=devices[:1], extra_args=['--sparse']))['problems']
+    assert sparse == ['AZJN-0001: flash_image_mode is shared, but its images cannot be shared: its APP image is'
+                      ' generated sparse (--sparse in flash_extra_args), not as a tar that can take a member; fix that,'
+                      ' or set flash_image_mode to auto (images of its own where they cannot be shared) or per_device']
+    with open(os.path.join(station['l4t_dir'], 'nv_tegra', 'nv_tegra_release'), 'w') as release:
+        release.write('# R38 (release), REVISION: 4.0\n')
+    compressed = module_runner(main, dict(shared, devices=devices[:1]))['problems']
+    assert len(compressed) == 1 and 'L4T R38, whose APP image is a zstd-compressed tar' in compressed[0]

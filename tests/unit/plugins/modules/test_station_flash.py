@@ -58,7 +58,7 @@ class Station:
     def args(self, **extra):
         args = dict(devices=self.devices, usb_sysfs_root=self.lab.sysfs, station_root=self.lab.host_root,
                     log_dir=os.path.join(self.workdir, 'logs'), slots_dir=self.slots_dir(), concurrency=CONCURRENCY,
-                    settle_timeout=5)
+                    settle_timeout=5, images_dir=os.path.join(self.workdir, 'images'))
         args.update(extra)
         return args
 
@@ -140,7 +140,12 @@ def test_six_devices_are_flashed_in_one_run_at_most_three_at_once(module_runner,
     runs = station.runs()
     assert sorted(run['usb_instance'] for run in runs) == station.ports
     assert all(run['device'] == run['usb_instance'] and run['exit'] == 0 for run in runs)
-    assert {run['tree'] for run in runs} == {device['port_tree'] for device in station.devices}
+    # One image group: one generation, and each flash from its slot's tree with its own APP image.
+    assert len([call for call in station.calls() if '--no-flash' in call['argv']]) == 1
+    assert len({outcome['image_group'] for outcome in result['devices'].values()}) == 1
+    assert all(outcome['image_mode'] == 'shared' and outcome['prepare_seconds'] < 1
+               for outcome in result['devices'].values())
+    assert all(run['tree'].endswith('/slot-%d/Linux_for_Tegra' % run['instance']) for run in runs)
     # The flash slots bound the flashes in flight, and there were several at once.
     assert 2 <= most_at_once(runs) <= CONCURRENCY, runs
     assert l4t_bundle.collisions(station.lab.lab_state) == []
