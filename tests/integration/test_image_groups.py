@@ -58,7 +58,7 @@ def test_six_devices_of_one_board_on_three_slots_share_one_generation_and_each_b
     # copy is its own file and, its flash over, byte for byte the group's again.
     images = group_images(batch)
     assert len(images) == 1
-    (image_path, image), = images.items()
+    image_path, image = list(images.items())[0]
     with open(image_path + '.sha1sum') as generated_sum:
         assert sha1(image_path) == generated_sum.read().strip()
     copies = glob.glob(os.path.join(batch.lab.workdir, 'images', '*', 'slot-*', 'Linux_for_Tegra', image['relpath']))
@@ -76,7 +76,7 @@ def test_six_devices_of_one_board_on_three_slots_share_one_generation_and_each_b
     assert (report['summary']['generations'], report['summary']['generated_devices']) == (1, 6)
     for row in report['devices']:
         assert row['image'].startswith('shared ') and row['flash_write_seconds'] >= 1.0
-        parts = [bar['phase'] for bar in row['timeline'] if bar['phase'].startswith('flash')]
+        parts = [part['phase'] for part in row['timeline'] if part['phase'].startswith('flash')]
         assert parts[-2:] == ['flash (slot wait)', 'flash'] and parts[0] in ('flash (generation)', 'flash (generation, shared)')
     with open(os.path.join(batch.lab.workdir, 'reports', 'batch.html')) as report_html:
         page = report_html.read()
