@@ -140,6 +140,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/bench/provision_bench.py
 	$(BIN)/python tests/bench/flash_bench.py
 	$(BIN)/python tests/bench/fuse_check_bench.py
+	$(BIN)/python tests/bench/image_bench.py
 
 clean:
 	rm -rf build tests/output .pytest_cache

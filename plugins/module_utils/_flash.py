@@ -360,9 +360,10 @@ class Flasher(object):
         return _result(**base)
 
     def image_fields(self):
-        """What the state file keeps of how the flash's images were made, for the report."""
+        """What the state file keeps of how the flash's images were made and how long its parts
+        took (NVIDIA's tool's own run: tool_seconds), for the report."""
         return dict((key, self.fields.get(key)) for key in ('image_mode', 'image_mode_reason', 'image_group',
-                                                            'image_generation', 'prepare_seconds'))
+                                                            'image_generation', 'prepare_seconds', 'tool_seconds'))
 
     def fail(self, message, **fields):
         """Record the failure (never in check mode) and fail the task."""
@@ -826,6 +827,7 @@ class Flasher(object):
                     self.at(FLASHING)
                     run = self.run(self.argv)
                 self.segment('flash', flash_started, time.time())
+                self.fields['tool_seconds'] = round(run.seconds, 3)
                 self.fields['flash_seconds'] = round(time.time() - flash_started, 3)
         except (StationHostError, FlashError, ImageGroupError, AppImageError, IOError, OSError) as exc:
             self.fail('flashing %s on USB port %s failed on the station: %s' % (self.serial, self.port, exc))

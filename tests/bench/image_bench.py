@@ -10,8 +10,9 @@ group, each flash its own APP image made in bytes), at N = 24 and N = 100. Print
 - the makespan, from the first generation's start to the last flash's end (the fake tools' own
   records), and its ratio to the ideal G + ceil(N / P) x T (one generation, then the flashes
   P at a time);
-- the peak disk of the images under jetson_workdir (the groups', the slots' copies, a device's
-  own; sampled every 0.2 s, each inode once), against one image set plus P copies of system.img;
+- the peak disk of the images under jetson_workdir (the groups' image sets, the slots' copies, a
+  device's own APP images; sampled every 0.2 s, each inode once), against one image set plus P
+  copies of system.img;
 - the per-device preparation (cutting the slot's copy back, the device's members, the
   checksum, the read-back) as a fraction of a flash.
 
@@ -38,11 +39,12 @@ FLASH_SECONDS = float(os.environ.get('BENCH_IMAGE_FLASH_SECONDS', '2'))
 GENERATE_SECONDS = float(os.environ.get('BENCH_IMAGE_GENERATE_SECONDS', '8'))
 
 
-# Where a station's images are: each group's tree and its slots' trees, and a device's own
-# images in its port tree (what a generation writes: GENERATED_IMAGES of _image_group.py).
-IMAGE_GLOBS = [os.path.join(tree, relpath) for tree in ('images/*/Linux_for_Tegra', 'images/*/slot-*/Linux_for_Tegra',
-                                                        'ports/*/Linux_for_Tegra')
-               for relpath in ('tools/kernel_flash/images', 'bootloader/system.img', 'bootloader/system.img.raw')]
+# Where a station's images are: each group's image set and its slots' trees, and a device's own
+# APP images in its port tree (the lab's bundle ships a bootloader/system.img of its own, which
+# every port tree copies: not an image of this run).
+IMAGE_GLOBS = ['images/*/Linux_for_Tegra/tools/kernel_flash/images', 'images/*/Linux_for_Tegra/bootloader/system.img',
+               'images/*/Linux_for_Tegra/bootloader/system.img.raw', 'images/*/slot-*/Linux_for_Tegra/tools/kernel_flash/images',
+               'ports/*/Linux_for_Tegra/tools/kernel_flash/images']
 
 
 def image_disk_bytes(workdir):
@@ -59,7 +61,7 @@ def image_disk_bytes(workdir):
                     continue
                 if (st.st_dev, st.st_ino) not in seen and os.path.isfile(path) and not os.path.islink(path):
                     seen.add((st.st_dev, st.st_ino))
-                    total += st.st_blocks * 512
+                    total += st.st_size  # as the group's record counts it (the lab's images are KiB: no block rounding)
     return total
 
 
@@ -101,21 +103,22 @@ def batch(devices, mode):
             assert len(runs) == devices and all(run['exit'] == 0 for run in runs)
             generations = [call for call in l4t_bundle.tool_calls(lab.lab_state)
                            if call['tool'] == 'l4t_initrd_flash_internal.sh' and '--no-flash' in call['argv']]
-            flashes, prepares = [], []
+            flashes, prepares, tools = [], [], []
             for state_path in glob.glob(os.path.join(lab.workdir, 'devices', '*', 'state.json')):
                 with open(state_path) as state:
                     flash = json.load(state)['phases']['flash']
                 flashes += [part['finished'] - part['started'] for part in flash['segments'] if part['name'] == 'flash']
                 if flash.get('prepare_seconds') is not None:
                     prepares.append(flash['prepare_seconds'])
+                tools.append(flash['tool_seconds'])
             image_set = app = 0
             for record_path in glob.glob(os.path.join(lab.workdir, 'images', '*', 'group.json')):
                 with open(record_path) as record:
                     group = json.load(record)
                 image_set, app = group['image_set_bytes'], group['app_bytes']
-            # What the lab's tools really took: the ideal is built from these, not from G and T alone
-            # (each lab flash also boots, reboots and waits for its device).
-            tool_flash = sum(run['end'] - run['start'] for run in runs) / len(runs)
+            # What the lab's tools really took, from their start to their exit as the flash ran them
+            # (each lab flash also boots, reboots and waits for its device): the ideal is made of these.
+            tool_flash = sum(tools) / len(tools)
             tool_generation = max(call['end'] - call['start'] for call in generations)
             return dict(generations=len(generations), peak=peak.peak, image_set=image_set, app=app,
                         makespan=max(run['end'] for run in runs) - min(call['start'] for call in generations),
@@ -128,8 +131,8 @@ def batch(devices, mode):
 def main():
     print('image groups: N devices of one board, P=%d slots; the lab tools simulate a generation of G=%.0f s and a'
           ' flash of T=%.0f s' % (CONCURRENCY, GENERATE_SECONDS, FLASH_SECONDS))
-    print('ideal = G + ceil(N/P) x T with G and T as the lab\'s tools took them in the run (a flash also boots and'
-          ' waits for its device)')
+    print('ideal = G + ceil(N/P) x T with G and T as the lab\'s tools took them in the run (T: the flash tool from its'
+          ' start to its exit, as the flash phase ran it; a lab flash also boots and waits for its device)')
     print('%-5s %-11s %11s %10s %8s %8s %9s %12s %15s %13s' % (
         'N', 'mode', 'generations', 'makespan', 'G', 'T', 'ideal', 'makespan/', 'peak disk KiB', 'prep / flash'))
     for devices in SIZES:
