@@ -520,3 +520,39 @@ def test_the_devices_ekb_replaces_the_bundles_in_its_tree_only_and_a_new_one_fla
     assert again['changed'] and again['generated'] is True and again['fingerprint'] != first['fingerprint'], again['msg']
     missing = module_runner(main, lab.args(expected_email=EMAIL, ekb_file=os.path.join(lab.root, 'no-such.img')))
     assert missing['failed'] and 'cannot read the EKB' in missing['msg'] and 'jetson_ekb_file' in missing['msg']
+
+
+def test_shared_images_are_generated_once_per_group_and_another_key_at_the_same_path_is_another_group(
+        module_runner, lab, key_files):
+    tree = lab.tree('1-3')
+    key = os.path.join(lab.root, 'pkc.pem')
+    with open(key_files['pkc'], 'rb') as source, open(key, 'wb') as copy:
+        copy.write(source.read())
+    images_dir = os.path.join(lab.work, 'images')
+    args = lab.args(expected_email=EMAIL, images_dir=images_dir, extra_args=['-u', key])
+
+    first = module_runner(main, args)
+    assert first['changed'] and first['image_mode'] == 'shared' and first['generated'] is True, first['msg']
+    assert first['app_copy'] in ('reflink', 'copy') and first['prepare_seconds'] < 1
+    # Generated in the group's tree, flashed from the slot's; nothing of the kind in the port tree.
+    group_tree = os.path.join(images_dir, first['image_group'], 'Linux_for_Tegra')
+    assert [call['cwd'] for call in lab.calls()] == [group_tree, os.path.join(images_dir, first['image_group'], 'slot-0',
+                                                                              'Linux_for_Tegra')]
+    assert not os.path.lexists(os.path.join(tree, 'tools', 'kernel_flash', 'images'))
+    assert lab.stored_conf('1-3') == 'AZAION_DEVICE_EMAIL=%s\nAZAION_DEVICE_PASSWORD=%s\n' % (EMAIL, PASSWORD)
+
+    # A new device.conf: flashed again from the same generation.
+    lab.write_conf(tree, EMAIL, NEW_PASSWORD)
+    lab.replug('1-3')
+    rotated = module_runner(main, args)
+    assert rotated['changed'] and rotated['generated'] is False and rotated['image_group'] == first['image_group']
+    assert NEW_PASSWORD in lab.stored_conf('1-3')
+
+    # Another key at the same path: another image group, generated.
+    with open(key_files['other'], 'rb') as source, open(key, 'wb') as copy:
+        copy.write(source.read())
+    lab.replug('1-3')
+    rekeyed = module_runner(main, args)
+    assert rekeyed['changed'] and rekeyed['generated'] is True and rekeyed['image_group'] != first['image_group']
+    assert len([call for call in lab.calls() if '--no-flash' in call['argv']]) == 2
+    secret_free(json.dumps(first), json.dumps(rotated), json.dumps(rekeyed))
