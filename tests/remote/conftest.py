@@ -54,6 +54,8 @@ STATION_NAMES = ('station-a', 'station-b', 'station-c')
 PORTS = {'1-1': '7523', '1-2': '7623'}  # the same USB ports on every station, as on a real floor
 FLASH_SECONDS = 1.0
 FLASH_CONCURRENCY = 2
+# The stations' SSH keep-alive, as the collection's inventories/stations documents it.
+SSH_KEEPALIVE = '-o ServerAliveInterval=15 -o ServerAliveCountMax=4'
 SSHD = '/usr/sbin/sshd'
 STATION_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'station.py')
 
@@ -388,6 +390,7 @@ class RemoteFactory:  # pylint: disable=too-many-instance-attributes
                 station.info['station_settings'],
                 ansible_host=station.address, ansible_user=SSH_USER,
                 ansible_ssh_private_key_file=self.key_file, ansible_become=True,
+                ansible_ssh_common_args=SSH_KEEPALIVE,
                 jetson_flash_concurrency=FLASH_CONCURRENCY)
         device_groups = {}
         for station in self.stations:

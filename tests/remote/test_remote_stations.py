@@ -37,7 +37,7 @@ TEMPDIR_PROBE = re.compile(r'station-[a-z]/tmp/[a-z0-9_]{8}')
 MODULE_CODE_PAYLOAD = re.compile(r'station-[a-z]/tmp/ansible_(?P<module>[\w.]+)_payload_\w+/ansible_(?P=module)_payload\.zip')
 EXAMPLE_INVENTORY = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                                  'inventories', 'stations', 'hosts.yml')
-CONNECTION_VARS = ('ansible_host', 'ansible_user', 'ansible_ssh_private_key_file', 'ansible_become')
+CONNECTION_VARS = ('ansible_host', 'ansible_user', 'ansible_ssh_private_key_file', 'ansible_become', 'ansible_ssh_common_args')
 STATION_VARS = ('jetson_l4t_dir', 'jetson_workdir', 'jetson_flash_concurrency')
 
 
@@ -334,6 +334,20 @@ def test_without_pipelining_the_secrets_way_to_a_station_is_warned_of(provisione
     assert sorted(set(line.split(': pipelining', 1)[0].split()[-1] for line in warned)) == sorted(
         station.address for station in factory.stations), warned
     assert factory.api.write_count() == writes_before
+
+
+def test_a_station_connection_without_a_keep_alive_is_warned_of_and_the_documented_one_is_not(provisioned):
+    keepalive = 'its SSH connection has no keep-alive'
+    assert keepalive not in provisioned.first.stdout + provisioned.first.stderr
+    # A rotation in check mode: the finished batch's stations are checked again, and nothing changes.
+    result = provisioned.factory.run('--tags', 'identity', '--check', '-e', 'identity_rotate=true', '-e',
+                                     'ansible_ssh_common_args=')
+    assert_ok(result)
+    warned = [line for line in (result.stdout + result.stderr).splitlines() if keepalive in line]
+    assert sorted(set(line.split(': its SSH connection', 1)[0].split()[-1] for line in warned)) == sorted(
+        station.address for station in provisioned.factory.stations), warned
+    assert 'set ansible_ssh_common_args to "-o ServerAliveInterval=15 -o ServerAliveCountMax=4"' in ' '.join(
+        (result.stdout + result.stderr).split())
 
 
 def test_ctrl_c_ends_the_modules_on_every_station_within_seconds_and_the_rerun_converges(provisioned, figures):
