@@ -93,7 +93,7 @@ class FlashSlots(object):
     (how long it took). The lock file holds the holder's pid and label, for a person to read.
     """
 
-    def __init__(self, slots_dir, count, wait_timeout=None, label=None, poll=0.05, name='slot',  # pylint: disable=too-many-arguments
+    def __init__(self, slots_dir, count, wait_timeout=None, label=None, poll=0.2, name='slot',  # pylint: disable=too-many-arguments
                  holds_station=False):
         if int(count) < 1:
             raise ValueError('the number of flash slots must be 1 or more, not %r' % (count,))

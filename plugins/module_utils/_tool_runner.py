@@ -101,8 +101,9 @@ _STOPPING = threading.Event()
 def _stop_tools():
     """The run is gone: start no more tools, give each running one SIGTERM once (NVIDIA's tools
     clean up their udev rules and exports on it) and wait for them all, up to their grace."""
-    _STOPPING.set()
     with _RUNNING_LOCK:
+        # Under the lock: a tool being started now either is in the list below, or sees this.
+        _STOPPING.set()
         running = dict(_RUNNING)
     for pid in running:
         _signal_group(pid, signal.SIGTERM)
@@ -178,6 +179,9 @@ def run_tool(argv, cwd, log_path, timeout, env=None, kill_grace=DEFAULT_KILL_GRA
                  % (utc_stamp(), ' '.join(argv), cwd, timeout))
         try:
             with _RUNNING_LOCK:
+                if _STOPPING.is_set():  # stopped since the look above: _stop_tools would not see this tool
+                    log_line(log_fd, '==> %s azaion.jetson: not running %s: the run was stopped' % (utc_stamp(), argv[0]))
+                    return ToolRun(-signal.SIGTERM, False, 0.0, log_path)
                 process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log_fd,
                                            stderr=subprocess.STDOUT, close_fds=True, start_new_session=True,
                                            preexec_fn=_terminate_with_parent)
