@@ -17,7 +17,7 @@ import re
 import secrets
 import stat
 
-from ansible_collections.azaion.jetson.plugins.module_utils._files import remove_leftover_temporaries, write_file_atomic
+from ansible_collections.azaion.jetson.plugins.module_utils._files import read_all, remove_leftover_temporaries, write_file_atomic
 
 EMAIL_KEY = 'AZAION_DEVICE_EMAIL'
 PASSWORD_KEY = 'AZAION_DEVICE_PASSWORD'
@@ -381,19 +381,14 @@ def read_existing(path):
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise DeviceConfError('%s exists but is not a regular file; remove it' % path)
-        chunks = []
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
+        data = read_all(fd)
     except OSError as exc:
         raise DeviceConfError('cannot read the existing %s: %s; make it readable or remove it'
                               % (path, exc.strerror or exc))
     finally:
         os.close(fd)
     try:
-        return b''.join(chunks).decode('utf-8')
+        return data.decode('utf-8')
     except UnicodeDecodeError:
         raise DeviceConfError('the existing %s is not UTF-8 text; fix it or remove it so it is written'
                               ' anew (the file is kept as it is)' % path)

@@ -52,6 +52,16 @@ def write_file_atomic(path, data, mode=0o600, uid=None, gid=None):
     fsync_directory(directory)
 
 
+def read_all(fd):
+    """Everything left to read from the open file descriptor ``fd``."""
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b''.join(chunks)
+        chunks.append(chunk)
+
+
 def remove_leftover_temporaries(path):
     """Remove the temporary files that :func:`write_file_atomic` left beside ``path`` when it
     was killed before its rename (a device.conf's may hold a password, and a staging rootfs's

@@ -37,6 +37,7 @@ from ansible_collections.azaion.jetson.plugins.module_utils._image_group import 
     ImageGroup,
     ImageGroupError,
     clear_slot,
+    read_json,
     remove_stale_groups,
     unshareable_format,
 )
@@ -302,15 +303,6 @@ def _result(**fields):
                   flash_seconds=None, app_copy=None, msg='')
     result.update(fields)
     return result
-
-
-def _read_json(path):
-    try:
-        with open(path, 'rb') as record:
-            data = json.loads(record.read().decode('utf-8'))
-    except (IOError, OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 class Flasher(object):
@@ -583,7 +575,7 @@ class Flasher(object):
         """Generate the port tree's own images for every device instance, unless it holds them
         already (image mode per_device)."""
         record_path = os.path.join(self.l4t_dir, IMAGES_RECORD)
-        record = _read_json(record_path)
+        record = read_json(record_path)
         if (not self.params['force'] and record.get('fingerprint') == self.fingerprint
                 and isinstance(record.get('instances'), int) and record['instances'] >= self.params['concurrency']
                 and os.path.isfile(os.path.join(self.l4t_dir, SAVED_PARAMS))):

@@ -51,7 +51,7 @@ from ansible_collections.azaion.jetson.plugins.module_utils._app_image import (
     write_tail,
 )
 from ansible_collections.azaion.jetson.plugins.module_utils._device_conf import DEVICE_CONF_RELPATH
-from ansible_collections.azaion.jetson.plugins.module_utils._files import write_file_atomic
+from ansible_collections.azaion.jetson.plugins.module_utils._files import read_all, write_file_atomic
 from ansible_collections.azaion.jetson.plugins.module_utils._workdir import refuse_symlinks
 from ansible_collections.azaion.jetson.plugins.module_utils._workspace import (
     NV_TEGRA_RELEASE,
@@ -110,6 +110,7 @@ def unshareable_format(extra_args, environ, tree):
 
 
 def read_json(path):
+    """A JSON record as a dict ({} when missing, unreadable or not an object)."""
     try:
         with open(path, 'rb') as record:
             data = json.loads(record.read().decode('utf-8'))
@@ -178,18 +179,13 @@ def identity_members(rootfs):
         conf_st = os.fstat(fd)
         if not stat.S_ISDIR(dir_st.st_mode) or not stat.S_ISREG(conf_st.st_mode):
             raise ImageGroupError('%s is not a regular file in a real directory' % conf_path)
-        chunks = []
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
+        data = read_all(fd)
     finally:
         os.close(fd)
     return [
         dict(name=IDENTITY_DIR, kind='dir', mode=stat.S_IMODE(dir_st.st_mode), uid=dir_st.st_uid,
              gid=dir_st.st_gid, mtime=int(dir_st.st_mtime)),
-        dict(name=IDENTITY_FILE, kind='file', data=b''.join(chunks), mode=stat.S_IMODE(conf_st.st_mode),
+        dict(name=IDENTITY_FILE, kind='file', data=data, mode=stat.S_IMODE(conf_st.st_mode),
              uid=conf_st.st_uid, gid=conf_st.st_gid, mtime=int(conf_st.st_mtime)),
     ]
 
