@@ -6,7 +6,7 @@
 inventory variable ``jetson_default_user_password`` (or the controller's
 ``AZAION_DEFAULT_USER_PASSWORD``, or the files their ``_file`` forms name), never from the task's arguments (see
 plugin_utils/_controller_secrets.py for why); and while it runs, the staging's progress is shown
-(see plugin_utils/_progress_reader.py)."""
+(see plugin_utils/_station_watch.py)."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -17,6 +17,7 @@ from ansible_collections.azaion.jetson.plugins.plugin_utils._controller_secrets 
 
 class ActionModule(ControllerSecretsAction):
     MODULE = 'azaion.jetson.l4t_rootfs'
+    WORK = 'rootfs'
     PROGRESS_PHASE = 'rootfs'
     SOURCES = {
         'default_user_password': ('jetson_default_user_password', 'AZAION_DEFAULT_USER_PASSWORD'),

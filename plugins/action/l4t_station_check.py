@@ -15,11 +15,8 @@ import re
 
 from ansible.utils.display import Display
 
-from ansible_collections.azaion.jetson.plugins.plugin_utils._controller_secrets import (
-    LOCAL_CONNECTIONS,
-    TLS_CONTENT_SOURCES,
-    ControllerSecretsAction,
-)
+from ansible_collections.azaion.jetson.plugins.plugin_utils._controller_secrets import TLS_CONTENT_SOURCES, ControllerSecretsAction
+from ansible_collections.azaion.jetson.plugins.plugin_utils._station_watch import ANSWER_VARIABLE, is_ssh_connection
 
 display = Display()
 
@@ -30,6 +27,7 @@ SSH_ARG_OPTIONS = ('ssh_args', 'ssh_common_args', 'ssh_extra_args')
 
 class ActionModule(ControllerSecretsAction):
     MODULE = 'azaion.jetson.l4t_station_check'
+    WORK = 'its check'
     SOURCES = TLS_CONTENT_SOURCES
 
     def run(self, tmp=None, task_vars=None):
@@ -40,7 +38,7 @@ class ActionModule(ControllerSecretsAction):
         """Ansible's SSH connection waits forever on a station that drops off the network
         without closing the connection (a pulled cable, a sleeping laptop): with a keep-alive,
         the run notices within ServerAliveInterval x ServerAliveCountMax seconds."""
-        if self._connection.transport in LOCAL_CONNECTIONS or 'ssh' not in self._connection.transport:
+        if not is_ssh_connection(self._connection):
             return
         given = []
         for option in SSH_ARG_OPTIONS:
@@ -51,6 +49,6 @@ class ActionModule(ControllerSecretsAction):
         if not KEEPALIVE.search(' '.join(given)):
             display.warning('%s: its SSH connection has no keep-alive (no ServerAliveInterval in ansible_ssh_common_args,'
                             ' ssh_args or ssh_extra_args): a station that drops off the network mid-run holds the run'
-                            ' until its link comes back; set ansible_ssh_common_args to "-o ServerAliveInterval=15 -o'
-                            ' ServerAliveCountMax=4" (unless your ssh_config sets a keep-alive, which Ansible cannot see)'
-                            % self._play_context.remote_addr)
+                            ' until %s runs out (300 s by default); set ansible_ssh_common_args to "-o'
+                            ' ServerAliveInterval=15 -o ServerAliveCountMax=4" (unless your ssh_config sets a keep-alive,'
+                            ' which Ansible cannot see)' % (self._play_context.remote_addr, ANSWER_VARIABLE))

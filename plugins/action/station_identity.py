@@ -17,4 +17,5 @@ from ansible_collections.azaion.jetson.plugins.plugin_utils._controller_secrets 
 
 class ActionModule(ControllerSecretsAction):
     MODULE = 'azaion.jetson.station_identity'
+    WORK = 'identity'
     SOURCES = ADMIN_API_SOURCES

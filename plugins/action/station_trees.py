@@ -2,15 +2,17 @@
 # Copyright: Azaion
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""Controller side of azaion.jetson.station_trees: live progress while the station makes its
-ports' working trees (see plugin_utils/_progress_reader.py)."""
+"""Controller side of azaion.jetson.station_trees: live progress while the station makes its ports'
+working trees, and a station that stops answering meanwhile noticed (see
+plugin_utils/_station_watch.py)."""
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.azaion.jetson.plugins.plugin_utils._progress_reader import ProgressAction
+from ansible_collections.azaion.jetson.plugins.plugin_utils._station_watch import StationAction
 
 
-class ActionModule(ProgressAction):
+class ActionModule(StationAction):
+    WORK = 'rootfs'
     PROGRESS_PHASE = 'rootfs'

@@ -8,7 +8,7 @@ __metaclass__ = type
 
 
 class ModuleDocFragment(object):
-    # The live progress of the long station modules (plugin_utils/_progress_reader.py on the
+    # The live progress of the long station modules (plugin_utils/_station_watch.py on the
     # controller, module_utils/_progress.py on the station).
     DOCUMENTATION = r'''
 options:

@@ -11,7 +11,7 @@ On the station, :class:`ProgressFile` keeps what each device is doing (its step,
 tool log) in one small JSON file beside the logs, rewritten atomically at each change of step.
 :func:`read_progress` reads it back with the last line of each device's tool log (the
 azaion.jetson.station_progress module), and :func:`progress_block` turns that into the
-time-stamped lines the controller prints while the run goes on (plugin_utils/_progress_reader.py).
+time-stamped lines the controller prints while the run goes on (plugin_utils/_station_watch.py).
 
 The file holds device names, steps, times and log paths: never a password or a device.conf.
 """

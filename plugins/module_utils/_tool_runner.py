@@ -15,6 +15,7 @@ import ctypes
 import errno
 import os
 import select
+import shutil
 import signal
 import stat
 import subprocess
@@ -150,10 +151,23 @@ def end_with_the_run():
                 return  # the module closed its output: it is ending anyway
             if any(event & (select.POLLERR | select.POLLHUP) for event in events):
                 _stop_tools()
+                _remove_module_payload()
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
 
     threading.Thread(target=wait_for_the_run_to_go, name='azaion.jetson run watch', daemon=True).start()
+
+
+def _remove_module_payload():
+    """Remove the module's own code from the station's temporary directory before the module
+    ends itself by a signal: Ansible's module wrapper (AnsiballZ) unpacks it into
+    ``ansible_<module>_payload_*`` and puts the zip first in ``sys.path``, and would remove it
+    when the module returns, which a module killed by a signal never does."""
+    for entry in sys.path:
+        directory, name = os.path.split(entry)
+        if (name.startswith('ansible_') and name.endswith('_payload.zip')
+                and os.path.basename(directory).startswith(name[:-len('.zip')] + '_')):
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def run_tool(argv, cwd, log_path, timeout, env=None, kill_grace=DEFAULT_KILL_GRACE):

@@ -34,7 +34,9 @@ description:
   - On the controller (with O(station_reports), the registered results of the stations' runs),
     combines the stations' reports into one batch report in O(report_dir), so that the report
     is kept where the run was started (an AWX job, a controller) and not only on the stations.
-    A device whose station's report could not be made gets a row saying so.
+    A device whose station's report could not be made gets a row saying so. A device whose
+    station stopped answering during this run's work on it is V(interrupted), and its row's
+    C(error) says which station and what to do.
   - Also returns the rows, a summary and a readable table for the play's output.
   - Each report says which run wrote it (O(run), for example when it started, its tags and limit) and when. The
     files are rewritten by every run, but the task reports a change only when a device's row
@@ -57,6 +59,11 @@ options:
       - Station name -> the result of this module's run on that station, with C(rows), or
         C(failed) and C(msg) when that station's report could not be made, or nothing when the
         station's run stopped before its report.
+      - For a station that stopped answering, instead, C(lost) (the cause, as the failed
+        station task said it), C(work) (the phase it was doing), C(states) (each device's state
+        as this run first read it, the RV(azaion.jetson.station_state#module:devices) of its
+        state read) and C(outcomes) (each device's outcome, as the
+        P(azaion.jetson.device_outcomes#filter) filter works it out).
       - Exactly one of O(workdir) and O(station_reports) is required.
     type: dict
   report_dir:
@@ -352,13 +359,31 @@ def combined_rows(module, devices, station_reports, phases):
     rows = []
     for device in devices:
         row = found.get(device['serial'])
-        if row is None:
-            report = station_reports.get(device.get('station') or '') or {}
+        report = station_reports.get(device.get('station') or '') or {}
+        if row is None and report.get('lost'):
+            row = lost_station_row(device, phases, report)
+        elif row is None:
             row = device_row(device, phases, {})
             row.update(result='failed', error="its station's report could not be made: %s"
                        % (report.get('msg') or "the station's run stopped before its report"))
         rows.append(row)
     return rows
+
+
+def lost_station_row(device, phases, report):
+    """The row of a device whose station stopped answering (``report``: the cause, the work it
+    was doing, each device's state as this run read it first, and each device's outcome): as
+    it stood before this run, and interrupted, with the cause, if this run was working on it."""
+    name = device.get('name') or device['serial']
+    row = device_row(device, phases, dict(phases=((report.get('states') or {}).get(name) or {}).get('phases') or {}))
+    outcome = (report.get('outcomes') or {}).get(name) or {}
+    if outcome.get('station_lost'):
+        if report.get('work') in phases:
+            row[report['work']] = 'interrupted'
+        row.update(result='interrupted', error=one_line(report['lost']))
+    elif outcome.get('failed'):
+        row.update(result='failed', error=one_line(str(outcome.get('msg')).split(': ', 1)[-1]))
+    return row
 
 
 def main():

@@ -329,7 +329,9 @@ def station_leaders(contexts, host=None):
 def device_outcome(phase_results, name, finished=False, station_error=None):
     """The outcome of device ``name`` from its station's phase results (phase name -> the
     registered result of that phase's station run, in phase order): failed at the first phase
-    that failed it, changed if any phase changed it."""
+    that failed it, changed if any phase changed it. A device whose station stopped answering
+    (a result with ``station_lost``, see plugin_utils/_station_watch.py) fails with the
+    result's message, and its outcome has ``station_lost`` too."""
     if finished:
         # Finished before this run: no phase ran for it, whatever happened to the others.
         return dict(failed=False, changed=False, msg='%s: already finished: nothing to do' % name)
@@ -341,6 +343,9 @@ def device_outcome(phase_results, name, finished=False, station_error=None):
             # Not even a skipped result: the station's run stopped before this phase.
             return dict(failed=True, changed=changed,
                         msg='%s: its station\'s %s run did not happen: see the station\'s errors above' % (name, phase))
+        if result.get('station_lost'):
+            # Its station stopped answering during this phase: the result says which and what to do.
+            return dict(failed=True, changed=changed, station_lost=True, msg='%s: %s' % (name, result.get('msg')))
         device = (result.get('devices') or {}).get(name)
         if device is None:
             continue

@@ -31,11 +31,10 @@ from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
 from ansible_collections.azaion.jetson.plugins.module_utils._admin_api import display_url
-from ansible_collections.azaion.jetson.plugins.plugin_utils._progress_reader import execute_with_progress
+from ansible_collections.azaion.jetson.plugins.plugin_utils._station_watch import LOCAL_CONNECTIONS, execute_on_station
 
 display = Display()
 
-LOCAL_CONNECTIONS = ('local', 'ansible.builtin.local')
 
 
 # The TLS files of the admin API that may live on the controller: module option -> (inventory
@@ -98,7 +97,9 @@ class ControllerSecretsAction(ActionBase):
     # Set by each subclass: the module to run, and option -> (inventory variable, environment variable or None).
     MODULE = None
     SOURCES = {}
-    # The phase whose progress the module keeps while it runs (see _progress_reader.py), if any.
+    # What the module does on its station, for the message of a station lost meanwhile, and the
+    # phase whose progress it keeps while it runs, if any (see _station_watch.py).
+    WORK = None
     PROGRESS_PHASE = None
     # Options whose value is a file on the station, and the option that carries the same file's
     # content from the controller: one device cannot have both.
@@ -135,11 +136,8 @@ class ControllerSecretsAction(ActionBase):
                                            % display_url(str(url)))
             return result
         self._warn_without_pipelining(module_args)
-        if self.PROGRESS_PHASE:
-            result.update(execute_with_progress(self, task_vars, self.PROGRESS_PHASE, module_name=self.MODULE,
-                                                module_args=module_args))
-        else:
-            result.update(self._execute_module(module_name=self.MODULE, module_args=module_args, task_vars=task_vars))
+        result.update(execute_on_station(self, task_vars, self.WORK, self.PROGRESS_PHASE, module_name=self.MODULE,
+                                         module_args=module_args))
         return result
 
     def _warn_without_pipelining(self, module_args):

@@ -3,8 +3,6 @@
 it, a way to run the playbook, and what the suites check after a run. Also the lab admin API
 fixtures both suites use (a conftest imports them)."""
 
-import fcntl
-import glob
 import hashlib
 import json
 import os
@@ -149,19 +147,8 @@ class ProvisionBatch:
         return [call for call in self.tool_calls('l4t_initrd_flash_internal.sh') if '--no-flash' in call['argv']]
 
     def station_is_clean(self):
-        """Nothing of a flash is left on the station: exports, gadget interfaces, held slots,
-        NVIDIA's udev rule names, massflash packages."""
-        host = self.lab.host_root
-        assert l4t_host.exports(host) == []
-        assert os.listdir(os.path.join(host, 'etc', 'exports.d')) == []
-        assert l4t_host.gadget_interfaces(host) == []
-        assert l4t_host.udev_rules(host) == ['10-azaion-jetson-l4t-usb-msd.rules', '99-azaion-jetson-l4t-host.rules']
-        assert glob.glob(os.path.join(self.lab.workdir, 'ports', '*', 'Linux_for_Tegra', 'mfi_*')) == []
-        assert glob.glob(os.path.join(self.lab.workdir, 'images', '*', 'Linux_for_Tegra', 'mfi_*')) == []
-        for lock in glob.glob(os.path.join(self.lab.workdir, 'flash-slots', '*.lock')):
-            with open(lock) as slot:
-                fcntl.flock(slot, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises when a slot is still held
-        return True
+        """Nothing of a flash is left on the station (see l4t_host.station_is_clean)."""
+        return l4t_host.station_is_clean(self.lab.host_root, self.lab.workdir)
 
     def report(self):
         with open(os.path.join(self.lab.workdir, 'reports', 'batch.json')) as report:

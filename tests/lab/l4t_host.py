@@ -22,6 +22,8 @@ on a real station share ``/``. The fake host programs are bash scripts
 call in the lab state's ``host-events.log``. Standard library only.
 """
 
+import fcntl
+import glob
 import json
 import os
 import shlex
@@ -230,3 +232,18 @@ def _write(path, text):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'w') as handle:
         handle.write(text)
+
+
+def station_is_clean(host_root, workdir):
+    """Nothing of a flash is left on the station (``host_root``, the collection's ``workdir``):
+    exports, gadget interfaces, held slots, NVIDIA's udev rule names, massflash packages."""
+    assert exports(host_root) == []
+    assert os.listdir(os.path.join(host_root, 'etc', 'exports.d')) == []
+    assert gadget_interfaces(host_root) == []
+    assert udev_rules(host_root) == ['10-azaion-jetson-l4t-usb-msd.rules', '99-azaion-jetson-l4t-host.rules']
+    assert glob.glob(os.path.join(workdir, 'ports', '*', 'Linux_for_Tegra', 'mfi_*')) == []
+    assert glob.glob(os.path.join(workdir, 'images', '*', 'Linux_for_Tegra', 'mfi_*')) == []
+    for lock in glob.glob(os.path.join(workdir, 'flash-slots', '*.lock')):
+        with open(lock) as slot:
+            fcntl.flock(slot, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises when a slot is still held
+    return True

@@ -249,6 +249,29 @@ class Station:  # pylint: disable=too-many-instance-attributes
         """``command`` inside this station's namespaces (those of its sshd)."""
         return ['nsenter', '--target', str(self.sshd.pid), '--mount', '--net', '--'] + list(command)
 
+    def cut_off(self):
+        """Pull the station's cable: its link on the bridge goes down, and every packet between
+        it and the controller is lost, without a word to either side."""
+        _run('ip', 'link', 'set', self.namespace, 'down')
+
+    def reconnect(self):
+        _run('ip', 'link', 'set', self.namespace, 'up')
+
+    def kill_sshd(self):
+        """SIGKILL every sshd process of the station (the server and each session), as a host
+        that goes down would: the connections close, and what ran in a session loses its output.
+        The station's lab (its Loaders) goes on."""
+        namespace = _net_namespace(self.sshd.pid)
+        for entry in os.listdir('/proc'):
+            if entry.isdigit() and _net_namespace(int(entry)) == namespace and _process_name(int(entry)).startswith('sshd'):
+                with contextlib.suppress(OSError):
+                    os.kill(int(entry), signal.SIGKILL)
+        self.sshd.wait(10)
+
+    def restart_sshd(self):
+        _launch_sshd(self)
+        _wait_for_sshd(self)
+
     def ansible_processes(self):
         """The processes that Ansible runs on this station over SSH (sudo, sh and the module's
         Python, whose command lines hold Ansible's become marker), as (pid, command line)."""
@@ -260,6 +283,14 @@ class Station:  # pylint: disable=too-many-instance-attributes
                 if 'BECOME-SUCCESS-' in command or command.startswith(('/usr/bin/python3', 'python3')):
                     found.append((int(entry), command))
         return found
+
+
+def _process_name(pid):
+    try:
+        with open('/proc/%d/comm' % pid) as comm:
+            return comm.read().strip()
+    except OSError:
+        return ''
 
 
 def _net_namespace(pid):
@@ -284,10 +315,16 @@ def _start_sshd(station, client_public_key):
     shutil.copyfile(client_public_key, os.path.join(sshd_dir, 'authorized_keys'))
     with open(os.path.join(sshd_dir, 'sshd_config'), 'w') as config:
         config.write(SSHD_CONFIG.format(name=station.name, address=station.address, mount=STATION_MOUNT, user=SSH_USER))
+    _launch_sshd(station)
+
+
+def _launch_sshd(station):
+    """The station's sshd, in a mount namespace of its own (see SSHD_NAMESPACE_SCRIPT) in the
+    station's network namespace; its log appended to."""
     os.makedirs('/run/sshd', exist_ok=True)  # Debian's sshd wants its privilege separation directory
     script = SSHD_NAMESPACE_SCRIPT.format(mount=STATION_MOUNT, checkout=CHECKOUT_MOUNT, home=pwd.getpwnam(SSH_USER).pw_dir,
                                           sshd=SSHD)
-    with open(station.sshd_log, 'w') as log:
+    with open(station.sshd_log, 'a') as log:
         # Every step execs the next: the process we hold is sshd itself.
         station.sshd = subprocess.Popen(
             ['ip', 'netns', 'exec', station.namespace, 'unshare', '--mount', '--propagation', 'unchanged', '--',
@@ -329,7 +366,7 @@ def _wait_for_lab(station, timeout=60):
         station.info = json.load(info)
 
 
-def _close_ssh_masters(control_dir):
+def close_ssh_masters(control_dir):
     """Ask each SSH master connection that Ansible left (ControlPersist) to exit."""
     for socket_name in os.listdir(control_dir):
         # An explicit socket path: the host name given is not used.
@@ -486,7 +523,7 @@ def remote_factory(tmp_path_factory):
         for station in factory.stations:
             _wait_for_lab(station)
         factory.write_inventory()
-        undo.append(lambda: _close_ssh_masters(factory.control_dir))  # first, while the stations still answer
+        undo.append(lambda: close_ssh_masters(factory.control_dir))  # first, while the stations still answer
         yield factory
     finally:
         for step in reversed(undo):

@@ -8,8 +8,10 @@ stations' disks. A later test runs the same batch on one local station and print
 the last stops a run with Ctrl-C.
 """
 
+import contextlib
 import importlib.util
 import io
+import json
 import os
 import re
 import subprocess
@@ -20,8 +22,8 @@ import zipfile
 import pytest
 import yaml
 
-from conftest import FLASH_CONCURRENCY, FLASH_SECONDS, PORTS, SSH_USER, STATION_MOUNT
-from lab import l4t_bundle, labkit, usb_sysfs
+from conftest import FLASH_CONCURRENCY, FLASH_SECONDS, PORTS, SSH_USER, STATION_MOUNT, close_ssh_masters
+from lab import l4t_bundle, l4t_host, labkit, usb_sysfs
 from lab.processes import interrupt, wait_until
 
 # The secret sweep's tools (process arguments, files, the event-recording callback), loaded by
@@ -350,6 +352,179 @@ def test_a_station_connection_without_a_keep_alive_is_warned_of_and_the_document
         (result.stdout + result.stderr).split())
 
 
+# -- a station lost mid-flash --------------------------------------------------------------------
+# Each test below: a rotation of the whole batch (every device flashed again) while station-b's
+# flashes are held (its lab's hold-flash file), station-b lost once both of its flashes run,
+# then station-b back and one plain re-run, which must converge.
+
+LOST_STATION = 1  # station-b
+# With the documented keep-alive (15 s x 4), the run must end this soon after the cut (issue 20).
+KEEPALIVE_BOUND = 120
+
+
+def rotation_with_a_held_station(factory, *args):
+    """Every device back in recovery mode, station-b's flashes held, a rotation started; returns
+    (the run, station-b, its flash runs so far) once both of station-b's flashes are running."""
+    station = factory.stations[LOST_STATION]
+    for each, port, _serial in factory.devices():
+        usb_sysfs.add_device(each.host_path(each.info['station_settings']['jetson_usb_sysfs_root']), port, PORTS[port])
+    with open(os.path.join(station.lab_state, 'hold-flash'), 'w'):
+        pass
+    before = len(l4t_bundle.flash_runs(station.lab_state))
+    playbook = factory.start('-e', 'identity_rotate=true', *args)
+    wait_until(lambda: sum(1 for run in l4t_bundle.flash_runs(station.lab_state)[before:] if run['end'] is None) == len(PORTS),
+               timeout=180, what="both of station-b's flashes to run")
+    return playbook, station, before
+
+
+def let_go(station):
+    """Station-b's flashes end as soon as their time is up (again)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(station.lab_state, 'hold-flash'))
+
+
+def let_the_held_flashes_finish(station):
+    """Let station-b's flashes go on to their end, and its modules end, still cut off."""
+    let_go(station)
+    wait_until(lambda: all(run['end'] is not None for run in l4t_bundle.flash_runs(station.lab_state)), timeout=60,
+               what="station-b's held flashes to end")
+    wait_until(lambda: not station.ansible_processes(), timeout=60, what="station-b's modules to end")
+
+
+def controller_report(factory):
+    """The controller's batch report: serial -> row."""
+    reports = [name for name in os.listdir(factory.report_dir) if name.endswith('.json')]
+    assert len(reports) == 1, reports
+    with open(os.path.join(factory.report_dir, reports[0])) as report:
+        return dict((row['serial'], row) for row in json.load(report)['devices'])
+
+
+def assert_the_lost_station_is_named(factory, output, station, work='flash'):
+    """The lost station's devices end interrupted, with the cause, in the report, the recap and
+    their outcomes; every other device is done."""
+    cause = 'station %s stopped answering during %s; its work may have finished there; run the batch again to collect it' % (
+        station.name, work)
+    rows = controller_report(factory)
+    for each, _port, serial in factory.devices():
+        if each is station:
+            assert rows[serial]['result'] == 'interrupted' and rows[serial]['error'] == cause, rows[serial]
+            assert rows[serial][work] == 'interrupted', rows[serial]
+            assert '%s: %s' % (serial, cause) in ' '.join(output.split()), serial
+        else:
+            assert rows[serial]['result'] == 'done', rows[serial]
+
+
+def assert_one_rerun_converges(factory, station, flashed_again):
+    """Station-b back: one plain re-run converges, flashing station-b's devices again only when
+    ``flashed_again`` (its held flashes were stopped), and every device holds its account's
+    password; then nothing of the runs is left on station-b."""
+    before = len(l4t_bundle.flash_runs(station.lab_state))
+    rerun = factory.run()
+    assert_ok(rerun)
+    assert len(l4t_bundle.flash_runs(station.lab_state)) - before == (len(PORTS) if flashed_again else 0)
+    users = factory.api.users()
+    mismatches = [serial for each, port, serial in factory.devices()
+                  if users[email_of(serial)]['password'] != labkit.read_device_conf(each.storage(port))['AZAION_DEVICE_PASSWORD']]
+    assert mismatches == []
+    assert set(row['result'] for row in controller_report(factory).values()) == {'done'}
+    l4t_host.station_is_clean(station.host_path(station.info['station_settings']['jetson_station_root']), station.workdir)
+    assert station_private_leftovers(station) == []
+    # No flash image copy, log or temporary holds a device's password: only device.conf files do.
+    passwords = [users[email_of(serial)]['password'].encode() for serial in station.serials.values()]
+    holding = [path for path, data in sweep.everything_written_under(station.host_dir, skip_names=())
+               if any(password in data for password in passwords)]
+    assert holding and all(path.endswith(os.path.join('etc', 'azaion', 'device.conf')) for path in holding), holding
+    return rerun
+
+
+def station_private_leftovers(station):
+    """What is left in the station's SSH user's home, root's ~/.ansible and /tmp."""
+    return [os.path.relpath(os.path.join(root, name), station.host_dir)
+            for private in ('home', 'root-ansible', 'tmp')
+            for root, dirs, files in os.walk(os.path.join(station.host_dir, private)) for name in dirs + files]
+
+
+def test_a_station_cut_off_mid_flash_ends_the_run_within_the_keepalive_and_the_rerun_collects_its_flash(provisioned, figures):
+    """The documented keep-alive: the run ends by itself within KEEPALIVE_BOUND seconds of the
+    cut, while station-b still flashes on its own; the re-run finds its flashes done there."""
+    factory = provisioned.factory
+    playbook, station, _before = rotation_with_a_held_station(factory)
+    station.cut_off()
+    cut = time.monotonic()
+    try:
+        output, _ = playbook.communicate(timeout=KEEPALIVE_BOUND + 60)
+        ended = time.monotonic() - cut
+        assert ended < KEEPALIVE_BOUND, ended
+        assert playbook.returncode == 2, output[-6000:]
+        assert_the_lost_station_is_named(factory, output, station)
+        # Station-b went on alone: its flashes still run, held.
+        assert [run for run in l4t_bundle.flash_runs(station.lab_state) if run['end'] is None], 'station-b stopped flashing'
+        let_the_held_flashes_finish(station)
+    finally:
+        let_go(station)
+        station.reconnect()
+        if playbook.poll() is None:
+            interrupt(playbook)
+    rerun = assert_one_rerun_converges(factory, station, flashed_again=False)
+    figures('station-b cut off mid-flash (keep-alive 15 s x 4): the run ended %.1f s after the cut (bound %d s); the'
+            ' re-run collected its finished flashes in %.1f s, 0 mismatches' % (ended, KEEPALIVE_BOUND, rerun.seconds))
+
+
+def test_a_station_cut_off_without_a_keepalive_is_lost_within_its_answer_timeout(provisioned, figures):
+    """No keep-alive: the station watch (jetson_station_answer_timeout) ends the task."""
+    factory = provisioned.factory
+    answer_timeout = 20
+    close_ssh_masters(factory.control_dir)  # station-b's next connection is made without a keep-alive
+    playbook, station, _before = rotation_with_a_held_station(
+        factory, '-e', 'ansible_ssh_common_args=', '-e', 'jetson_station_answer_timeout=%d' % answer_timeout)
+    station.cut_off()
+    cut = time.monotonic()
+    try:
+        output, _ = playbook.communicate(timeout=answer_timeout + 120)
+        ended = time.monotonic() - cut
+        # The answer timeout, one probe interval (a third of it) to notice, and the rest of the run.
+        assert ended < answer_timeout * 4 / 3 + 30, ended
+        assert playbook.returncode == 2, output[-6000:]
+        assert_the_lost_station_is_named(factory, output, station)
+        let_the_held_flashes_finish(station)
+    finally:
+        let_go(station)
+        station.reconnect()
+        if playbook.poll() is None:
+            interrupt(playbook)
+    rerun = assert_one_rerun_converges(factory, station, flashed_again=False)
+    figures('station-b cut off mid-flash without a keep-alive (jetson_station_answer_timeout=%d): the run ended %.1f s'
+            ' after the cut; the re-run converged in %.1f s' % (answer_timeout, ended, rerun.seconds))
+
+
+def test_a_station_whose_sshd_dies_mid_flash_stops_its_flashes_and_the_rerun_redoes_them(provisioned, figures):
+    """The station's sshd killed (the host going down): the connection closes at once, the
+    station's module loses its output and stops its tools; the re-run flashes its devices again."""
+    factory = provisioned.factory
+    playbook, station, before = rotation_with_a_held_station(factory)
+    station.kill_sshd()
+    killed = time.monotonic()
+    try:
+        output, _ = playbook.communicate(timeout=120)
+        ended = time.monotonic() - killed
+        assert playbook.returncode == 2, output[-6000:]
+        assert_the_lost_station_is_named(factory, output, station)
+        wait_until(lambda: not station.ansible_processes(), timeout=30, what="station-b's modules to end")
+        stopped = l4t_bundle.flash_runs(station.lab_state)[before:]
+        assert len(stopped) == len(PORTS) and all(run['end'] is not None and run['exit'] != 0 for run in stopped), stopped
+    finally:
+        let_go(station)
+        station.restart_sshd()
+        if playbook.poll() is None:
+            interrupt(playbook)
+    # The operator power-cycles station-b's devices into recovery mode, as after any stopped flash.
+    for port in PORTS:
+        usb_sysfs.add_device(station.host_path(station.info['station_settings']['jetson_usb_sysfs_root']), port, PORTS[port])
+    rerun = assert_one_rerun_converges(factory, station, flashed_again=True)
+    figures('station-b\'s sshd killed mid-flash: the run ended %.1f s later, its flashes stopped there; the re-run'
+            ' flashed them again in %.1f s, 0 mismatches' % (ended, rerun.seconds))
+
+
 def test_ctrl_c_ends_the_modules_on_every_station_within_seconds_and_the_rerun_converges(provisioned, figures):
     """Last in the module. Ctrl-C in the middle of a rotation, while every station waits on an
     admin API call that would be held open for 30 s: the modules that ansible-playbook's workers
@@ -368,6 +543,8 @@ def test_ctrl_c_ends_the_modules_on_every_station_within_seconds_and_the_rerun_c
     wait_until(lambda: not any(station.ansible_processes() for station in factory.stations), timeout=10,
                what="the stations' modules to end after Ctrl-C")
     ended = time.monotonic() - pressed
+    # The modules that ended themselves took their unpacked code with them.
+    assert [station_private_leftovers(station) for station in factory.stations] == [[]] * len(factory.stations)
     factory.api.set_faults([])
 
     # The rotation re-flashes every device: the operator puts them back in recovery mode.

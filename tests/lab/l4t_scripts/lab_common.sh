@@ -25,6 +25,8 @@
 #   disrupted/<port>    the pid of a run whose RCM boot an EEPROM probe broke
 #   recovery-product/<port>  the device's recovery-mode USB product id, kept when it leaves
 #                       recovery mode for the flashing initrd (for the operator's power cycle)
+#   hold-flash          while it exists, an initrd flash over NFS goes on past its LAB_FLASH_SECONDS
+#                       (a test's way to keep a station flashing until it lets go)
 #   boot-failures.log   one JSON record per flash whose images the device would not run, and why
 #                       (images signed or encrypted for another device, BPMP firmware of another
 #                       chip SKU: see "images and the chip" below)
@@ -1924,8 +1926,8 @@ lab_flash_over_nfs() {  # <device address> <seconds>
             fi
         fi
         if ! lab_time_left "${remaining}"; then
-            # Nothing left to wait, but a miss still gets its second look.
-            ((missed)) || break
+            # Nothing left to wait, but a miss still gets its second look, and a held flash goes on.
+            ((missed)) || [[ -e ${LAB_STATE}/hold-flash ]] || break
             REPLY=${LAB_SLICE_SECONDS} LAB_TIME_LEFT=0
         fi
         lab_sleep "${REPLY}"

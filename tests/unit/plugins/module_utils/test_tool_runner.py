@@ -166,3 +166,18 @@ def test_log_tail(tmp_path):
     assert log_tail(log, lines=2).splitlines()[0].startswith('line 998 ')
     short = labkit.write_file(str(tmp_path / 'short.log'), 'only\n')
     assert log_tail(short) == 'only'
+
+
+def test_a_module_that_ends_itself_removes_its_own_unpacked_code_and_nothing_else(tmp_path, monkeypatch):
+    """As AnsiballZ lays it out: <tmp>/ansible_<module>_payload_<random>/ansible_<module>_payload.zip first in sys.path."""
+    from ansible_collections.azaion.jetson.plugins.module_utils import _tool_runner
+    payload = tmp_path / 'ansible_azaion.jetson.station_flash_payload_x1y2z3'
+    payload.mkdir()
+    (payload / 'ansible_azaion.jetson.station_flash_payload.zip').write_bytes(b'PK')
+    other = tmp_path / 'site-packages'
+    other.mkdir()
+    (other / 'ansible_other_payload.zip').write_bytes(b'PK')  # a zip of that name, but not in its payload directory
+    monkeypatch.setattr(sys, 'path', [str(payload / 'ansible_azaion.jetson.station_flash_payload.zip'),
+                                      str(other / 'ansible_other_payload.zip')] + sys.path)
+    _tool_runner._remove_module_payload()
+    assert not payload.exists() and other.exists() and (other / 'ansible_other_payload.zip').exists()

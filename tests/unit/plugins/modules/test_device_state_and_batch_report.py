@@ -139,6 +139,38 @@ def test_the_controller_report_combines_the_stations_reports_and_says_why_a_stat
         assert json.load(report)['run'] == later
 
 
+def test_the_controller_report_makes_a_lost_stations_rows_from_what_the_run_knew(module_runner, tmp_path):
+    """A station that stopped answering during flash gave no report: its devices' rows come
+    from the state read at the run's start and their outcomes; the other station's from its report."""
+    cause = 'station station-b stopped answering during flash; its work may have finished there; run the batch again to collect it'
+    devices = [{'serial': 'AZJN-0001', 'name': 'AZJN-0001', 'station': 'station-a', 'fuse_enabled': False},
+               {'serial': 'AZJN-0002', 'name': 'AZJN-0002', 'station': 'station-b', 'fuse_enabled': False},
+               {'serial': 'AZJN-0003', 'name': 'AZJN-0003', 'station': 'station-b', 'fuse_enabled': False},
+               {'serial': 'AZJN-0004', 'name': 'AZJN-0004', 'station': 'station-b', 'fuse_enabled': False}]
+    workdir = str(tmp_path / 'station-a')
+    for phase in ('rootfs', 'identity', 'flash', 'verify'):
+        record(module_runner, os.path.join(workdir, 'devices', 'AZJN-0001', 'state.json'), phase=phase, status='done')
+    done = dict((phase, {'status': 'done'}) for phase in ('rootfs', 'identity', 'flash', 'verify'))
+    lost = {'lost': cause, 'work': 'flash',
+            'states': {'AZJN-0002': {'phases': {'rootfs': {'status': 'done'}}}, 'AZJN-0003': {'phases': {'rootfs': {'status': 'done'}}},
+                       'AZJN-0004': {'phases': done}},
+            'outcomes': {'AZJN-0002': {'failed': True, 'station_lost': True, 'msg': 'AZJN-0002: ' + cause},
+                         'AZJN-0003': {'failed': True, 'msg': 'AZJN-0003: identity failed: HTTP 403'},
+                         'AZJN-0004': {'failed': False, 'msg': 'AZJN-0004: already finished: nothing to do'}}}
+    station_reports = {'station-a': module_runner(batch_report.main, dict(workdir=workdir, devices=devices[:1])),
+                       'station-b': lost}
+    home = module_runner(batch_report.main, dict(station_reports=station_reports, report_dir=str(tmp_path / 'reports'),
+                                                 devices=devices))
+    rows = dict((row['serial'], row) for row in home['rows'])
+    assert rows['AZJN-0001']['result'] == 'done'
+    assert (rows['AZJN-0002']['result'], rows['AZJN-0002']['flash'], rows['AZJN-0002']['error']) == ('interrupted', 'interrupted', cause)
+    assert rows['AZJN-0002']['rootfs'] == 'done' and rows['AZJN-0002']['identity'] == 'pending'
+    assert (rows['AZJN-0003']['result'], rows['AZJN-0003']['error']) == ('failed', 'identity failed: HTTP 403')
+    assert (rows['AZJN-0004']['result'], rows['AZJN-0004']['error']) == ('done', '')
+    assert home['summary']['interrupted'] == 1 and home['summary']['done'] == 2 and home['summary']['failed'] == 1
+    assert '%s: %s' % ('AZJN-0002', cause) in home['table']
+
+
 def test_the_controller_report_needs_its_directory(module_runner):
     result = module_runner(batch_report.main, dict(station_reports={}, devices=[{'serial': 'AZJN-0001'}]))
     assert result['failed'] is True and 'report_dir' in result['msg']

@@ -124,3 +124,14 @@ def test_a_relative_or_disagreeing_report_directory_stops_the_batch_naming_the_v
     assert batch_check(contexts) == [
         'the devices of this run disagree on jetson_report_dir (/srv/a for AZJN-0001; /srv/b for AZJN-0002); set it once'
         ' for the whole run, in the group jetsons or with -e']
+
+
+def test_an_outcome_on_a_station_that_stopped_answering_names_the_station_after_what_failed_before():
+    lost = {'failed': True, 'station_lost': True,
+            'msg': 'station st2 stopped answering during flash; its work may have finished there; run the batch again to collect it'}
+    results = {'identity': {'devices': {'d1': {'changed': True}, 'd2': {'failed': True, 'msg': 'HTTP 403'}}},
+               'flash': lost, 'verify': {}}
+    assert device_outcome(results, 'd1') == {'failed': True, 'changed': True, 'station_lost': True, 'msg': 'd1: ' + lost['msg']}
+    # A device that failed an earlier phase keeps that failure; one finished before keeps its "finished".
+    assert device_outcome(results, 'd2')['msg'] == 'd2: identity failed: HTTP 403'
+    assert device_outcome(results, 'd3', finished=True)['failed'] is False

@@ -1,0 +1,16 @@
+# -*- coding: utf-8 -*-
+# Copyright: Azaion
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Controller side of azaion.jetson.station_verify: a station that stops answering while it verifies
+its devices is noticed (see plugin_utils/_station_watch.py)."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible_collections.azaion.jetson.plugins.plugin_utils._station_watch import StationAction
+
+
+class ActionModule(StationAction):
+    WORK = 'verify'
