@@ -36,7 +36,6 @@ from ansible_collections.azaion.jetson.plugins.plugin_utils._station_watch impor
 display = Display()
 
 
-
 # The TLS files of the admin API that may live on the controller: module option -> (inventory
 # variable, controller environment variable); each also has its _file / _FILE form.
 TLS_CONTENT_SOURCES = {
