@@ -34,8 +34,9 @@ options:
       - Better left unset in playbooks. The controller then hands the token to the module
         itself, while a token written as a task argument reaches every callback (loggers, AWX
         job events) with the task's arguments before the module can mask it.
-      - Optional because the runbook's stock admin API sits on a restricted network without
-        authentication; an admin API that wants a token answers HTTP 401 without one.
+      - Optional because the stock admin API sits on a restricted network without
+        authentication (C(docs/provisioning-flow.md), step 4); an admin API that wants a token
+        answers HTTP 401 without one.
       - The token never appears in results or error messages.
     type: str
   client_cert:

@@ -12,6 +12,7 @@ from ansible_collections.azaion.jetson.plugins.plugin_utils._context import (
     device_contexts,
     device_outcome,
     device_outcomes,
+    run_phases,
     station_leaders,
     station_work,
 )
@@ -45,8 +46,12 @@ def device_outcome_filter(phase_results, name, finished=False, station_error=Non
     return device_outcome(phase_results, name, finished, station_error)
 
 
+def run_phases_filter(run_tags, skip_tags=()):
+    return run_phases(list(run_tags or ()), list(skip_tags or ()))
+
+
 class FilterModule(object):
-    """azaion.jetson.device_contexts, station_leaders, station_work, device_outcome and device_outcomes"""
+    """azaion.jetson.device_contexts, station_leaders, station_work, device_outcome, device_outcomes and run_phases"""
 
     def filters(self):
         return {
@@ -55,4 +60,5 @@ class FilterModule(object):
             'device_outcome': device_outcome_filter,
             'device_outcomes': device_outcomes_filter,
             'station_work': station_work_filter,
+            'run_phases': run_phases_filter,
         }

@@ -25,6 +25,21 @@ SERIAL_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$')
 PHASES = ('rootfs', 'fuse', 'identity', 'flash', 'verify')
 
 
+# The statuses of a phase that leave nothing to do for the device.
+FINISHED = ('done', 'skipped')
+
+
+def phase_status(phase, record, fuse_enabled):
+    """The one rule for a phase's status on a device: as its state file records it (``record``,
+    {} when the phase never ran: done, failed, running or skipped), else pending. Fusing is
+    optional: the fuse phase of a device not to be fused (``fuse_enabled`` false) that never
+    ran is skipped, and one skipped while the device was not to be fused is pending once it is."""
+    status = (record.get('status') if isinstance(record, dict) else None) or 'pending'
+    if phase == 'fuse' and status in ('pending', 'skipped'):
+        return 'pending' if fuse_enabled else 'skipped'
+    return status
+
+
 class DeviceStateError(ValueError):
     """The state file exists but cannot be read as this collection writes it."""
 

@@ -4,8 +4,9 @@
 
 # This module_utils is PRIVATE to the azaion.jetson collection: it may change without notice.
 
-"""The smoke check of a flashed device's Loader (runbook step 7): ``GET /health`` until healthy,
-then ``POST /login`` with the credentials of the device.conf it was flashed with."""
+"""The smoke check of a flashed device's Loader (docs/provisioning-flow.md, step 7):
+``GET /health`` until healthy, then ``POST /login`` with the credentials of the device.conf it
+was flashed with."""
 
 from __future__ import absolute_import, division, print_function
 

@@ -181,10 +181,9 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.azaion.jetson.plugins.module_utils._files import write_file_atomic
-from ansible_collections.azaion.jetson.plugins.module_utils._device_state import DeviceState
+from ansible_collections.azaion.jetson.plugins.module_utils._device_state import FINISHED, PHASES, DeviceState, phase_status
 from ansible_collections.azaion.jetson.plugins.module_utils._report_html import render_html
 
-FINISHED = ('done', 'skipped')
 ERROR_LENGTH = 300
 # Columns that describe this run rather than the device: a re-run that differs only in them
 # changes nothing.
@@ -212,11 +211,9 @@ def device_row(device, phases, state, interrupted=()):
     errors = []
     for phase in phases:
         record = recorded.get(phase) or {}
-        status = record.get('status') or 'pending'
+        status = phase_status(phase, record, device.get('fuse_enabled'))
         if status == 'running':
             status = 'interrupted'
-        if phase == 'fuse' and status == 'pending' and not device.get('fuse_enabled'):
-            status = 'skipped'
         row[phase] = status
         row[phase + '_seconds'] = record.get('seconds')
         if status not in ('pending', 'skipped'):
@@ -394,7 +391,7 @@ def main():
             report_dir=dict(type='path'),
             batch=dict(type='str', default='batch'),
             devices=dict(type='list', elements='dict', required=True),
-            phases=dict(type='list', elements='str', default=['rootfs', 'fuse', 'identity', 'flash', 'verify']),
+            phases=dict(type='list', elements='str', default=list(PHASES)),
             run=dict(type='dict', default={}),
             interrupted=dict(type='dict', default={}),
         ),

@@ -19,8 +19,9 @@ description:
     (usually the factory station, after M(azaion.jetson.device_conf) wrote it). The password is
     never a module option and never leaves the module, not in the result, not in an error
     message, not in the diff.
-  - The flow is the runbook's; C(POST /users) with C({"email", "password", "role"}); HTTP 201 or
-    200 means the account was created. On HTTP 409 (the account exists) and with
+  - The flow is step 4 of C(docs/provisioning-flow.md); C(POST /users) with
+    C({"email", "password", "role"}); HTTP 201 or 200 means the account was created. On
+    HTTP 409 (the account exists) and with
     O(update_password=always), C(PATCH /users/password) sets the password from the file, so
     re-provisioning a device always ends with an account that matches its file.
   - With O(sync_record), a small JSON file records what was last synchronised (e-mail, API URL,

@@ -13,7 +13,8 @@ module: loader_check
 short_description: Check that a flashed Jetson's Loader is healthy and logs in with the device's credentials
 version_added: 1.1.0
 description:
-  - The smoke verification of the provisioning runbook (step 7), after the device's first boot.
+  - The smoke verification of the provisioning flow (C(docs/provisioning-flow.md), step 7),
+    after the device's first boot.
   - Polls C(GET <url>/health) until the Loader answers HTTP 200 (and, when the answer is JSON,
     its C(status) field is V(healthy) or V(ok)). Refused connections, timeouts, HTTP 5xx, 408
     and 429 and host names that do not resolve yet are expected while the device boots and are

@@ -16,9 +16,10 @@ description:
   - Reads the state file of each of the station's devices (C(state_file) of its device context)
     and tells, for the phases in O(phases), which ones each device has finished and which are
     still to do, so that a run over a finished batch can leave finished devices alone.
-  - A phase is finished when its recorded status is V(done). The phase V(fuse) of a device that
-    is not to be fused (C(fuse_enabled) false or unset) is finished also when it never ran or
-    was recorded as V(skipped); a device to be fused must have it V(done).
+  - A phase is finished when its recorded status is V(done) or V(skipped). The phase V(fuse) of
+    a device that is not to be fused (C(fuse_enabled) false or unset) is finished also when it
+    never ran; a device to be fused must have it V(done). The batch report's statuses follow
+    the same rule.
   - Never writes anything. A state file that cannot be read fails that device only; the message
     names the file and the fix.
 author: Azaion engineering (@azaion)
@@ -133,17 +134,14 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.azaion.jetson.plugins.module_utils._device_state import PHASES, DeviceState, DeviceStateError
+from ansible_collections.azaion.jetson.plugins.module_utils._device_state import (
+    FINISHED,
+    PHASES,
+    DeviceState,
+    DeviceStateError,
+    phase_status,
+)
 from ansible_collections.azaion.jetson.plugins.module_utils._station_run import StationRun, station_argument_spec
-
-
-def is_finished(phase, record, fuse_enabled):
-    """Whether ``phase``, recorded as ``record`` (a dict, {} when it never ran), is finished."""
-    status = record.get('status') if isinstance(record, dict) else None
-    if status == 'done':
-        return True
-    # A device that is not to be fused has nothing to do in the fuse phase.
-    return phase == 'fuse' and not fuse_enabled and status in (None, 'skipped')
 
 
 def main():
@@ -164,7 +162,7 @@ def main():
             if 'move it aside' not in message:
                 message += '; fix it or move it aside (the device\'s phases will then run again)'
             proxy.fail_json('%s: %s' % (name, message))
-        pending = [phase for phase in wanted if not is_finished(phase, phases.get(phase) or {}, device['fuse_enabled'])]
+        pending = [phase for phase in wanted if phase_status(phase, phases.get(phase), device['fuse_enabled']) not in FINISHED]
         # A phase still recorded as running when a run starts: the run that started it was stopped.
         interrupted = [phase for phase in PHASES if (phases.get(phase) or {}).get('status') == 'running']
         proxy.exit_json(phases=phases, finished=not pending, pending=pending, interrupted=interrupted,

@@ -13,8 +13,8 @@ module: station_verify
 short_description: Check the Loader of each of a station's flashed devices, in one run
 version_added: 1.1.0
 description:
-  - The verify phase of a station (runbook step 7), for all its devices at once, at most
-    O(parallel) at a time.
+  - The verify phase of a station (C(docs/provisioning-flow.md), step 7), for all its devices
+    at once, at most O(parallel) at a time.
   - For each device, checks its Loader (C(loader_url) of its device context) exactly as
     M(azaion.jetson.loader_check) does, with the credentials of its C(device_conf), the
     device.conf it was flashed with. The passwords are read from the files on the station and

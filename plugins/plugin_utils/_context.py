@@ -23,12 +23,14 @@ from ansible_collections.azaion.jetson.plugins.plugin_utils._identity import (
     device_email,
 )
 from ansible_collections.azaion.jetson.plugins.module_utils._device_checks import STATION_TREES, inside
+from ansible_collections.azaion.jetson.plugins.module_utils._device_state import PHASES
 from ansible_collections.azaion.jetson.plugins.plugin_utils import _inputs as inputs
 from ansible_collections.azaion.jetson.plugins.plugin_utils._controller_secrets import ControllerSecretError, controller_secret
 from ansible_collections.azaion.jetson.plugins.plugin_utils._station import station_paths
 
-# Settings that belong to a station (design.md): set on the station's host or on its devices,
-# the same for every device of one station. Inventory name -> (context name, default).
+# Settings that belong to a station (docs/provisioning-flow.md, Station settings): set on the
+# station's host or on its devices, the same for every device of one station.
+# Inventory name -> (context name, default).
 STATION_SETTINGS = (
     ('jetson_l4t_dir', 'l4t_dir', ''),
     ('jetson_workdir', 'workdir', '/var/lib/azaion-jetson'),
@@ -361,3 +363,10 @@ def device_outcomes(phase_results, names, finished=(), station_error=None):
     """The outcome of each device of ``names`` (name -> outcome, see :func:`device_outcome`);
     ``finished``: the names of the devices finished before this run."""
     return dict((name, device_outcome(phase_results, name, name in finished, station_error)) for name in names)
+
+
+def run_phases(run_tags, skip_tags=()):
+    """The phases a run does, in PHASES' order: those its tags name (all of them for the tag
+    ``all``), less those its skipped tags name."""
+    chosen = PHASES if 'all' in run_tags else [phase for phase in PHASES if phase in run_tags]
+    return [phase for phase in chosen if phase not in skip_tags]

@@ -30,8 +30,8 @@ class IdentityError(ValueError):
 def device_email(serial, prefix=DEFAULT_EMAIL_PREFIX, domain=DEFAULT_EMAIL_DOMAIN):
     """Return the device's e-mail: ``AZJN-0042`` -> ``azaion-jetson-0042@azaion.com``.
 
-    The suffix is the segment after the last hyphen of the serial, lowercased (the runbook's
-    rule).
+    The suffix is the segment after the last hyphen of the serial, lowercased
+    (docs/provisioning-flow.md, step 4).
     """
     if not isinstance(serial, str) or not serial:
         raise IdentityError('device serial %r is empty or not a string; set jetson_serial (or the host name) '

@@ -1,10 +1,10 @@
 """A lab stand-in for the Azaion Loader that runs on a flashed Jetson, served over real HTTP.
 
 After flashing, the real device boots, its Loader reads ``/etc/azaion/device.conf`` and serves
-``GET /health`` and ``POST /login`` (runbook steps 6 and 7). The smoke verification calls
-exactly those two, so the lab serves them from what was really flashed: the fake flash tool
-copies the flashed rootfs to ``<lab_state>/storage/<usb_instance>/`` and one LabLoader serves
-each such directory. A device.conf that never reached the image, or reached it with the wrong
+``GET /health`` and ``POST /login`` (docs/provisioning-flow.md, steps 6 and 7). The smoke
+verification calls exactly those two, so the lab serves them from what was really flashed: the
+fake flash tool copies the flashed rootfs to ``<lab_state>/storage/<usb_instance>/`` and one
+LabLoader serves each such directory. A device.conf that never reached the image, or reached it with the wrong
 mode or another device's password, then fails the smoke check as it would on the floor.
 
 The file is read again at every request, because the lab re-flashes a device's storage while

@@ -38,3 +38,16 @@ def test_device_state_refuses_a_corrupt_file(tmp_path):
     path = labkit.write_file(str(tmp_path / 'state.json'), '{"phases": {"flash": ')
     with pytest.raises(DeviceStateError, match='not JSON'):
         DeviceState(path).load()
+
+
+def test_one_rule_for_a_phases_status_and_fusing_is_optional():
+    from ansible_collections.azaion.jetson.plugins.module_utils._device_state import phase_status
+    assert phase_status('flash', {}, False) == 'pending'
+    assert phase_status('flash', {'status': 'running'}, False) == 'running'
+    assert phase_status('verify', {'status': 'skipped'}, True) == 'skipped'
+    # Not to be fused: nothing to do, unless a burn ran (then what it left is what counts).
+    assert [phase_status('fuse', record, False) for record in ({}, {'status': 'skipped'}, {'status': 'failed'})] == [
+        'skipped', 'skipped', 'failed']
+    # To be fused: a fuse phase skipped while it was not is to do now.
+    assert [phase_status('fuse', record, True) for record in ({}, {'status': 'skipped'}, {'status': 'done'})] == [
+        'pending', 'pending', 'done']

@@ -7,6 +7,7 @@ from ansible_collections.azaion.jetson.plugins.plugin_utils._context import (
     device_context,
     device_contexts,
     device_outcome,
+    run_phases,
     station_leaders,
     station_work,
 )
@@ -135,3 +136,25 @@ def test_an_outcome_on_a_station_that_stopped_answering_names_the_station_after_
     # A device that failed an earlier phase keeps that failure; one finished before keeps its "finished".
     assert device_outcome(results, 'd2')['msg'] == 'd2: identity failed: HTTP 403'
     assert device_outcome(results, 'd3', finished=True)['failed'] is False
+
+
+def test_the_device_context_its_argument_spec_and_its_docs_have_the_same_keys():
+    """Three places name a device context's keys: the filter that makes it, the station modules'
+    argument spec, and the doc fragment. A key added to one and not the others fails here."""
+    import yaml
+    from ansible_collections.azaion.jetson.plugins.doc_fragments.devices import ModuleDocFragment
+    from ansible_collections.azaion.jetson.plugins.module_utils._station_run import DEVICE_OPTIONS
+
+    made = set(device_context('AZJN-0042', {'jetson_usb_instance': '1-3', 'jetson_workdir': '/w'}))
+    documented = yaml.safe_load(ModuleDocFragment.DOCUMENTATION)['options']['devices']['suboptions']
+    assert made == set(DEVICE_OPTIONS) == set(documented)
+    for key, spec in DEVICE_OPTIONS.items():
+        assert documented[key]['type'] == spec['type'], key
+        assert bool(documented[key].get('required')) == bool(spec.get('required')), key
+        assert documented[key].get('elements') == spec.get('elements'), key
+
+
+def test_the_run_phases_are_the_tagged_ones_in_phase_order_less_the_skipped():
+    assert run_phases(['all']) == ['rootfs', 'fuse', 'identity', 'flash', 'verify']
+    assert run_phases(['verify', 'identity', 'always']) == ['identity', 'verify']
+    assert run_phases(['all'], ['fuse', 'verify']) == ['rootfs', 'identity', 'flash']
