@@ -804,6 +804,10 @@ class Flasher(object):
             wait_started = time.time()
             with slots:
                 self.segment('slot wait', wait_started, time.time())
+                if params['images_dir']:
+                    # What a flash killed in this slot left in any group's copies: another board's
+                    # group has its own copy in this slot, which this flash never writes.
+                    clear_slot(params['images_dir'], slots.slot)
                 self.fields.update(slot=slots.slot, slot_wait_seconds=round(slots.wait_seconds, 3))
                 self.state.record(PHASE, slot=slots.slot, slot_wait_seconds=round(slots.wait_seconds, 3))
                 try:

@@ -49,18 +49,33 @@ LOGIN_DENIED_HINT = ('the Loader rejected the device\'s credentials: device.conf
                      '- re-run the identity phase with identity_force_sync=true and re-flash')
 
 
-def loader_check_argument_spec():
-    """The options of azaion.jetson.loader_check (and of each device of azaion.jetson.station_verify)."""
-    return dict(
-        url=dict(type='str', required=True),
-        device_conf=dict(type='path', required=True),
-        health_timeout=dict(type='int', default=600),
-        health_interval=dict(type='float', default=5),
-        request_timeout=dict(type='float', default=10),
-        expected_status=dict(type='str', default='ok'),
-        validate_certs=dict(type='bool', default=True),
-        ca_path=dict(type='path'),
-    )
+# The verify phase's options, the same for every device of a station (documented once, in the
+# azaion.jetson.verify doc fragment); each device gives its Loader's URL and its device.conf.
+VERIFY_OPTIONS = dict(
+    health_timeout=dict(type='int', default=600),
+    health_interval=dict(type='float', default=5),
+    request_timeout=dict(type='float', default=10),
+    expected_status=dict(type='str', default='ok'),
+    validate_certs=dict(type='bool', default=True),
+    ca_path=dict(type='path'),
+)
+# The keys of a device context that the verify phase reads.
+VERIFY_DEVICE_KEYS = ('name', 'loader_url', 'device_conf', 'state_file')
+
+
+def run(shared, device):
+    """The verify phase's core for one device: check its Loader (``device['loader_url']``) with
+    the credentials of ``device['device_conf']``. ``shared``: the VERIFY_OPTIONS, and
+    ``check_mode``. Returns the result: ``msg`` (naming no secret), ``email``, ``health``,
+    ``login``, ``failed`` when the check failed, ``warnings``, and ``no_log_values``, the secrets
+    the check met, for the caller to mask and never to show."""
+    check = LoaderCheck(shared, device['loader_url'], device['device_conf'])
+    try:
+        check.run()
+    except CheckEnded:
+        pass
+    result = dict(check.result, warnings=check.warnings, no_log_values=sorted(check.secrets))
+    return result
 
 
 def tls_context(ca_path, validate_certs):
@@ -154,15 +169,22 @@ def _requests(count):
     return '%d request%s' % (count, '' if count == 1 else 's')
 
 
-class LoaderCheck(object):
-    """One check of one device's Loader; :meth:`run` ends with ``module.exit_json`` or ``module.fail_json``."""
+class CheckEnded(Exception):
+    """The check has its result (in LoaderCheck.result)."""
 
-    def __init__(self, module):
-        self.module = module
-        self.params = module.params
+
+class LoaderCheck(object):
+    """One check of one device's Loader (see :func:`run`); :meth:`run` ends by raising
+    :class:`CheckEnded` with ``result`` complete, failed or not."""
+
+    def __init__(self, shared, url, device_conf):
+        self.params = shared
+        self.check_mode = bool(shared.get('check_mode'))
+        self.device_conf = device_conf
         self.secrets = set()
+        self.warnings = []
         self.result = {'changed': False, 'email': None, 'health': None, 'msg': ''}
-        self.url = normalize_api_url(self.params['url'])
+        self.url = normalize_api_url(url or '')
         self.shown_url = display_url(self.url)
         self._request = None
 
@@ -183,12 +205,12 @@ class LoaderCheck(object):
         return ''
 
     def fail(self, msg):
-        self.result['msg'] = self.scrub(msg)
-        self.module.fail_json(**self.result)
+        self.result.update(failed=True, msg=self.scrub(msg))
+        raise CheckEnded()
 
     def done(self, msg):
         self.result['msg'] = self.scrub(msg)
-        self.module.exit_json(**self.result)
+        raise CheckEnded()
 
     def check_params(self):
         params = self.params
@@ -243,24 +265,22 @@ class LoaderCheck(object):
     # -- the flow -------------------------------------------------------------------------------
 
     def run(self):
-        params = self.params
         self.check_params()
-        device_conf = params['device_conf']
+        device_conf = self.device_conf
         password = None
-        if self.module.check_mode and not os.path.lexists(device_conf):
-            self.module.warn('%s does not exist (yet): check mode cannot tell which account the Loader would log '
-                             'in with' % device_conf)
+        if self.check_mode and not os.path.lexists(device_conf):
+            self.warnings.append('%s does not exist (yet): check mode cannot tell which account the Loader would log '
+                                 'in with' % device_conf)
         else:
             try:
                 email, password = read_credentials(device_conf)
             except DeviceConfError as exc:
                 self.fail('%s (the device.conf the device was flashed with)' % exc)
-            self.module.no_log_values.add(password)
             self.secrets.add(password)
             self.result['email'] = email
         self.connect()
 
-        if self.module.check_mode:
+        if self.check_mode:
             self.predict(device_conf)
         self.wait_healthy()
         self.login(self.result['email'], password, device_conf)

@@ -142,6 +142,35 @@ def run_device_core(proxy, spec, shared, own, work, refused=''):
         raise
 
 
+def shared_values(module, options):
+    """What a phase core gets once for all devices: the module's ``options`` and its check mode."""
+    shared = dict((name, module.params[name]) for name in options)
+    shared['check_mode'] = module.check_mode
+    return shared
+
+
+def core_result(module, name, result):
+    """A phase core's result for device ``name``, as a station module returns it: ``changed``
+    set, a failure's ``msg`` led by the device's name, and the secrets it met
+    (``no_log_values``) taken out of it and masked in all of the module's output."""
+    module.no_log_values.update(result.pop('no_log_values', ()))
+    result.setdefault('changed', False)
+    msg = str(result.get('msg', ''))
+    if result.get('failed') and not msg.startswith(name + ':'):
+        result['msg'] = '%s: %s' % (name, msg)
+    return result
+
+
+def exit_with_core_result(module, result):
+    """End a single-device module with its phase core's result (see :func:`core_result`)."""
+    module.no_log_values.update(result.pop('no_log_values', ()))
+    for warning in result.pop('warnings', ()):
+        module.warn(warning)
+    if result.pop('failed', False):
+        module.fail_json(**result)
+    module.exit_json(**result)
+
+
 def shared_options(spec, names):
     """The options ``names`` of a single-device module's ``spec``: a station module takes them
     once for all of its devices."""
@@ -185,11 +214,18 @@ class StationRun(object):
 
     ``ends_with_the_run``: the module ends, its tools with it, once the ansible-playbook run
     that started it is gone (Ctrl-C; see _tool_runner.end_with_the_run).
+
+    ``core`` (instead of ``work``): a phase core, a plain function ``core(shared, device) ->
+    result``; ``shared`` is the module's options named in ``shared_options`` and
+    ``check_mode``. See :func:`core_result` for what a result may carry.
     """
 
-    def __init__(self, module, work, phase=None, progress=None, ends_with_the_run=True):
+    def __init__(self, module, work=None, phase=None, progress=None, ends_with_the_run=True, core=None,
+                 shared_options=()):
         self.module = module
         self.work = work
+        self.core = core
+        self.shared = shared_values(module, shared_options)
         self.phase = phase
         self.progress = progress
         self.ends_with_the_run = ends_with_the_run
@@ -211,8 +247,11 @@ class StationRun(object):
                 return dict(failed=True, changed=False, msg='%s: %s' % (device['name'], why))
         proxy = DeviceModule(self.module, None, device['name'])
         try:
-            self.work(proxy, device)
-            result = dict(failed=True, changed=False, msg='%s: the work ended without a result' % device['name'])
+            if self.core is not None:
+                result = core_result(self.module, device['name'], self.core(self.shared, device))
+            else:
+                self.work(proxy, device)
+                result = dict(failed=True, changed=False, msg='%s: the work ended without a result' % device['name'])
         except DeviceExit as done:
             result = done.result
         except Exception as exc:  # one device's bug must not take the other devices' results with it

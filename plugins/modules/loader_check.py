@@ -30,6 +30,7 @@ description:
 author: Azaion engineering (@azaion)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - azaion.jetson.verify
 options:
   url:
     description:
@@ -46,37 +47,6 @@ options:
         too).
     type: path
     required: true
-  health_timeout:
-    description:
-      - How many seconds to wait for C(/health) to become healthy after the device was powered
-        on. At least one request is always made; the last one may add up to O(request_timeout).
-    type: int
-    default: 600
-  health_interval:
-    description:
-      - Seconds between two C(/health) requests while the Loader is not healthy yet.
-    type: float
-    default: 5
-  request_timeout:
-    description:
-      - Seconds to wait for one answer from the Loader.
-    type: float
-    default: 10
-  expected_status:
-    description:
-      - The C(status) field that C(POST /login) must return for the check to pass; the reference
-        Loader answers C({"status":"ok"}).
-    type: str
-    default: ok
-  validate_certs:
-    description:
-      - Verify the Loader's TLS certificate when O(url) is C(https://). V(false) is for labs only.
-    type: bool
-    default: true
-  ca_path:
-    description:
-      - CA bundle (PEM) that signed the Loader's certificate, instead of the system trust store.
-    type: path
 attributes:
   check_mode:
     support: full
@@ -165,12 +135,16 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.azaion.jetson.plugins.module_utils._loader import LoaderCheck, loader_check_argument_spec
+from ansible_collections.azaion.jetson.plugins.module_utils._loader import VERIFY_OPTIONS, run
+from ansible_collections.azaion.jetson.plugins.module_utils._station_run import exit_with_core_result, shared_values
 
 
 def main():
-    module = AnsibleModule(argument_spec=loader_check_argument_spec(), supports_check_mode=True)
-    LoaderCheck(module).run()
+    module = AnsibleModule(argument_spec=dict(url=dict(type='str', required=True), device_conf=dict(type='path', required=True),
+                                              **VERIFY_OPTIONS),
+                           supports_check_mode=True)
+    device = dict(loader_url=module.params['url'], device_conf=module.params['device_conf'])
+    exit_with_core_result(module, run(shared_values(module, VERIFY_OPTIONS), device))
 
 
 if __name__ == '__main__':

@@ -28,37 +28,8 @@ author: Azaion engineering (@azaion)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - azaion.jetson.devices
+  - azaion.jetson.verify
 options:
-  health_timeout:
-    description:
-      - How many seconds to wait for each device's C(/health) to become healthy after it was
-        powered on.
-    type: int
-    default: 600
-  health_interval:
-    description:
-      - Seconds between two C(/health) requests while a Loader is not healthy yet.
-    type: float
-    default: 5
-  request_timeout:
-    description:
-      - Seconds to wait for one answer from a Loader.
-    type: float
-    default: 10
-  expected_status:
-    description:
-      - The C(status) field that C(POST /login) must return for the check to pass.
-    type: str
-    default: ok
-  validate_certs:
-    description:
-      - Verify the Loaders' TLS certificates for C(https://) URLs. V(false) is for labs only.
-    type: bool
-    default: true
-  ca_path:
-    description:
-      - CA bundle (PEM) that signed the Loaders' certificates, instead of the system trust store.
-    type: path
   force:
     description:
       - Check again the devices whose state says they passed before.
@@ -127,47 +98,37 @@ msg:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.azaion.jetson.plugins.module_utils._device_state import DeviceState, DeviceStateError
-from ansible_collections.azaion.jetson.plugins.module_utils._loader import LoaderCheck, loader_check_argument_spec
-from ansible_collections.azaion.jetson.plugins.module_utils._station_run import (
-    StationRun,
-    run_device_core,
-    shared_options,
-    station_argument_spec,
-)
+from ansible_collections.azaion.jetson.plugins.module_utils._loader import VERIFY_OPTIONS, run
+from ansible_collections.azaion.jetson.plugins.module_utils._station_run import StationRun, station_argument_spec
 
 PHASE = 'verify'
-# The options given once for all devices; url and device_conf are each device's.
-SHARED_OPTIONS = ('health_timeout', 'health_interval', 'request_timeout', 'expected_status', 'validate_certs',
-                  'ca_path')
 
 
 def main():
-    check_spec = loader_check_argument_spec()
-    options = shared_options(check_spec, SHARED_OPTIONS)
-    options['force'] = dict(type='bool', default=False)
-    module = AnsibleModule(argument_spec=station_argument_spec(**options), supports_check_mode=True)
+    module = AnsibleModule(argument_spec=station_argument_spec(force=dict(type='bool', default=False), **VERIFY_OPTIONS),
+                           supports_check_mode=True)
+    force = module.params['force']
 
-    def work(proxy, device):
+    def verify(shared, device):
         name = device['name']
-        if not module.params['force']:
+        if not force:
             try:
                 passed = DeviceState(device['state_file']).phase(PHASE)
             except DeviceStateError as exc:
-                proxy.fail_json('%s: %s' % (name, exc))
+                return dict(failed=True, msg=str(exc))
             if passed.get('status') == 'done':
-                proxy.exit_json(changed=False, msg='%s: its Loader passed the check before; not checked again (force=true'
-                                                   ' checks it again)' % name)
+                return dict(msg='%s: its Loader passed the check before; not checked again (force=true checks it again)'
+                            % name)
         if not device.get('loader_url'):
-            proxy.fail_json('%s: no Loader URL to check: set jetson_loader_url (the base URL of the device\'s Loader'
-                            ' after its first boot, such as http://10.20.0.42:8080)' % name)
+            return dict(failed=True, msg='no Loader URL to check: set jetson_loader_url (the base URL of the device\'s'
+                                         ' Loader after its first boot, such as http://10.20.0.42:8080)')
         if not device.get('device_conf'):
-            proxy.fail_json('%s: no staging rootfs, so no device.conf to log in with: set jetson_usb_instance or'
-                            ' jetson_rootfs_dir' % name)
-        run_device_core(proxy, check_spec, SHARED_OPTIONS, dict(url=device['loader_url'], device_conf=device['device_conf']),
-                        lambda device_module: LoaderCheck(device_module).run())
+            return dict(failed=True, msg='no staging rootfs, so no device.conf to log in with: set jetson_usb_instance or'
+                                         ' jetson_rootfs_dir')
+        return run(shared, device)
 
-    run = StationRun(module, work, phase=PHASE)
-    run.exit(run.run(), PHASE)
+    station_run = StationRun(module, core=verify, shared_options=VERIFY_OPTIONS, phase=PHASE)
+    station_run.exit(station_run.run(), PHASE)
 
 
 if __name__ == '__main__':

@@ -114,3 +114,31 @@ def test_device_params_apply_the_single_device_modules_spec():
     assert params == {'rootfs_dir': '/r', 'mode': '0600', 'rotate': True}
     with pytest.raises(ValueError, match='rootfs_dir'):
         device_params(spec, {'rotate': True})
+
+
+def test_a_phase_core_is_called_with_the_shared_options_and_its_secrets_are_masked_everywhere(tmp_path, capsys):
+    """A core is a plain function, core(shared, device) -> result: no module stands in for it."""
+    secret = 'f00dfacef00dfacef00dfacef00dface'
+    seen = []
+
+    def core(shared, device):
+        seen.append((device['name'], shared))
+        if device['name'] == 'AZJN-0002':
+            return dict(failed=True, msg='logged in as nobody with %s' % secret, no_log_values=[secret])
+        return dict(changed=True, msg='checked', warnings=['slow Loader'], no_log_values=[secret], echo=secret)
+
+    args = {'devices': devices(tmp_path, 'AZJN-0001', 'AZJN-0002'), 'parallel': 2, 'timeout': 7}
+    capsys.readouterr()
+    with patch_module_args(args):
+        module = AnsibleModule(argument_spec=station_argument_spec(timeout=dict(type='int')), supports_check_mode=True)
+        run = StationRun(module, core=core, shared_options=('timeout',), phase='verify')
+        with pytest.raises(SystemExit):
+            run.exit(run.run(), 'verify')
+    printed = capsys.readouterr().out
+    output = json.loads(printed)
+    assert sorted(seen) == [('AZJN-0001', {'timeout': 7, 'check_mode': False}), ('AZJN-0002', {'timeout': 7, 'check_mode': False})]
+    assert output['failed_devices'] == ['AZJN-0002']
+    # A failure's message is led by its device's name, as a module's own would not be.
+    assert output['devices']['AZJN-0002']['msg'].startswith('AZJN-0002: logged in as nobody with ')
+    assert output['devices']['AZJN-0001']['changed'] is True
+    assert secret not in printed and 'no_log_values' not in printed

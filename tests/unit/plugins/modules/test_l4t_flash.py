@@ -556,3 +556,51 @@ def test_shared_images_are_generated_once_per_group_and_another_key_at_the_same_
     assert rekeyed['changed'] and rekeyed['generated'] is True and rekeyed['image_group'] != first['image_group']
     assert len([call for call in lab.calls() if '--no-flash' in call['argv']]) == 2
     secret_free(json.dumps(first), json.dumps(rotated), json.dumps(rekeyed))
+
+
+def test_a_flash_clears_what_a_killed_flash_left_in_its_slot_in_another_groups_copy(module_runner, lab, key_files, tmp_path):
+    """A killed flash of one group leaves its device's identity in that group's copy in its
+    slot; the next flash in that slot is of another group (another board, another key), whose
+    own copy it writes. It must clear the other group's copy too: no flash of that group may come
+    to this slot again soon, and a free-slot sweep never sees a slot that is held."""
+    from ansible_collections.azaion.jetson.plugins.module_utils._image_group import GROUP_RECORD, ImageGroup, read_json
+    lab.tree('1-3')
+    key = os.path.join(lab.root, 'pkc.pem')
+    with open(key_files['pkc'], 'rb') as source, open(key, 'wb') as copy:
+        copy.write(source.read())
+    images_dir = os.path.join(lab.work, 'images')
+    args = lab.args(expected_email=EMAIL, images_dir=images_dir, extra_args=['-u', key])
+    first = module_runner(main, args)
+    assert first['changed'] and first['image_mode'] == 'shared', first['msg']
+
+    # The flash of another device of this group, killed in slot 0 with its identity in the copy.
+    killed_password = '5eed5eed5eed5eed5eed5eed5eed5eed'
+    other_rootfs = tmp_path / 'other-rootfs'
+    (other_rootfs / 'etc' / 'azaion').mkdir(parents=True)
+    (other_rootfs / 'etc' / 'azaion' / 'device.conf').write_text(
+        'AZAION_DEVICE_EMAIL=azaion-jetson-0043@azaion.com\nAZAION_DEVICE_PASSWORD=%s\n' % killed_password)
+    group = ImageGroup(images_dir, read_json(os.path.join(images_dir, first['image_group'], GROUP_RECORD))['fingerprint'])
+    group.record = read_json(group.record_path)
+    group.write_identity(os.path.join(group.dir, 'slot-0', 'Linux_for_Tegra'), str(other_rootfs))
+
+    def holding_it():
+        return sorted(os.path.relpath(path, images_dir) for path, data in everything_under(images_dir)
+                      if killed_password.encode() in data)
+    assert holding_it()  # what the kill left
+
+    # The next flash in slot 0 is of another group (another key).
+    with open(key_files['other'], 'rb') as source, open(key, 'wb') as copy:
+        copy.write(source.read())
+    lab.replug('1-3')
+    rekeyed = module_runner(main, args)
+    assert rekeyed['changed'] and rekeyed['image_group'] != first['image_group'] and rekeyed['slot'] == 0, rekeyed['msg']
+    assert holding_it() == []
+
+
+def everything_under(top):
+    for root, _dirs, files in os.walk(top):
+        for name in files:
+            path = os.path.join(root, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                with open(path, 'rb') as content:
+                    yield path, content.read()
