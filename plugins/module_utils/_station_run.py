@@ -31,7 +31,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.azaion.jetson.plugins.module_utils._device_state import DeviceState, DeviceStateError
 from ansible_collections.azaion.jetson.plugins.module_utils._progress import DONE, FAILED
-from ansible_collections.azaion.jetson.plugins.module_utils._tool_runner import end_with_the_run
+from ansible_collections.azaion.jetson.plugins.module_utils._tool_runner import end_with_the_run, stop_tools
 
 # The device context: one per device, made once on the controller. Every station module takes
 # a list of them as its ``devices`` option; each uses the keys it needs. Keep in step with
@@ -280,8 +280,15 @@ class StationRun(object):
             end_with_the_run()
         try:
             with ThreadPoolExecutor(max_workers=parallel) as pool:
-                futures = [(device['name'], pool.submit(self.one, device)) for device in self.devices]
-                return dict((name, future.result()) for name, future in futures)
+                try:
+                    futures = [(device['name'], pool.submit(self.one, device)) for device in self.devices]
+                    return dict((name, future.result()) for name, future in futures)
+                except BaseException:
+                    # Interrupted (SIGINT from the run's process group, SystemExit): the pool
+                    # waits for every device's thread on its way out, and none may start a tool
+                    # meanwhile, nor leave one running.
+                    stop_tools()
+                    raise
         finally:
             if self.progress is not None:
                 self.progress.close()

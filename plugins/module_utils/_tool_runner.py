@@ -99,7 +99,7 @@ _RUNNING_LOCK = threading.Lock()
 _STOPPING = threading.Event()
 
 
-def _stop_tools():
+def stop_tools():
     """The run is gone: start no more tools, give each running one SIGTERM once (NVIDIA's tools
     clean up their udev rules and exports on it) and wait for them all, up to their grace."""
     with _RUNNING_LOCK:
@@ -125,7 +125,7 @@ def end_with_the_run():
     busy, or flash them twice. The module's standard output is the one thing that always leads
     back to the worker (a pipe, through sh, sudo or sshd): once nobody is left to read it, the
     kernel reports POLLERR (POLLHUP on sudo's terminal) on it. A daemon thread waits for that,
-    stops the tools itself (_stop_tools: one SIGTERM each, which the kernel's would not be once
+    stops the tools itself (stop_tools: one SIGTERM each, which the kernel's would not be once
     the module's threads die one by one, see _terminate_with_parent), then ends the module with
     SIGTERM, as kill would: the phases in flight stay recorded as running, and the next run
     resumes them. An output that is a regular file (an async task's) has no reader to lose.
@@ -150,7 +150,7 @@ def end_with_the_run():
             if any(event & select.POLLNVAL for event in events):
                 return  # the module closed its output: it is ending anyway
             if any(event & (select.POLLERR | select.POLLHUP) for event in events):
-                _stop_tools()
+                stop_tools()
                 _remove_module_payload()
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
@@ -193,7 +193,7 @@ def run_tool(argv, cwd, log_path, timeout, env=None, kill_grace=DEFAULT_KILL_GRA
                  % (utc_stamp(), ' '.join(argv), cwd, timeout))
         try:
             with _RUNNING_LOCK:
-                if _STOPPING.is_set():  # stopped since the look above: _stop_tools would not see this tool
+                if _STOPPING.is_set():  # stopped since the look above: stop_tools would not see this tool
                     log_line(log_fd, '==> %s azaion.jetson: not running %s: the run was stopped' % (utc_stamp(), argv[0]))
                     return ToolRun(-signal.SIGTERM, False, 0.0, log_path)
                 process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log_fd,

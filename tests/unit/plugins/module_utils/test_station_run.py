@@ -142,3 +142,31 @@ def test_a_phase_core_is_called_with_the_shared_options_and_its_secrets_are_mask
     assert output['devices']['AZJN-0002']['msg'].startswith('AZJN-0002: logged in as nobody with ')
     assert output['devices']['AZJN-0001']['changed'] is True
     assert secret not in printed and 'no_log_values' not in printed
+
+
+def test_an_interrupted_station_run_starts_no_more_tools(tmp_path, capsys):
+    """SIGINT reaches a station module through its run's process group: its main thread is
+    interrupted while the devices' threads go on, and none of them may start a tool after that."""
+    from ansible_collections.azaion.jetson.plugins.module_utils import _tool_runner
+    tool_runs = []
+
+    def core(shared, device):
+        if device['name'] == 'AZJN-0001':
+            raise KeyboardInterrupt()  # as the main thread gets it, through this device's future
+        deadline = time.monotonic() + 10
+        while not _tool_runner._STOPPING.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        tool_runs.append(_tool_runner.run_tool(['sleep', '30'], str(tmp_path), str(tmp_path / 'tool.log'), 60))
+        return dict(msg='done')
+
+    args = {'devices': devices(tmp_path, 'AZJN-0001', 'AZJN-0002'), 'parallel': 2}
+    try:
+        with patch_module_args(args):
+            module = AnsibleModule(argument_spec=station_argument_spec(), supports_check_mode=True)
+            started = time.monotonic()
+            with pytest.raises(KeyboardInterrupt):
+                StationRun(module, core=core, ends_with_the_run=False).run()
+        assert [(run.rc, run.seconds) for run in tool_runs] == [(-15, 0.0)]  # refused, never started
+        assert time.monotonic() - started < 10
+    finally:
+        _tool_runner._STOPPING.clear()
