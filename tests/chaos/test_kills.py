@@ -234,12 +234,16 @@ def test_ctrl_c_stops_the_stations_work_within_seconds_and_the_rerun_converges(m
     what = running(batch)
     pressed = time.time()
     processes = interrupt(playbook)
+    playbook_ended = time.time() - pressed
     assert playbook.returncode != 0
     wait_until(lambda: not any(alive(pid) for pid in processes), timeout=10,
                what="the run's modules and tools to end after Ctrl-C")
     ended = time.time() - pressed
     started_after = [run for run in l4t_bundle.flash_runs(batch.lab.lab_state) if run['start'] > pressed]
-    assert started_after == []  # nothing more was flashed once the run was stopped
+    # Nothing more was flashed once the run was stopped. When something was, say how long the
+    # run took to end and which tool calls there were (pids), to tell who started it.
+    assert started_after == [], (started_after, 'ansible-playbook ended %.1f s after Ctrl-C' % playbook_ended,
+                                 [call for call in l4t_bundle.tool_calls(batch.lab.lab_state) if (call['start'] or 0) > pressed - 30])
     batch.api.set_faults([])
     cycled = operator_recovers(batch)
     rerun = rerun_converges(batch)
