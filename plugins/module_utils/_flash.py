@@ -804,10 +804,6 @@ class Flasher(object):
             wait_started = time.time()
             with slots:
                 self.segment('slot wait', wait_started, time.time())
-                if params['images_dir']:
-                    # What a flash killed in this slot left in any group's copies: another board's
-                    # group has its own copy in this slot, which this flash never writes.
-                    clear_slot(params['images_dir'], slots.slot)
                 self.fields.update(slot=slots.slot, slot_wait_seconds=round(slots.wait_seconds, 3))
                 self.state.record(PHASE, slot=slots.slot, slot_wait_seconds=round(slots.wait_seconds, 3))
                 try:
@@ -815,13 +811,21 @@ class Flasher(object):
                 except FlashError as exc:
                     self.fail(str(exc))
                 flash_started = time.time()
-                if group is not None:
-                    run = self.flash_shared(group, slots)
-                elif self.tool == 'initrd':
-                    run = self.flash_initrd(slots, self.l4t_dir)
-                else:
-                    self.at(FLASHING)
-                    run = self.run(self.argv)
+                try:
+                    if group is not None:
+                        run = self.flash_shared(group, slots)
+                    elif self.tool == 'initrd':
+                        run = self.flash_initrd(slots, self.l4t_dir)
+                    else:
+                        self.at(FLASHING)
+                        run = self.run(self.argv)
+                finally:
+                    if params['images_dir']:
+                        # What a flash killed in this slot left in any group's copies: another
+                        # board's group has its own copy here, which this flash never writes,
+                        # and the free-slot sweep never sees a held slot. Done after the tool,
+                        # which a stopped run must not start late.
+                        clear_slot(params['images_dir'], slots.slot)
                 self.segment('flash', flash_started, time.time())
                 self.fields['tool_seconds'] = round(run.seconds, 3)
                 self.fields['flash_seconds'] = round(time.time() - flash_started, 3)
