@@ -522,12 +522,19 @@ def test_the_devices_ekb_replaces_the_bundles_in_its_tree_only_and_a_new_one_fla
     assert missing['failed'] and 'cannot read the EKB' in missing['msg'] and 'jetson_ekb_file' in missing['msg']
 
 
+def key_at_one_path(lab, key_file):
+    """The content of ``key_file`` at the lab's one key path (an operator's key file, replaced
+    in place by another product's key); returns the path."""
+    key = os.path.join(lab.root, 'pkc.pem')
+    with open(key_file, 'rb') as source, open(key, 'wb') as copy:
+        copy.write(source.read())
+    return key
+
+
 def test_shared_images_are_generated_once_per_group_and_another_key_at_the_same_path_is_another_group(
         module_runner, lab, key_files):
     tree = lab.tree('1-3')
-    key = os.path.join(lab.root, 'pkc.pem')
-    with open(key_files['pkc'], 'rb') as source, open(key, 'wb') as copy:
-        copy.write(source.read())
+    key = key_at_one_path(lab, key_files['pkc'])
     images_dir = os.path.join(lab.work, 'images')
     args = lab.args(expected_email=EMAIL, images_dir=images_dir, extra_args=['-u', key])
 
@@ -549,8 +556,7 @@ def test_shared_images_are_generated_once_per_group_and_another_key_at_the_same_
     assert NEW_PASSWORD in lab.stored_conf('1-3')
 
     # Another key at the same path: another image group, generated.
-    with open(key_files['other'], 'rb') as source, open(key, 'wb') as copy:
-        copy.write(source.read())
+    key_at_one_path(lab, key_files['other'])
     lab.replug('1-3')
     rekeyed = module_runner(main, args)
     assert rekeyed['changed'] and rekeyed['generated'] is True and rekeyed['image_group'] != first['image_group']
@@ -565,9 +571,7 @@ def test_a_flash_clears_what_a_killed_flash_left_in_its_slot_in_another_groups_c
     to this slot again soon, and a free-slot sweep never sees a slot that is held."""
     from ansible_collections.azaion.jetson.plugins.module_utils._image_group import GROUP_RECORD, ImageGroup, read_json
     lab.tree('1-3')
-    key = os.path.join(lab.root, 'pkc.pem')
-    with open(key_files['pkc'], 'rb') as source, open(key, 'wb') as copy:
-        copy.write(source.read())
+    key = key_at_one_path(lab, key_files['pkc'])
     images_dir = os.path.join(lab.work, 'images')
     args = lab.args(expected_email=EMAIL, images_dir=images_dir, extra_args=['-u', key])
     first = module_runner(main, args)
@@ -579,8 +583,9 @@ def test_a_flash_clears_what_a_killed_flash_left_in_its_slot_in_another_groups_c
     (other_rootfs / 'etc' / 'azaion').mkdir(parents=True)
     (other_rootfs / 'etc' / 'azaion' / 'device.conf').write_text(
         'AZAION_DEVICE_EMAIL=azaion-jetson-0043@azaion.com\nAZAION_DEVICE_PASSWORD=%s\n' % killed_password)
-    group = ImageGroup(images_dir, read_json(os.path.join(images_dir, first['image_group'], GROUP_RECORD))['fingerprint'])
-    group.record = read_json(group.record_path)
+    record = read_json(os.path.join(images_dir, first['image_group'], GROUP_RECORD))
+    group = ImageGroup(images_dir, record['fingerprint'])
+    group.record = record
     group.write_identity(os.path.join(group.dir, 'slot-0', 'Linux_for_Tegra'), str(other_rootfs))
 
     def holding_it():
@@ -589,8 +594,7 @@ def test_a_flash_clears_what_a_killed_flash_left_in_its_slot_in_another_groups_c
     assert holding_it()  # what the kill left
 
     # The next flash in slot 0 is of another group (another key).
-    with open(key_files['other'], 'rb') as source, open(key, 'wb') as copy:
-        copy.write(source.read())
+    key_at_one_path(lab, key_files['other'])
     lab.replug('1-3')
     rekeyed = module_runner(main, args)
     assert rekeyed['changed'] and rekeyed['image_group'] != first['image_group'] and rekeyed['slot'] == 0, rekeyed['msg']
