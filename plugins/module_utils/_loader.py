@@ -74,8 +74,7 @@ def run(shared, device):
         check.run()
     except CheckEnded:
         pass
-    result = dict(check.result, warnings=check.warnings, no_log_values=sorted(check.secrets))
-    return result
+    return dict(check.result, warnings=check.warnings, no_log_values=sorted(check.secrets))
 
 
 def tls_context(ca_path, validate_certs):

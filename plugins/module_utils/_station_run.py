@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from ansible_collections.azaion.jetson.plugins.module_utils._device_state import DeviceState, DeviceStateError
+from ansible_collections.azaion.jetson.plugins.module_utils._device_state import FINISHED, DeviceState, DeviceStateError
 from ansible_collections.azaion.jetson.plugins.module_utils._progress import DONE, FAILED
 from ansible_collections.azaion.jetson.plugins.module_utils._tool_runner import end_with_the_run, stop_tools
 
@@ -240,7 +240,7 @@ class StationRun(object):
             try:
                 previous = state.phase(self.phase)
                 # A phase done before is rewritten only if this run changes something.
-                if previous.get('status') not in ('done', 'skipped'):
+                if previous.get('status') not in FINISHED:
                     record_phase(state, self.phase, 'running', started, previous=previous)
             except (DeviceStateError, IOError, OSError) as exc:
                 why = getattr(exc, 'strerror', None) or exc
@@ -323,7 +323,7 @@ def keeps_record(previous, status, details=None):
     """A phase that was done (or skipped) before, recorded so again with the same ``details``,
     keeps its record: its times are when the work happened, and a re-run of a finished batch
     writes nothing."""
-    return (status in ('done', 'skipped') and previous.get('status') == status
+    return (status in FINISHED and previous.get('status') == status
             and all(previous.get(key) == value for key, value in (details or {}).items()))
 
 

@@ -86,8 +86,9 @@ def lost_station_result(station, work, detail=None):
         advice = 'run the batch again once it answers'
     result = dict(failed=True, changed=False, station_lost=True, station=station, work=work,
                   msg='station %s stopped answering during %s; %s' % (station, work, advice))
-    if detail:
-        result['connection_error'] = str(detail).strip().splitlines()[0] if str(detail).strip() else ''
+    lines = str(detail or '').strip().splitlines()
+    if lines:
+        result['connection_error'] = lines[0]
     return result
 
 
